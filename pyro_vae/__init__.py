@@ -1,0 +1,39 @@
+"""pyro-vae: variational autoencoders written as Pyro programs.
+
+The public API is listed in ``__all__``; everything else is an implementation detail.
+"""
+
+from pyro_vae.checkpoint import CheckpointError, load, save
+from pyro_vae.config import ConfigError, RunConfig, TrainConfig, VAEConfig
+from pyro_vae.data import DataError, Dataset, load_dataset
+from pyro_vae.decomposition import ElboTerms, elbo_terms
+from pyro_vae.evaluate import log_likelihood, log_weights
+from pyro_vae.registry import Registry, SpecError
+from pyro_vae.train import FitResult, TrainingError, fit
+from pyro_vae.vae import VAE
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "VAE",
+    "CheckpointError",
+    "ConfigError",
+    "DataError",
+    "Dataset",
+    "ElboTerms",
+    "FitResult",
+    "Registry",
+    "RunConfig",
+    "SpecError",
+    "TrainConfig",
+    "TrainingError",
+    "VAEConfig",
+    "__version__",
+    "elbo_terms",
+    "fit",
+    "load",
+    "load_dataset",
+    "log_likelihood",
+    "log_weights",
+    "save",
+]

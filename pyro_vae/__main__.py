@@ -1,0 +1,7 @@
+"""``python -m pyro_vae`` (and ``torchrun -m pyro_vae``) runs the command line."""
+
+import sys
+
+from pyro_vae.cli import main
+
+sys.exit(main())

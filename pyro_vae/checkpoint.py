@@ -1,0 +1,160 @@
+"""Checkpoints: JSON and safetensors only, written atomically, never unpickled.
+
+A run directory holds
+
+- ``config.json``: the complete :class:`~pyro_vae.config.RunConfig` (or only the VAE part
+  for :func:`save`), from which the architecture is rebuilt;
+- ``model.safetensors``: the VAE's ``state_dict``;
+- ``checkpoint.safetensors``: everything ``--resume`` needs in one file, so that it is
+  replaced in one atomic step: model and optimizer tensors, RNG states, and JSON metadata
+  (epoch, step, optimizer hyper-parameters).
+
+Every file is written to a temporary name in the same folder, flushed, fsynced and renamed
+over the old one, so a crash at any moment leaves the old file or the new one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from pyro_vae.config import ConfigError, RunConfig, VAEConfig, from_dict, to_dict
+from pyro_vae.vae import VAE
+
+__all__ = [
+    "CheckpointError",
+    "atomic_write",
+    "load",
+    "load_config",
+    "read_tensors",
+    "save",
+    "write_tensors",
+]
+
+FORMAT = "pyro-vae/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, damaged, or made for another architecture."""
+
+
+def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb") -> None:
+    """Write ``path`` through a temporary file, fsync, rename, and fsync the folder."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    atomic_write(path, lambda f: f.write(json.dumps(data, indent=2) + "\n"), mode="w")
+
+
+def write_tensors(
+    path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None
+) -> None:
+    """Atomically write tensors (moved to CPU, made contiguous) and JSON metadata."""
+    cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    meta = {"format": FORMAT, "json": json.dumps(metadata or {})}
+    blob = save_safetensors(cpu, metadata=meta)
+    atomic_write(path, lambda f: f.write(blob))
+
+
+def read_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read tensors and metadata written by :func:`write_tensors`; never unpickles."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"missing checkpoint file {str(path)!r}")
+    data = path.read_bytes()
+    try:
+        tensors = load_safetensors(data)
+        header_len = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8 : 8 + header_len])
+        meta = json.loads(header.get("__metadata__", {}).get("json", "{}"))
+    except (SafetensorError, ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(
+            f"{str(path)!r} is not a valid safetensors file ({e}); it may be truncated or "
+            "not a pyro-vae checkpoint"
+        ) from None
+    return tensors, meta
+
+
+def save(vae: VAE, directory: str | Path, *, run_config: RunConfig | None = None) -> Path:
+    """Save ``vae`` to ``directory``: ``config.json`` and ``model.safetensors``."""
+    if not isinstance(vae, VAE):
+        raise TypeError(f"save needs a pyro_vae.VAE, got {type(vae).__name__}")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config: dict[str, Any] = {"format": FORMAT}
+    config.update(to_dict(run_config) if run_config else {"vae": to_dict(vae.config)})
+    write_json(directory / "config.json", config)
+    write_tensors(directory / "model.safetensors", vae.state_dict())
+    return directory
+
+
+def load_config(directory: str | Path) -> tuple[VAEConfig, dict[str, Any]]:
+    """The VAE config and the raw JSON of ``directory/config.json``."""
+    path = Path(directory) / "config.json"
+    if not path.is_file():
+        raise CheckpointError(
+            f"{str(directory)!r} is not a pyro-vae run or checkpoint: it has no config.json"
+        )
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{str(path)!r} is not valid JSON: {e}") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT or "vae" not in raw:
+        raise CheckpointError(f"{str(path)!r} is not a {FORMAT} config")
+    try:
+        return from_dict(VAEConfig, raw["vae"], where="config.json vae"), raw
+    except ConfigError as e:
+        raise CheckpointError(str(e)) from None
+
+
+def load(directory: str | Path, map_location: str | torch.device = "cpu") -> VAE:
+    """Rebuild the VAE saved in ``directory`` and load its weights (no pickle involved)."""
+    config, _ = load_config(directory)
+    vae = VAE(config)
+    tensors, _ = read_tensors(Path(directory) / "model.safetensors")
+    load_state(vae, tensors, Path(directory) / "model.safetensors")
+    return vae.to(map_location)
+
+
+def load_state(vae: VAE, tensors: dict[str, torch.Tensor], where: Path) -> None:
+    """Load a state dict, explaining mismatches rather than dumping torch's message."""
+    own = vae.state_dict()
+    missing = sorted(set(own) - set(tensors))
+    extra = sorted(set(tensors) - set(own))
+    wrong = sorted(k for k in set(own) & set(tensors) if own[k].shape != tensors[k].shape)
+    if missing or extra or wrong:
+        details = "; ".join(
+            f"{label}: {names[:5]}"
+            for label, names in (("missing", missing), ("unexpected", extra), ("shape", wrong))
+            if names
+        )
+        raise CheckpointError(
+            f"the weights in {str(where)!r} do not fit the architecture in config.json "
+            f"({details}). The checkpoint was made for a different model."
+        )
+    vae.load_state_dict(tensors)

@@ -1,0 +1,168 @@
+"""Configuration: frozen dataclasses, the one source of defaults.
+
+The CLI flags and the TOML configs are built from these dataclasses, and every run saves
+them to ``config.json`` so that the run can be rebuilt exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import tomllib
+
+__all__ = [
+    "ConfigError",
+    "RunConfig",
+    "TrainConfig",
+    "VAEConfig",
+    "from_dict",
+    "load_toml",
+    "to_dict",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration value or file that cannot be used; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """The model: what p(x|z)p(z) and q(z|x) are built from.
+
+    Component fields are spec strings, ``"name"`` or ``"name:key=value,..."``; the names
+    are listed by ``pyro-vae components``.
+    """
+
+    data_shape: tuple[int, ...] = (1, 8, 8)  # shape of one data point; set from the data set
+    latent_dim: int = 8  # dimension of z
+    hidden: tuple[int, ...] = (200, 200)  # encoder hidden widths (decoder: reversed)
+    activation: str = "tanh"  # nonlinearity between hidden layers
+    prior: str = "normal"  # p(z)
+    likelihood: str = "bernoulli"  # p(x|z)
+    guide: str = "normal"  # the family of q(z|x)
+    network: str = "mlp"  # encoder/decoder architecture
+
+    def __post_init__(self) -> None:
+        _check_positive_ints("data_shape", self.data_shape)
+        _check_positive_ints("hidden", self.hidden, allow_empty=True)
+        if isinstance(self.latent_dim, bool) or not isinstance(self.latent_dim, int):
+            raise ConfigError(f"latent_dim must be an int, got {self.latent_dim!r}")
+        if self.latent_dim <= 0:
+            raise ConfigError(f"latent_dim must be a positive int, got {self.latent_dim}")
+        for name in ("activation", "prior", "likelihood", "guide", "network"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"{name} must be a non-empty string, got {value!r}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train: data, optimisation and where the run goes."""
+
+    dataset: str = "digits"  # a built-in name (digits, mnist, ...) or a path to .npy/.npz/.csv
+    binarize: str = "dynamic"  # none | dynamic: x ~ Bernoulli(pixel) redrawn every epoch
+    epochs: int = 100  # passes over the training split
+    batch_size: int = 100  # data points per step
+    lr: float = 1e-3  # Adam learning rate
+    seed: int = 0  # seeds model init, data order, binarization and the guide's noise
+    device: str = "auto"  # auto | cpu | cuda | cuda:N; auto picks CUDA when present
+    num_particles: int = 1  # samples of z per data point in the training ELBO
+    out: str = "runs/latest"  # run directory
+    eval_num_samples: int = 100  # k of the importance-weighted NLL reported after training
+    eval_num_points: int = 1000  # test points for that NLL (a seeded random subset)
+
+    def __post_init__(self) -> None:
+        if self.binarize not in ("none", "dynamic"):
+            raise ConfigError(f"binarize must be 'none' or 'dynamic', got {self.binarize!r}")
+        for name in ("epochs", "batch_size", "num_particles", "eval_num_samples"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"{name} must be a positive int, got {value!r}")
+        if isinstance(self.eval_num_points, bool) or not isinstance(self.eval_num_points, int):
+            raise ConfigError(f"eval_num_points must be an int, got {self.eval_num_points!r}")
+        if not isinstance(self.lr, (int, float)) or not self.lr > 0:
+            raise ConfigError(f"lr must be a positive number, got {self.lr!r}")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs: the model and the training. Saved as ``config.json``."""
+
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def _check_positive_ints(name: str, value: Any, allow_empty: bool = False) -> None:
+    if not isinstance(value, tuple) or (not value and not allow_empty):
+        raise ConfigError(f"{name} must be a non-empty tuple of positive ints, got {value!r}")
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise ConfigError(f"{name} must hold positive ints, got {value!r}")
+
+
+T = TypeVar("T")
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a (nested) config dataclass; tuples become lists."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
+    """Build the dataclass ``cls`` from a plain dict, checking keys and types.
+
+    Unknown keys and values of the wrong type raise :class:`ConfigError` naming the key,
+    the expected type and what was received. Nested dataclasses are built recursively.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a table/object, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - fields)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys are {sorted(fields)}")
+    kwargs = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, where)  # type: ignore[arg-type]
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list of ints, got {value!r}")
+        return tuple(_coerce(int, v, where) for v in value)
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool) and (
+        not isinstance(value, hint) or (hint is int and isinstance(value, bool))
+    ):
+        raise ConfigError(f"{where} must be {hint.__name__}, got {value!r}")
+    return value
+
+
+def load_toml(path: str | Path) -> RunConfig:
+    """Read a TOML config with optional ``[vae]`` and ``[train]`` tables."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {e}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {e}") from None
+    return from_dict(RunConfig, data, where=str(path))

@@ -1,0 +1,157 @@
+"""The command line end to end on the embedded digits, and its refusals."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from pyro_vae.cli import main, subset
+
+FAST = [
+    "--hidden",
+    "32",
+    "--latent-dim",
+    "2",
+    "--quiet",
+    "--eval-num-samples",
+    "5",
+    "--eval-num-points",
+    "50",
+]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "run"
+    assert main(["train", "--epochs", "2", "--out", str(out), *FAST]) == 0
+    return out
+
+
+def test_train_writes_the_run_directory(run_dir: Path) -> None:
+    names = {p.name for p in run_dir.iterdir()}
+    assert {
+        "config.json",
+        "metrics.jsonl",
+        "model.safetensors",
+        "checkpoint.safetensors",
+        "summary.json",
+        "plots",
+    } <= names
+    assert {p.name for p in (run_dir / "plots").iterdir()} == {
+        "curves.png",
+        "reconstructions.png",
+        "samples.png",
+    }
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["vae"]["data_shape"] == [1, 8, 8] and config["train"]["epochs"] == 2
+    lines = [json.loads(s) for s in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2]
+    for r in lines:
+        assert abs(r["valid_elbo"] - (r["valid_reconstruction"] - r["valid_kl"])) < 1e-4  # float32
+
+
+def test_evaluate_writes_eval_json(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["evaluate", str(run_dir), "--num-samples", "20", "--num-points", "40"])
+    assert code == 0
+    result = json.loads((run_dir / "eval.json").read_text())
+    assert set(result) >= {
+        "elbo",
+        "reconstruction",
+        "kl",
+        "nll",
+        "num_samples",
+        "num_points",
+        "split",
+    }
+    assert result["num_points"] == 40 and result["num_samples"] == 20
+    assert result["split"] == "test"
+    assert abs(result["elbo"] - (result["reconstruction"] - result["kl"])) < 1e-4
+    assert result["nll"] <= -result["elbo"] + 1.0  # the IW bound is (nearly) tighter
+    assert "NLL" in capsys.readouterr().out
+
+
+def test_subset_is_seeded_and_random() -> None:
+    a, b = subset(1000, 50, seed=0), subset(1000, 50, seed=0)
+    assert torch.equal(a, b) and not torch.equal(a, torch.arange(50))
+    assert len(set(a.tolist())) == 50
+
+
+def test_sample_png_and_npy(run_dir: Path, tmp_path: Path) -> None:
+    assert main(["sample", str(run_dir), "--num", "12", "--out", str(tmp_path / "s.npy")]) == 0
+    assert np.load(tmp_path / "s.npy").shape == (12, 1, 8, 8)
+    assert main(["sample", str(run_dir), "--num", "12", "--out", str(tmp_path / "s.png")]) == 0
+    assert (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _snapshot(directory: Path) -> dict[str, bytes]:
+    return {str(p): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--prior", "nope"], "valid prior names are: normal"),
+        (["--likelihood", "normal:scale=-1"], "scale must be a positive"),
+        (["--latent-dim", "0"], "latent_dim must be a positive int"),
+        (["--hidden", "0,3"], "hidden must hold positive ints"),
+        (["--binarize", "none"], "--binarize dynamic"),
+        (["--dataset", "no-such-data"], "digits"),
+    ],
+)
+def test_bad_input_exits_with_a_message(
+    flags: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["train", "--epochs", "1", "--out", str(tmp_path / "r"), *FAST, *flags])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_existing_run_is_left_alone(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = _snapshot(run_dir)
+    assert main(["train", "--epochs", "1", "--out", str(run_dir), *FAST]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert _snapshot(run_dir) == before
+
+
+def test_resume_needs_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--resume", "--out", str(tmp_path), *FAST]) == 2
+    assert "not a pyro-vae run directory" in capsys.readouterr().err
+
+
+def test_toml_config_and_unknown_keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[vae]\nlatent_dimm = 3\n")
+    assert main(["train", "--config", str(bad), "--out", str(tmp_path / "r")]) == 2
+    assert "unknown key(s) ['latent_dimm']" in capsys.readouterr().err
+
+
+def test_resume_continues_bit_identically(tmp_path: Path) -> None:
+    flags = [*FAST, "--seed", "3"]
+    assert main(["train", "--epochs", "3", "--out", str(tmp_path / "full"), *flags]) == 0
+    assert main(["train", "--epochs", "2", "--out", str(tmp_path / "part"), *flags]) == 0
+    assert (
+        main(["train", "--epochs", "3", "--resume", "--out", str(tmp_path / "part"), "--quiet"])
+        == 0
+    )
+    for name in ("metrics.jsonl",):
+        assert (tmp_path / "full" / name).read_text() == (tmp_path / "part" / name).read_text()
+    a = load_file(tmp_path / "full" / "model.safetensors")
+    b = load_file(tmp_path / "part" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_console_script_runs(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "pyro_vae", "train", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "--latent-dim" in out and "(default: 8)" in out
