@@ -20,9 +20,9 @@ from typing import Any
 
 import pyro.poutine as poutine
 import torch
-from torch.distributions import kl_divergence
 from pyro.poutine.trace_struct import Trace
 from pyro.poutine.util import prune_subsample_sites
+from torch.distributions import kl_divergence
 
 __all__ = ["ElboTerms", "elbo_terms", "per_point", "traces"]
 
