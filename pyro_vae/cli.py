@@ -198,7 +198,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     with torch.no_grad():
         terms = [elbo_terms(vae.model, vae.guide, xb) for xb in x.split(1000)]
-        ll = log_likelihood(vae.model, vae.guide, x, num_samples=args.num_samples)
+        ll = log_likelihood(vae.model, vae.guide, x, num_samples=args.num_samples, progress=True)
     result = {
         "elbo": float(torch.cat([t["elbo"] for t in terms]).mean()),
         "reconstruction": float(torch.cat([t["reconstruction"] for t in terms]).mean()),

@@ -19,6 +19,7 @@ import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.infer.util import is_validation_enabled
+from tqdm.auto import tqdm
 
 from pyro_vae.decomposition import per_point, traces
 
@@ -82,6 +83,7 @@ def log_likelihood(
     num_samples: int = 1000,
     batch_size: int | None = None,
     max_elements: int = 2**25,
+    progress: bool = False,
     **kwargs: Any,
 ) -> torch.Tensor:
     r"""Per-data-point importance-weighted estimate of :math:`\log p(x)`, shape ``(N,)``.
@@ -91,7 +93,8 @@ def log_likelihood(
     the ``k`` draws in chunks sized so that ``chunk * batch_size * prod(x.shape[1:])`` stays
     under ``max_elements``; chunks are combined with a running log-sum-exp, so k = 5000 over
     10,000 images works on a GPU. Distribution validation runs on each chunk of points'
-    first chunk of draws only (the data are the same in the rest).
+    first chunk of draws only (the data are the same in the rest). ``progress`` shows a
+    progress bar over the chunks of points.
     """
     if not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[0] == 0:
         raise ValueError(f"x must be a non-empty tensor (N, ...), got {x!r:.80}")
@@ -103,10 +106,9 @@ def log_likelihood(
     chunk = max(1, min(num_samples, max_elements // (per_point_size * batch_size)))
     with torch.no_grad():
         nesting = _max_plate_nesting(model, guide, x[:1], args, kwargs)
-        out = [
-            _iw_bound(model, guide, xb, num_samples, chunk, nesting, args, kwargs)
-            for xb in x.split(batch_size)
-        ]
+        batches = x.split(batch_size)
+        bar = tqdm(batches, desc=f"IW bound, k={num_samples}", unit="batch", disable=not progress)
+        out = [_iw_bound(model, guide, xb, num_samples, chunk, nesting, args, kwargs) for xb in bar]
     return torch.cat(out)
 
 
