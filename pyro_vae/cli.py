@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import inspect
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ from pyro_vae.checkpoint import CheckpointError, load, load_config, write_json
 from pyro_vae.config import ConfigError, RunConfig, TrainConfig, VAEConfig, from_dict, load_toml
 from pyro_vae.data import DataError, load_dataset
 from pyro_vae.decomposition import elbo_terms
+from pyro_vae.distributed import DistributedError
 from pyro_vae.evaluate import log_likelihood
 from pyro_vae.registry import SpecError
 from pyro_vae.train import TrainingError, evaluation_split, fit, resolve_device
@@ -33,7 +35,7 @@ from pyro_vae.train import TrainingError, evaluation_split, fit, resolve_device
 __all__ = ["build_parser", "main"]
 
 # The errors a user can cause and fix; anything else is a bug and keeps its traceback.
-USER_ERRORS = (ValueError, TypeError, TrainingError, CheckpointError, OSError)
+USER_ERRORS = (ValueError, TypeError, TrainingError, CheckpointError, OSError, DistributedError)
 
 _NOT_FLAGS = {"data_shape"}  # set from the data set, not by the user
 
@@ -133,8 +135,12 @@ def run_config(args: argparse.Namespace) -> RunConfig:
 def cmd_train(args: argparse.Namespace) -> int:
     config = run_config(args)
     tc = config.train
-    print(f"pyro-vae train: {tc.dataset} -> {tc.out}  (device {resolve_device(tc.device)})")
+    main_rank = os.environ.get("RANK", "0") in ("", "0")  # under torchrun only rank 0 reports
+    if main_rank:
+        print(f"pyro-vae train: {tc.dataset} -> {tc.out}  (device {resolve_device(tc.device)})")
     result = fit(config, resume=args.resume, progress=not args.quiet)
+    if result.rank != 0:
+        return 0
     s = result.summary
     print(
         _table(
@@ -263,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _message(e: BaseException) -> str:
-    kinds = (DataError, ConfigError, SpecError, CheckpointError, TrainingError)
+    kinds = (DataError, ConfigError, SpecError, CheckpointError, TrainingError, DistributedError)
     text = str(e) if isinstance(e, kinds) else f"{type(e).__name__}: {e}"
     return text + "\n(run with --debug for the traceback)"
 

@@ -23,6 +23,8 @@ from typing import Any
 
 import pyro
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from pyro_vae.checkpoint import (
@@ -37,6 +39,15 @@ from pyro_vae.checkpoint import (
 from pyro_vae.config import RunConfig, TrainConfig, from_dict
 from pyro_vae.data import Dataset, dynamic_binarize, load_dataset, static_binarize
 from pyro_vae.decomposition import elbo_terms
+from pyro_vae.distributed import (
+    AFTER_FAILURE,
+    DistributedError,
+    World,
+    all_reduce_sum,
+    gather_rng_states,
+    setup,
+    teardown,
+)
 from pyro_vae.evaluate import log_likelihood
 from pyro_vae.objectives import build_objective
 from pyro_vae.vae import VAE
@@ -71,6 +82,7 @@ class FitResult:
     summary: dict[str, float]
     run_dir: Path | None
     config: RunConfig = field(default_factory=RunConfig)
+    rank: int = 0  # this process's rank; only rank 0 has a summary and writes files
 
 
 def resolve_device(name: str) -> torch.device:
@@ -107,20 +119,27 @@ def _check_data(vae: VAE, dataset: Dataset, binarize: str) -> None:
             vae.check_data(x)
 
 
-def mean_terms(vae: VAE, x: torch.Tensor, batch_size: int = 1000) -> dict[str, float]:
-    """Mean ELBO, reconstruction and KL over ``x`` (nats per data point), in chunks."""
+def mean_terms(
+    vae: VAE, x: torch.Tensor, batch_size: int = 1000, world: World | None = None
+) -> dict[str, float]:
+    """Mean ELBO, reconstruction and KL over ``x`` (nats per data point), in chunks.
+
+    Under several processes each rank scores its share ``x[rank::world_size]`` and the sums
+    are added across ranks.
+    """
+    world = world or World()
     sums = torch.zeros(3, dtype=torch.float64, device=x.device)
     with torch.no_grad():
-        for xb in x.split(batch_size):
+        for xb in world.share(x).split(batch_size):
             t = elbo_terms(vae.model, vae.guide, xb)
             parts = (t["elbo"], t["reconstruction"], t["kl"])
             sums += torch.stack([v.double().sum() for v in parts])
-    elbo, recon, kl = (sums / x.shape[0]).tolist()
+    elbo, recon, kl = (all_reduce_sum(sums, world) / x.shape[0]).tolist()
     return {"elbo": elbo, "reconstruction": recon, "kl": kl}
 
 
 def _state_tensors(
-    vae: VAE, opt: torch.optim.Optimizer, gen: torch.Generator
+    vae: VAE, opt: torch.optim.Optimizer, gen: torch.Generator, rng_states: list[torch.Tensor]
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     tensors = {f"model.{k}": v for k, v in vae.state_dict().items()}
     opt_state = opt.state_dict()
@@ -131,7 +150,8 @@ def _state_tensors(
                 tensors[f"optim.{pid}.{key}"] = value
             else:
                 scalars.setdefault(str(pid), {})[key] = value
-    tensors["rng.torch"] = torch.get_rng_state()
+    tensors["rng.torch"] = rng_states[0]  # rank 0; rank r > 0 under rng.torch.r
+    tensors.update({f"rng.torch.{r}": s for r, s in enumerate(rng_states) if r > 0})
     tensors["rng.data"] = gen.get_state()
     if torch.cuda.is_available():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
@@ -140,7 +160,7 @@ def _state_tensors(
 
 
 def _restore(
-    vae: VAE, opt: torch.optim.Optimizer, gen: torch.Generator, path: Path
+    vae: VAE, opt: torch.optim.Optimizer, gen: torch.Generator, path: Path, world: World
 ) -> dict[str, Any]:
     tensors, meta = read_tensors(path)
     model = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
@@ -157,7 +177,13 @@ def _restore(
         if "betas" in g:
             g["betas"] = tuple(g["betas"])
     opt.load_state_dict({"state": state, "param_groups": groups})
-    torch.set_rng_state(tensors["rng.torch"])
+    key = "rng.torch" if world.rank == 0 else f"rng.torch.{world.rank}"
+    if key not in tensors:
+        raise CheckpointError(
+            f"{str(path)!r} was written by a run with fewer processes: it has no RNG state for "
+            f"rank {world.rank}. Resume with the same number of processes as the run had."
+        )
+    torch.set_rng_state(tensors[key])
     gen.set_state(tensors["rng.data"])
     if "rng.cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.cuda"])
@@ -191,12 +217,14 @@ def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
     atomic_write(path, lambda f: f.write("\n".join(lines) + "\n"), mode="w")
 
 
-def _truncate_jsonl(path: Path, epochs: int) -> list[dict[str, float]]:
+def _truncate_jsonl(path: Path, epochs: int, write: bool = True) -> list[dict[str, float]]:
     if not path.exists():
         return []
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     records = [r for r in records if r["epoch"] <= epochs]
-    atomic_write(path, lambda f: f.write("".join(json.dumps(r) + "\n" for r in records)), "w")
+    if write:
+        text = "".join(json.dumps(r) + "\n" for r in records)
+        atomic_write(path, lambda f: f.write(text), "w")
     return records
 
 
@@ -220,45 +248,85 @@ def fit(
     ``dataset`` overrides loading ``config.train.dataset`` (its ``name`` is recorded).
     """
     config = config or RunConfig()
+    world, device = setup(resolve_device(config.train.device))
+    try:
+        return _fit(config, world, device, dataset, resume, progress, write, on_epoch)
+    except RuntimeError as e:  # gloo/nccl report a dead peer as a bare RuntimeError
+        if not world.enabled or isinstance(e, (DistributedError, TrainingError)):
+            raise
+        raise DistributedError(
+            f"rank {world.rank} of {world.world_size} lost contact with the other training "
+            f"processes ({str(e).splitlines()[0][:200]}); another rank probably failed, see "
+            "its output or torchrun's report. " + AFTER_FAILURE
+        ) from e
+    finally:
+        teardown(world)
+
+
+def _barrier(world: World) -> None:
+    if world.enabled:
+        dist.barrier()
+
+
+def _fit(
+    config: RunConfig,
+    world: World,
+    device: torch.device,
+    dataset: Dataset | None,
+    resume: bool,
+    progress: bool,
+    write: bool,
+    on_epoch: Callable[[dict[str, float], VAE], None] | None,
+) -> FitResult:
     run_dir, config = _prepare_run_dir(config, resume) if write else (None, config)
+    _barrier(world)  # every rank has looked at the run directory before rank 0 writes to it
     tc = config.train
-    device = resolve_device(tc.device)
-    dataset = dataset or load_dataset(tc.dataset, progress=progress)
+    if tc.batch_size < world.world_size:
+        raise ValueError(
+            f"--batch-size is the global batch and must be at least the number of processes "
+            f"({world.world_size}), got {tc.batch_size}"
+        )
+    dataset = dataset or load_dataset(tc.dataset, progress=progress and world.is_main)
     vae_config = dataclasses.replace(config.vae, data_shape=dataset.data_shape)
     config = dataclasses.replace(config, vae=vae_config)
     if not resume:
         pyro.set_rng_seed(tc.seed)
-    vae = VAE(vae_config)
+    vae = VAE(vae_config)  # the same initial weights on every rank
+    if world.rank > 0 and not resume:
+        torch.manual_seed(tc.seed + 7919 * world.rank)  # each rank its own guide noise
     _check_data(vae, dataset, tc.binarize)
     vae.to(device)
     opt = torch.optim.Adam(vae.parameters(), lr=tc.lr)
-    gen = torch.Generator(device=device).manual_seed(tc.seed)
+    gen = torch.Generator(device=device).manual_seed(tc.seed)  # shared: order, binarization
     history: list[dict[str, float]] = []
     start_epoch = 1
     if run_dir is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
         if resume:
-            meta = _restore(vae, opt, gen, run_dir / "checkpoint.safetensors")
-            history = _truncate_jsonl(run_dir / "metrics.jsonl", meta["epoch"])
-            _truncate_jsonl(run_dir / "timing.jsonl", meta["epoch"])
+            meta = _restore(vae, opt, gen, run_dir / "checkpoint.safetensors", world)
+            history = _truncate_jsonl(run_dir / "metrics.jsonl", meta["epoch"], world.is_main)
+            _truncate_jsonl(run_dir / "timing.jsonl", meta["epoch"], world.is_main)
             start_epoch = meta["epoch"] + 1
-        else:
+        elif world.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
             save(vae, run_dir, run_config=config)
     train_x = dataset.split("train").to(device)
     valid_x = evaluation_split(dataset, "valid", tc.binarize).to(device)
-    loop = _Loop(vae, opt, gen, tc, train_x, progress)
+    loop = _Loop(vae, opt, gen, tc, train_x, progress and world.is_main, world)
     loop.bar.update((start_epoch - 1) * loop.steps_per_epoch)
     try:
         for epoch in range(start_epoch, tc.epochs + 1):
             record, timing = loop.epoch(epoch)
-            record.update({f"valid_{k}": v for k, v in mean_terms(vae, valid_x).items()})
+            valid = mean_terms(vae, valid_x, world=world)
+            record.update({f"valid_{k}": v for k, v in valid.items()})
             history.append(record)
             if run_dir is not None:
-                _write_epoch(run_dir, vae, opt, gen, config, record, timing)
-            if on_epoch is not None:
+                _write_epoch(run_dir, vae, opt, gen, record, timing, world, device)
+            if on_epoch is not None and world.is_main:
                 on_epoch(record, vae)
     finally:
         loop.close()
+    if not world.is_main:
+        return FitResult(vae, history, {}, run_dir, config, rank=world.rank)
     summary = summarize(vae, dataset, tc, device)
     if run_dir is not None:
         write_json(run_dir / "summary.json", summary)
@@ -287,16 +355,20 @@ def _write_epoch(
     vae: VAE,
     opt: torch.optim.Optimizer,
     gen: torch.Generator,
-    config: RunConfig,
     record: dict[str, float],
     timing: dict[str, float],
+    world: World,
+    device: torch.device,
 ) -> None:
+    rng_states = gather_rng_states(world, device)  # a collective: every rank takes part
+    if not world.is_main:
+        return
     # metrics first, then the checkpoint: a crash in between re-runs the epoch on resume,
     # and the resumed run truncates metrics.jsonl to the checkpoint's epoch.
     _append_jsonl(run_dir / "metrics.jsonl", record)
     _append_jsonl(run_dir / "timing.jsonl", timing)
-    tensors, meta = _state_tensors(vae, opt, gen)
-    meta.update(epoch=int(record["epoch"]), step=int(record["step"]))
+    tensors, meta = _state_tensors(vae, opt, gen, rng_states)
+    meta.update(epoch=int(record["epoch"]), step=int(record["step"]), world_size=world.world_size)
     write_tensors(run_dir / "checkpoint.safetensors", tensors, meta)
     write_tensors(run_dir / "model.safetensors", vae.state_dict())
 
@@ -312,11 +384,19 @@ class _Loop:
         tc: TrainConfig,
         train_x: torch.Tensor,
         progress: bool,
+        world: World,
     ) -> None:
         self.vae, self.opt, self.gen, self.tc, self.train_x = vae, opt, gen, tc, train_x
+        self.world = world
         self.objective = build_objective("elbo", num_particles=tc.num_particles)
-        self.loss_fn = self.objective(vae.model, vae.guide)
-        self.steps_per_epoch = math.ceil(train_x.shape[0] / tc.batch_size)
+        loss_fn: torch.nn.Module = self.objective(vae.model, vae.guide)
+        if world.enabled:  # gradients averaged across ranks during backward
+            loss_fn = DistributedDataParallel(loss_fn)
+        self.loss_fn = loss_fn
+        # a last batch smaller than the number of processes is dropped (some rank would
+        # get no rows); with one process nothing is dropped
+        n, b = train_x.shape[0], tc.batch_size
+        self.steps_per_epoch = n // b + (n % b >= world.world_size)
         self.bar = tqdm(
             total=tc.epochs * self.steps_per_epoch,
             disable=not progress,
@@ -338,16 +418,17 @@ class _Loop:
         sums = torch.zeros(3, dtype=torch.float64, device=x.device)  # loss, recon, kl
         shown, last = 0, start
         with pyro.validation_enabled(False):
-            for step, idx in enumerate(perm.split(tc.batch_size), start=1):
-                sums += self._step(x[idx])
+            for step, idx in enumerate(perm.split(tc.batch_size)[: self.steps_per_epoch], 1):
+                sums += self._step(x, idx)
                 now = time.perf_counter()  # the host reads the device twice a second at most
                 if now - last > 0.5 and not self.bar.disable:
-                    self._show(sums, step * tc.batch_size)
+                    self._show(sums, step * tc.batch_size / self.world.world_size)
                     self.bar.update(step - shown)
                     shown, last = step, now
-        self._show(sums, x.shape[0])
+        seen = min(self.steps_per_epoch * tc.batch_size, x.shape[0])
+        loss, recon, kl = (all_reduce_sum(sums, self.world) / seen).tolist()
+        self._show(sums, seen)
         self.bar.update(self.steps_per_epoch - shown)
-        loss, recon, kl = (sums / x.shape[0]).tolist()
         seconds = time.perf_counter() - start
         if not all(math.isfinite(v) for v in (loss, recon, kl)):
             raise TrainingError(
@@ -362,19 +443,20 @@ class _Loop:
             "train_reconstruction": recon,
             "train_kl": kl,
         }
-        timing = {"epoch": epoch, "seconds": seconds, "images_per_s": x.shape[0] / seconds}
+        timing = {"epoch": epoch, "seconds": seconds, "images_per_s": seen / seconds}
         return record, timing
 
-    def _step(self, xb: torch.Tensor) -> torch.Tensor:
-        b = xb.shape[0]
-        loss = self.loss_fn(xb) / b  # nats per data point
+    def _step(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """One step on the global batch ``x[idx]``: this rank trains on its share of it."""
+        total = self.loss_fn(x[self.world.share(idx)])  # negative ELBO summed over the share
+        loss = total / idx.shape[0] * self.world.world_size  # nats per data point (see distributed)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
         terms = self.objective.last_terms  # type: ignore[attr-defined]
-        return torch.stack([loss.detach() * b, terms["reconstruction"], terms["kl"]]).double()
+        return torch.stack([total.detach(), terms["reconstruction"], terms["kl"]]).double()
 
-    def _show(self, sums: torch.Tensor, seen: int) -> None:
+    def _show(self, sums: torch.Tensor, seen: float) -> None:
         if self.bar.disable:
             return
         _loss, recon, kl = (sums / seen).tolist()
