@@ -16,15 +16,15 @@ import pytest
 import scipy.integrate
 import scipy.stats
 import torch
+from torch.nn import functional as F
+
+from pyro_vae import VAE, VAEConfig, log_likelihood
 from pyro_vae.models import LIKELIHOODS, SupportError
 from pyro_vae.models.likelihood_dists import (
     ContinuousBernoulli,
     DiscretizedLogistic,
     QuantizedCategorical,
 )
-from torch.nn import functional as F
-
-from pyro_vae import VAE, VAEConfig, log_likelihood
 
 SHAPE = (2, 3)  # a small data_shape; D = 6
 D = 6

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import pyro
 import pytest
 import torch
-from pyro_vae.models import LIKELIHOODS
 
 from pyro_vae import VAE, VAEConfig, log_likelihood
+from pyro_vae.models import LIKELIHOODS
 from pyro_vae.nn import NETWORKS, build_networks
 
 
