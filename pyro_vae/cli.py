@@ -29,6 +29,7 @@ from pyro_vae.config import ConfigError, RunConfig, TrainConfig, VAEConfig, from
 from pyro_vae.data import DataError, load_dataset
 from pyro_vae.decomposition import elbo_terms
 from pyro_vae.evaluate import log_likelihood
+from pyro_vae.models import SupportError
 from pyro_vae.plugins import PluginError, load_plugin
 from pyro_vae.registry import SpecError
 from pyro_vae.train import TrainingError, evaluation_split, fit, resolve_device
@@ -293,7 +294,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _message(e: BaseException) -> str:
-    kinds = (DataError, ConfigError, SpecError, CheckpointError, TrainingError, PluginError)
+    kinds = (
+        DataError,
+        ConfigError,
+        SpecError,
+        CheckpointError,
+        TrainingError,
+        PluginError,
+        SupportError,
+    )
     text = str(e) if isinstance(e, kinds) else f"{type(e).__name__}: {e}"
     return text + "\n(run with --debug for the traceback)"
 
