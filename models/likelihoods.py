@@ -364,9 +364,9 @@ class DiscretizedLogisticLikelihood(Likelihood):
     The decoder gives :math:`\mu` and :math:`\rho` per pixel, :math:`s =
     \operatorname{softplus}(\rho) + s_{\min}`. One logistic per pixel, not PixelCNN++'s
     mixture. ``.mean`` is the exact mean of the discrete distribution, a sum over the 255
-    bin edges. Data: values k/255 (use ``--binarize none``). Its log-probabilities are
-    probabilities of discrete values, comparable with ``categorical256`` on the same data
-    but not with densities (``normal``, ``beta``, ...).
+    bin edges. Data: values k/255 (use ``--binarize none``). It scores the
+    probabilities of discrete values, so its NLL compares with ``categorical256`` on the
+    same data but not with densities (``normal``, ``beta``, ...).
     """
 
     num_params = 2
