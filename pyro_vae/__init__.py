@@ -8,6 +8,7 @@ from pyro_vae.config import ConfigError, RunConfig, TrainConfig, VAEConfig
 from pyro_vae.data import DataError, Dataset, load_dataset
 from pyro_vae.decomposition import ElboTerms, elbo_terms
 from pyro_vae.evaluate import log_likelihood, log_weights
+from pyro_vae.plugins import PluginError, load_plugin
 from pyro_vae.registry import Registry, SpecError
 from pyro_vae.train import FitResult, TrainingError, fit
 from pyro_vae.vae import VAE
@@ -22,6 +23,7 @@ __all__ = [
     "Dataset",
     "ElboTerms",
     "FitResult",
+    "PluginError",
     "Registry",
     "RunConfig",
     "SpecError",
@@ -33,6 +35,7 @@ __all__ = [
     "fit",
     "load",
     "load_dataset",
+    "load_plugin",
     "log_likelihood",
     "log_weights",
     "save",

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from pyro_vae.config import ConfigError, RunConfig, VAEConfig, from_dict, to_dict
+from pyro_vae.plugins import load_plugin, plugin_records, require_registered
 from pyro_vae.vae import VAE
 
 __all__ = [
@@ -108,6 +109,9 @@ def save(vae: VAE, directory: str | Path, *, run_config: RunConfig | None = None
     directory.mkdir(parents=True, exist_ok=True)
     config: dict[str, Any] = {"format": FORMAT}
     config.update(to_dict(run_config) if run_config else {"vae": to_dict(vae.config)})
+    plugins = plugin_records(vae.config)  # components from outside pyro-vae, for load()
+    if plugins:
+        config["plugins"] = plugins
     write_json(directory / "config.json", config)
     write_tensors(directory / "model.safetensors", vae.state_dict())
     return directory
@@ -132,9 +136,23 @@ def load_config(directory: str | Path) -> tuple[VAEConfig, dict[str, Any]]:
         raise CheckpointError(str(e)) from None
 
 
-def load(directory: str | Path, map_location: str | torch.device = "cpu") -> VAE:
-    """Rebuild the VAE saved in ``directory`` and load its weights (no pickle involved)."""
-    config, _ = load_config(directory)
+def load(
+    directory: str | Path,
+    map_location: str | torch.device = "cpu",
+    *,
+    plugins: Sequence[str | Path] = (),
+) -> VAE:
+    """Rebuild the VAE saved in ``directory`` and load its weights (no pickle involved).
+
+    A run built from a user's own components needs them registered first: import their
+    module, or name their files in ``plugins`` (each is imported with
+    :func:`~pyro_vae.plugins.load_plugin`). The plugin files recorded in ``config.json``
+    are never imported unasked; a missing one is named in the error.
+    """
+    for plugin in plugins:
+        load_plugin(plugin)
+    config, raw = load_config(directory)
+    require_registered(raw, where=f"the run in {str(directory)!r}")
     vae = VAE(config)
     tensors, _ = read_tensors(Path(directory) / "model.safetensors")
     load_state(vae, tensors, Path(directory) / "model.safetensors")

@@ -1,4 +1,4 @@
-"""The ``pyro-vae`` command line: ``train``, ``evaluate`` and ``sample``.
+"""The ``pyro-vae`` command line: ``train``, ``evaluate``, ``sample`` and ``components``.
 
 Every ``train`` flag is generated from a field of :class:`~pyro_vae.config.VAEConfig` or
 :class:`~pyro_vae.config.TrainConfig`, with that field's default and comment as its help,
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import inspect
+import json
 import os
 import re
 import sys
@@ -24,11 +25,14 @@ import torch
 
 from pyro_vae import plots
 from pyro_vae.checkpoint import CheckpointError, load, load_config, write_json
+from pyro_vae.components import component_names, describe
 from pyro_vae.config import ConfigError, RunConfig, TrainConfig, VAEConfig, from_dict, load_toml
 from pyro_vae.data import DataError, load_dataset
 from pyro_vae.decomposition import elbo_terms
 from pyro_vae.distributed import DistributedError
 from pyro_vae.evaluate import log_likelihood
+from pyro_vae.models import SupportError
+from pyro_vae.plugins import PluginError, load_plugin
 from pyro_vae.registry import SpecError
 from pyro_vae.train import TrainingError, evaluation_split, fit, resolve_device
 
@@ -109,7 +113,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="FILE.png (a grid) or FILE.npy (default: RUN_DIR/samples.png)",
     )
     sa.add_argument("--seed", type=int, default=0)
-    for p in (train, ev, sa):  # --debug also after the command; SUPPRESS keeps the top value
+
+    co = sub.add_parser("components", help="list the registered priors, likelihoods, ...")
+    co.add_argument("--json", action="store_true", help="names only, as one JSON object")
+    for p in (train, ev, sa, co):
+        p.add_argument(
+            "--plugin",
+            action="append",
+            type=Path,
+            default=[],
+            metavar="FILE.py",
+            help="import your own components from FILE.py first (repeatable; runs its code)",
+        )
+    for p in (train, ev, sa, co):  # --debug also after the command; SUPPRESS keeps the top value
         p.add_argument(
             "--debug",
             action="store_true",
@@ -247,12 +263,27 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample}
+def cmd_components(args: argparse.Namespace) -> int:
+    if args.json:
+        print(json.dumps(component_names()))
+    else:
+        print(describe(), end="")
+    return 0
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "sample": cmd_sample,
+    "components": cmd_components,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        for plugin in args.plugin:
+            load_plugin(plugin)
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         print(
@@ -269,7 +300,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _message(e: BaseException) -> str:
-    kinds = (DataError, ConfigError, SpecError, CheckpointError, TrainingError, DistributedError)
+    kinds = (
+        DataError,
+        ConfigError,
+        SpecError,
+        CheckpointError,
+        TrainingError,
+        PluginError,
+        SupportError,
+        DistributedError,
+    )
     text = str(e) if isinstance(e, kinds) else f"{type(e).__name__}: {e}"
     return text + "\n(run with --debug for the traceback)"
 

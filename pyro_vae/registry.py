@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-__all__ = ["Registry", "Spec", "SpecError", "parse_spec"]
+__all__ = ["Registry", "Spec", "SpecError", "describe_params", "parse_spec"]
 
 T = TypeVar("T")
 
@@ -90,8 +90,12 @@ class Registry(Generic[T]):
         """Class decorator adding ``cls`` under ``name`` (a user's own class works too)."""
 
         def add(cls: type) -> type:
-            if name in self._entries and self._entries[name].cls is not cls:
-                raise ValueError(f"a {self.kind} named {name!r} is already registered")
+            old = self._entries.get(name)
+            if old is not None and not _same_definition(old.cls, cls):
+                raise ValueError(
+                    f"a {self.kind} named {name!r} is already registered "
+                    f"({_where(old.cls)}); choose another name for {_where(cls)}"
+                )
             doc = inspect.getdoc(cls) or ""
             summary = doc.strip().splitlines()[0] if doc.strip() else cls.__name__
             self._entries[name] = Entry(name, cls, summary, _keyword_params(cls))
@@ -113,6 +117,9 @@ class Registry(Generic[T]):
             raise SpecError(
                 f"unknown {self.kind} {name!r}; valid {self.kind} names are: "
                 + ", ".join(self.names())
+                + f". Your own {self.kind}? Register its class with the registry's "
+                'register("name") decorator in a Python file and pass --plugin FILE (in '
+                "Python: import it before building the config)."
             )
         return self._entries[name]
 
@@ -123,7 +130,7 @@ class Registry(Generic[T]):
         kwargs: dict[str, Any] = {}
         for key, raw in parsed.params.items():
             if key not in entry.params:
-                valid = ", ".join(sorted(entry.params)) or "none"
+                valid = describe_params(entry.params)
                 raise SpecError(
                     f"{self.kind} {parsed.name!r} has no parameter {key!r}; "
                     f"its parameters are: {valid}"
@@ -139,6 +146,27 @@ class Registry(Generic[T]):
     def validate(self, spec: str, /, **context: Any) -> None:
         """Raise :class:`SpecError` unless ``spec`` builds (context as for :meth:`build`)."""
         self.build(spec, **context)
+
+
+def describe_params(params: dict[str, tuple[Any, Any]]) -> str:
+    """``"key (type, default value), ..."`` for a component's spec parameters, or ``none``."""
+    if not params:
+        return "none"
+    parts = []
+    for key, (hint, default) in sorted(params.items()):
+        kind = getattr(hint, "__name__", str(hint))
+        shown = "required" if default is inspect.Parameter.empty else f"default {default!r}"
+        parts.append(f"{key} ({kind}, {shown})")
+    return ", ".join(parts)
+
+
+def _where(cls: Any) -> str:
+    return f"{getattr(cls, '__module__', '?')}.{getattr(cls, '__qualname__', cls)}"
+
+
+def _same_definition(a: Any, b: Any) -> bool:
+    """The same class, or the same definition executed again (a reloaded plugin, a re-run cell)."""
+    return a is b or _where(a) == _where(b)
 
 
 def _keyword_params(cls: type) -> dict[str, tuple[Any, Any]]:

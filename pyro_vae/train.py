@@ -50,6 +50,7 @@ from pyro_vae.distributed import (
 )
 from pyro_vae.evaluate import log_likelihood
 from pyro_vae.objectives import build_objective
+from pyro_vae.plugins import require_registered
 from pyro_vae.vae import VAE
 
 __all__ = [
@@ -200,6 +201,7 @@ def _prepare_run_dir(config: RunConfig, resume: bool) -> tuple[Path, RunConfig]:
                 "config.json and checkpoint.safetensors). Start a new run without --resume."
             )
         raw = json.loads(path.read_text(encoding="utf-8"))
+        require_registered(raw, where=f"the run in {str(run_dir)!r}")
         saved = from_dict(RunConfig, {k: raw[k] for k in ("vae", "train")}, "config.json")
         train = dataclasses.replace(saved.train, epochs=config.train.epochs)
         return run_dir, dataclasses.replace(saved, train=train)

@@ -18,8 +18,19 @@ from safetensors.torch import load_file
 from pyro_vae.checkpoint import load, read_tensors
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
-FAST = ["--hidden", "32", "--latent-dim", "2", "--quiet", "--eval-num-samples", "5",
-        "--eval-num-points", "20", "--seed", "1"]
+FAST = [
+    "--hidden",
+    "32",
+    "--latent-dim",
+    "2",
+    "--quiet",
+    "--eval-num-samples",
+    "5",
+    "--eval-num-points",
+    "20",
+    "--seed",
+    "1",
+]
 
 
 def _free_port() -> int:
@@ -29,8 +40,16 @@ def _free_port() -> int:
 
 
 def _torchrun(*args: str, nproc: int = 2) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
-            "--master_addr", "127.0.0.1", f"--master_port={_free_port()}", *args]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={nproc}",
+        "--master_addr",
+        "127.0.0.1",
+        f"--master_port={_free_port()}",
+        *args,
+    ]
 
 
 def _env() -> dict[str, str]:
@@ -61,8 +80,11 @@ def test_two_processes_train_resume_and_match(tmp_path: Path) -> None:
     assert r.stdout.count("test split") == 1  # only rank 0 reports
     r = _run(_torchrun("-m", "pyro_vae", "train", "--epochs", "2", "--out", str(part), *FAST))
     assert r.returncode == 0, r.stderr
-    r = _run(_torchrun("-m", "pyro_vae", "train", "--epochs", "3", "--resume", "--out",
-                       str(part), "--quiet"))
+    r = _run(
+        _torchrun(
+            "-m", "pyro_vae", "train", "--epochs", "3", "--resume", "--out", str(part), "--quiet"
+        )
+    )
     assert r.returncode == 0, r.stderr
     assert (full / "metrics.jsonl").read_text() == (part / "metrics.jsonl").read_text()
     a, b = load_file(full / "model.safetensors"), load_file(part / "model.safetensors")
@@ -89,8 +111,9 @@ def _child_with_local_rank(parent: int, local_rank: int) -> int | None:
 def test_killing_one_rank_fails_clearly_and_keeps_the_checkpoint(tmp_path: Path) -> None:
     out = tmp_path / "run"
     cmd = _torchrun("-m", "pyro_vae", "train", "--epochs", "500", "--out", str(out), *FAST)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=_env())
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env()
+    )
     metrics = out / "metrics.jsonl"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
