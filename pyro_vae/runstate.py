@@ -66,6 +66,19 @@ class Position:
     skipped_total: int = 0
 
 
+REQUIRED_META = (
+    "epoch",
+    "step",
+    "skipped_total",
+    "partial",
+    "param_groups",
+    "optim_scalars",
+    "rng_numpy",
+    "rng_python",
+    "states",
+)
+
+
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -176,6 +189,9 @@ def _restore_optimizer(
         if not isinstance(values, dict):
             raise ValueError("metadata 'optim_scalars' must map ids to objects")
         state.setdefault(int(key), {}).update(values)
+    names = {frozenset(entries) for entries in state.values()}
+    if state and (len(names) != 1 or set(state) != set(ids)):
+        raise ValueError("its optimizer state covers some parameters but not all")
     for pid, entries in state.items():
         if pid not in ids:
             raise ValueError(f"optimizer state for parameter {pid}, which this model lacks")
@@ -196,13 +212,11 @@ def _restore_rngs(
     gen.set_state(tensors["rng.data"])
     if "rng.cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.cuda"])
-    if "rng.numpy" in tensors:
-        pos, has_gauss, cached = meta["rng_numpy"]
-        keys = tensors["rng.numpy"].numpy().astype(np.uint32)
-        np.random.set_state(("MT19937", keys, int(pos), int(has_gauss), float(cached)))
-    if "rng_python" in meta:
-        version, py_state, gauss = meta["rng_python"]
-        random.setstate((int(version), tuple(int(v) for v in py_state), gauss))
+    pos, has_gauss, cached = meta["rng_numpy"]
+    keys = tensors["rng.numpy"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, int(pos), int(has_gauss), float(cached)))
+    version, py_state, gauss = meta["rng_python"]
+    random.setstate((int(version), tuple(int(v) for v in py_state), gauss))
 
 
 def _read_partial(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Partial | None:
@@ -243,20 +257,26 @@ def restore(
     load_state(vae, model, path)  # type: ignore[arg-type]  # names, shapes, finiteness
     try:
         _check_finite(tensors)
+        missing = [k for k in REQUIRED_META if k not in meta]
+        if missing:
+            raise KeyError(missing[0])
         position = Position(_int(meta, "epoch"), _read_partial(tensors, meta))
-        position.skipped_total = _int(meta, "skipped_total") if "skipped_total" in meta else 0
+        position.skipped_total = _int(meta, "skipped_total")
+        _int(meta, "step")
         _restore_optimizer(opt, tensors, meta)
         _restore_rngs(tensors, meta, gen)
-        states = meta.get("states", {})
+        states = meta["states"]
+        if not isinstance(states, dict):
+            raise ValueError("metadata 'states' must be an object")
         for name, component in stateful.items():
             prefix = f"state.{name}."
             state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-            state.update(states.get(name, {}))
+            state.update(states[name])
             component.load_state_dict(state)
-    except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as e:
-        missing = f"missing entry {e}" if isinstance(e, KeyError) else str(e)
+    except (KeyError, ValueError, TypeError, RuntimeError, IndexError, OverflowError) as e:
+        why = f"missing entry {e}" if isinstance(e, KeyError) else str(e)
         raise CheckpointError(
-            f"cannot resume from {str(path)!r}: {missing}. The file is damaged, or was not "
+            f"cannot resume from {str(path)!r}: {why}. The file is damaged, or was not "
             "written by this version of pyro-vae for this run. Restore the file from a backup, "
             "or start a new run with another --out."
         ) from None
