@@ -34,8 +34,10 @@ from pyro_vae.vae import VAE
 __all__ = [
     "CheckpointError",
     "atomic_write",
+    "check_run_dir",
     "load",
     "load_config",
+    "load_run_config",
     "read_tensors",
     "save",
     "write_tensors",
@@ -86,18 +88,25 @@ def read_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
     """Read tensors and metadata written by :func:`write_tensors`; never unpickles."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"missing checkpoint file {str(path)!r}")
+        raise CheckpointError(
+            f"missing checkpoint file {str(path)!r}. A pyro-vae model directory holds "
+            "config.json and model.safetensors (a run also checkpoint.safetensors); the file "
+            "was deleted or never written. Restore it, or train the model again."
+        )
     data = path.read_bytes()
     try:
         tensors = load_safetensors(data)
         header_len = int.from_bytes(data[:8], "little")
         header = json.loads(data[8 : 8 + header_len])
         meta = json.loads(header.get("__metadata__", {}).get("json", "{}"))
-    except (SafetensorError, ValueError, UnicodeDecodeError) as e:
+    except (SafetensorError, ValueError, UnicodeDecodeError, RecursionError) as e:
         raise CheckpointError(
-            f"{str(path)!r} is not a valid safetensors file ({e}); it may be truncated or "
-            "not a pyro-vae checkpoint"
+            f"{str(path)!r} is not a valid safetensors file ({str(e)[:200]}); it may be "
+            "truncated, or not a pyro-vae checkpoint (pyro-vae never reads pickles, such as "
+            "files written by torch.save). Use the files pyro-vae wrote, or train again."
         ) from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{str(path)!r} has metadata that is not a JSON object")
     return tensors, meta
 
 
@@ -122,18 +131,65 @@ def load_config(directory: str | Path) -> tuple[VAEConfig, dict[str, Any]]:
     path = Path(directory) / "config.json"
     if not path.is_file():
         raise CheckpointError(
-            f"{str(directory)!r} is not a pyro-vae run or checkpoint: it has no config.json"
+            f"{str(directory)!r} is not a pyro-vae run or checkpoint: it has no config.json. "
+            "Pass a directory written by pyro-vae train (or pyro_vae.save)."
         )
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{str(path)!r} is not valid JSON: {e}") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise CheckpointError(
+            f"{str(path)!r} is not valid JSON ({str(e)[:200]}). Restore the file pyro-vae wrote."
+        ) from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT or "vae" not in raw:
-        raise CheckpointError(f"{str(path)!r} is not a {FORMAT} config")
+        raise CheckpointError(
+            f"{str(path)!r} is not a {FORMAT} config (expected a JSON object with "
+            f'"format": "{FORMAT}" and a "vae" table). Pass a directory pyro-vae wrote.'
+        )
+    unknown = sorted(set(raw) - {"format", "vae", "train"})
+    if unknown:  # nothing in config.json is ever resolved as a class, module or path to run
+        raise CheckpointError(
+            f"{str(path)!r} has unknown top-level key(s) {[k[:40] for k in unknown]}; expected "
+            "only format, vae and train. Remove them, or use a config.json pyro-vae wrote."
+        )
     try:
-        return from_dict(VAEConfig, raw["vae"], where="config.json vae"), raw
+        return from_dict(VAEConfig, raw["vae"], where=f"{path} vae"), raw
     except ConfigError as e:
-        raise CheckpointError(str(e)) from None
+        raise CheckpointError(f"{e} Fix config.json, or use the one pyro-vae wrote.") from None
+
+
+def load_run_config(directory: str | Path) -> RunConfig:
+    """The full :class:`RunConfig` of a training run directory (``config.json``)."""
+    _, raw = load_config(directory)
+    if "train" not in raw:
+        raise CheckpointError(
+            f"{str(directory)!r} holds a saved model (pyro_vae.save), not a training run: its "
+            "config.json has no train settings. Start a new run with pyro-vae train --out DIR."
+        )
+    try:
+        return from_dict(RunConfig, {k: raw[k] for k in ("vae", "train")}, f"{directory} config")
+    except ConfigError as e:
+        raise CheckpointError(f"{e} Fix config.json, or use the one pyro-vae wrote.") from None
+
+
+def check_run_dir(directory: str | Path) -> None:
+    """Refuse a run directory holding a symbolic link that leads outside of it.
+
+    Every file pyro-vae writes for a run lies inside the run directory, and it never writes
+    through a link: atomic writes replace a linked file rather than its target, and this
+    check covers linked folders (such as ``plots``).
+    """
+    root = Path(directory)
+    if not root.is_dir():
+        return
+    top = root.resolve()
+    entries = [Path(d) / n for d, ds, fs in os.walk(root) for n in ds + fs]
+    for path in entries:
+        if path.is_symlink() and not path.resolve().is_relative_to(top):
+            raise CheckpointError(
+                f"{str(path)!r} is a symbolic link to {str(path.resolve())!r}, outside the run "
+                f"directory {str(root)!r}; pyro-vae writes only inside a run directory. Replace "
+                "the link with a plain file or folder."
+            )
 
 
 def load(
@@ -173,6 +229,17 @@ def load_state(vae: VAE, tensors: dict[str, torch.Tensor], where: Path) -> None:
         )
         raise CheckpointError(
             f"the weights in {str(where)!r} do not fit the architecture in config.json "
-            f"({details}). The checkpoint was made for a different model."
+            f"({details}). The checkpoint was made for a different model: use the config.json "
+            "that was saved with these weights, or train this architecture."
+        )
+    bad = sorted(k for k, v in tensors.items() if v.is_floating_point() and not _finite(v))
+    if bad:
+        raise CheckpointError(
+            f"the weights in {str(where)!r} hold NaN or infinite values (in {bad[:5]}): the "
+            "file is damaged, or came from a run that diverged. Use an earlier checkpoint."
         )
     vae.load_state_dict(tensors)
+
+
+def _finite(t: torch.Tensor) -> bool:
+    return bool(torch.isfinite(t).all())

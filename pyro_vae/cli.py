@@ -10,13 +10,15 @@ which overrides the defaults. Known failures print one paragraph and exit non-ze
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import inspect
 import json
 import os
 import re
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ import numpy as np
 import torch
 
 from pyro_vae import plots
-from pyro_vae.checkpoint import CheckpointError, load, load_config, write_json
+from pyro_vae.checkpoint import CheckpointError, check_run_dir, load, load_config, write_json
 from pyro_vae.components import component_names, describe
 from pyro_vae.config import ConfigError, RunConfig, TrainConfig, VAEConfig, from_dict, load_toml
 from pyro_vae.data import DataError, load_dataset
@@ -34,12 +36,30 @@ from pyro_vae.evaluate import log_likelihood
 from pyro_vae.models import SupportError
 from pyro_vae.plugins import PluginError, load_plugin
 from pyro_vae.registry import SpecError
-from pyro_vae.train import TrainingError, evaluation_split, fit, resolve_device
+from pyro_vae.train import (
+    TrainingError,
+    TrainingInterrupted,
+    TrainingNotice,
+    evaluation_split,
+    fit,
+    resolve_device,
+    resume_config,
+)
 
 __all__ = ["build_parser", "main"]
 
-# The errors a user can cause and fix; anything else is a bug and keeps its traceback.
-USER_ERRORS = (ValueError, TypeError, TrainingError, CheckpointError, OSError, DistributedError)
+# The errors a user can cause and fix; anything else is a bug and keeps its traceback
+# (out-of-memory errors, which torch raises as RuntimeError, count as the user's: _is_oom).
+USER_ERRORS = (
+    ValueError,
+    TypeError,
+    TrainingError,
+    CheckpointError,
+    OSError,
+    MemoryError,
+    DistributedError,
+)
+_OOM = re.compile(r"out of memory|can't allocate memory|not enough memory", re.IGNORECASE)
 
 _NOT_FLAGS = {"data_shape"}  # set from the data set, not by the user
 
@@ -87,11 +107,23 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", type=Path, help="a TOML file with [vae] and [train] tables")
     _add_config_flags(train, VAEConfig, "vae")
     _add_config_flags(train, TrainConfig, "train")
-    train.add_argument("--resume", action="store_true", help="continue the run in --out")
+    train.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR (default: --out) from its last checkpoint",
+    )
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
     ev = sub.add_parser("evaluate", help="score a trained run; writes RUN_DIR/eval.json")
     ev.add_argument("run_dir", type=Path)
+    ev.add_argument(
+        "--dataset",
+        default=None,
+        help="score on this data set (NAME|PATH) of the same shape (default: the run's)",
+    )
     ev.add_argument("--split", choices=("test", "valid"), default="test")
     ev.add_argument("--num-samples", type=int, default=5000, help="k of the IW bound")
     ev.add_argument(
@@ -148,13 +180,39 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     return RunConfig(vae=vae, train=train)
 
 
+def resume_run_config(args: argparse.Namespace) -> RunConfig:
+    """``--resume [RUN_DIR]``: the run's saved config with the flags given on the command line.
+
+    ``fit`` then refuses any flag that would change a setting other than those in
+    :data:`pyro_vae.train.RESUME_OVERRIDES`.
+    """
+    out = getattr(args, "train.out")
+    if isinstance(args.resume, str) and out is not None and Path(out) != Path(args.resume):
+        raise ConfigError(
+            f"--resume {args.resume} and --out {out} name different run directories. Give the "
+            "run directory once: pyro-vae train --resume RUN_DIR."
+        )
+    if args.config is not None:
+        raise ConfigError(
+            "--config cannot be combined with --resume: a resumed run keeps the settings saved "
+            "in its config.json. Drop --config (flags such as --epochs still apply)."
+        )
+    run_dir = args.resume if isinstance(args.resume, str) else out or TrainConfig().out
+    changes = {
+        key.split(".", 1)[1]: value
+        for key, value in vars(args).items()
+        if "." in key and value is not None and key != "train.out"
+    }
+    return resume_config(run_dir, **changes)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    config = run_config(args)
+    config = resume_run_config(args) if args.resume else run_config(args)
     tc = config.train
     main_rank = os.environ.get("RANK", "0") in ("", "0")  # under torchrun only rank 0 reports
     if main_rank:
         print(f"pyro-vae train: {tc.dataset} -> {tc.out}  (device {resolve_device(tc.device)})")
-    result = fit(config, resume=args.resume, progress=not args.quiet)
+    result = fit(config, resume=bool(args.resume), progress=not args.quiet)
     if result.rank != 0:
         return 0
     s = result.summary
@@ -206,10 +264,19 @@ def subset(total: int, n: int, seed: int) -> torch.Tensor:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     _, raw = load_config(args.run_dir)
+    check_run_dir(args.run_dir)
     train = from_dict(TrainConfig, raw.get("train", {}), "config.json train")
     device = resolve_device(args.device)
     vae = load(args.run_dir, map_location=device)
-    x = evaluation_split(load_dataset(train.dataset, progress=False), args.split, train.binarize)
+    dataset = load_dataset(args.dataset or train.dataset, progress=False)
+    if dataset.data_shape != vae.config.data_shape:
+        raise DataError(
+            f"data set {dataset.name!r} has items of shape {dataset.data_shape}, but the model "
+            f"in {str(args.run_dir)!r} was trained on items of shape {vae.config.data_shape} "
+            f"(data set {train.dataset!r}). Evaluate it on data of that shape, e.g. --dataset "
+            f"{train.dataset}."
+        )
+    x = evaluation_split(dataset, args.split, train.binarize)
     n = x.shape[0] if args.num_points is None else args.num_points
     if not 0 < n <= x.shape[0]:
         raise ValueError(f"--num-points must be in 1..{x.shape[0]} for this split, got {n}")
@@ -252,6 +319,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     out = args.out or args.run_dir / "samples.png"
     if out.suffix not in (".png", ".npy"):
         raise ValueError(f"--out must end in .png or .npy, got {str(out)!r}")
+    if args.out is None:
+        check_run_dir(args.run_dir)
     vae = load(args.run_dir)
     torch.manual_seed(args.seed)
     images = vae.sample(args.num)  # (num, *data_shape)
@@ -284,22 +353,54 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         for plugin in args.plugin:
             load_plugin(plugin)
-        return COMMANDS[args.command](args)
+        with _notices():
+            return COMMANDS[args.command](args)
+    except TrainingInterrupted as e:
+        print(f"\npyro-vae: {e}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print(
-            "\npyro-vae: interrupted; the last finished epoch's checkpoint is kept "
-            "(continue with --resume).",
+            "\npyro-vae: interrupted; the last checkpoint is kept (continue with --resume).",
             file=sys.stderr,
         )
         return 130
-    except USER_ERRORS as e:
-        if args.debug:
+    except Exception as e:
+        if args.debug or not _is_user_error(e):
             raise
         print(f"pyro-vae: error: {_message(e)}", file=sys.stderr)
         return 2
 
 
-def _message(e: BaseException) -> str:
+def _is_user_error(e: BaseException) -> bool:
+    return isinstance(e, USER_ERRORS) or _is_oom(e)
+
+
+def _is_oom(e: BaseException) -> bool:
+    oom = getattr(torch, "OutOfMemoryError", MemoryError)
+    return isinstance(e, (MemoryError, oom)) or (
+        isinstance(e, RuntimeError) and bool(_OOM.search(str(e)))
+    )
+
+
+@contextlib.contextmanager
+def _notices() -> Iterator[None]:
+    """Print :class:`~pyro_vae.train.TrainingNotice` warnings as ``pyro-vae: note: ...``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", TrainingNotice)
+        show = warnings.showwarning
+
+        def note(message: Any, category: Any, *rest: Any, **kw: Any) -> None:
+            if issubclass(category, TrainingNotice):
+                print(f"pyro-vae: note: {message}", file=sys.stderr)
+            else:
+                show(message, category, *rest, **kw)
+
+        warnings.showwarning = note
+        yield
+
+
+def _message(e: BaseException, limit: int = 1200) -> str:
+    """One paragraph: our own errors as they are, others with their type, cut to ``limit``."""
     kinds = (
         DataError,
         ConfigError,
@@ -310,7 +411,17 @@ def _message(e: BaseException) -> str:
         SupportError,
         DistributedError,
     )
-    text = str(e) if isinstance(e, kinds) else f"{type(e).__name__}: {e}"
+    if _is_oom(e):
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        text = (
+            f"ran out of memory ({first}). The model and a batch must fit in memory: lower "
+            "--batch-size or --hidden (or a component's size), or use a larger device."
+        )
+    else:
+        text = str(e) if isinstance(e, kinds) else f"{type(e).__name__}: {e}"
+    text = " ".join(text.split())
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
     return text + "\n(run with --debug for the traceback)"
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -76,6 +77,8 @@ class TrainConfig:
     out: str = "runs/latest"  # run directory
     eval_num_samples: int = 100  # k of the importance-weighted NLL reported after training
     eval_num_points: int = 1000  # test points for that NLL (a seeded random subset)
+    on_nan: str = "stop"  # stop | skip: what a step with a non-finite loss or gradient does
+    max_skipped_steps: int = 100  # with --on-nan skip: stop once more steps than this were skipped
 
     def __post_init__(self) -> None:
         if self.binarize not in ("none", "dynamic"):
@@ -86,8 +89,9 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be a positive int, got {value!r}")
         if isinstance(self.eval_num_points, bool) or not isinstance(self.eval_num_points, int):
             raise ConfigError(f"eval_num_points must be an int, got {self.eval_num_points!r}")
-        if not isinstance(self.lr, (int, float)) or not self.lr > 0:
-            raise ConfigError(f"lr must be a positive number, got {self.lr!r}")
+        if not isinstance(self.lr, (int, float)) or not 0 < self.lr < math.inf:
+            raise ConfigError(f"lr must be a positive finite number, got {self.lr!r}")
+        _check_train_extras(self)
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
@@ -98,6 +102,17 @@ class RunConfig:
 
     vae: VAEConfig = field(default_factory=VAEConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def _check_train_extras(tc: TrainConfig) -> None:
+    """Checks of the seed and the non-finite-step policy (see :mod:`pyro_vae.guard`)."""
+    if isinstance(tc.seed, bool) or not isinstance(tc.seed, int) or not 0 <= tc.seed < 2**32:
+        raise ConfigError(f"seed must be an int in [0, 2**32), got {tc.seed!r}")
+    if tc.on_nan not in ("stop", "skip"):
+        raise ConfigError(f"on_nan must be 'stop' or 'skip', got {tc.on_nan!r}")
+    steps = tc.max_skipped_steps
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ConfigError(f"max_skipped_steps must be an int >= 0, got {steps!r}")
 
 
 def _check_positive_ints(name: str, value: Any, allow_empty: bool = False) -> None:
@@ -128,11 +143,14 @@ def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
     fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - fields)
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys are {sorted(fields)}")
+        raise ConfigError(
+            f"{where}: unknown key(s) {[str(k)[:40] for k in unknown]}; valid keys are "
+            f"{sorted(fields)}. Remove or rename the unknown key(s)."
+        )
     kwargs = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in data.items()}
     try:
         return cls(**kwargs)
-    except ConfigError as e:
+    except (ConfigError, TypeError, ValueError) as e:  # a field check that met a stray type
         raise ConfigError(f"{where}: {e}") from None
 
 
@@ -145,14 +163,38 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where} must be a list of ints, got {value!r}")
         return tuple(_coerce(int, v, where) for v in value)
     if origin in (typing.Union, types.UnionType):
-        return value
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        for option in (o for o in options if o is not type(None)):
+            try:
+                return _coerce(option, value, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where} must be {hint}, got {_short(value)}")
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        value = float(value) if abs(value) < 2**1023 else math.inf
     if hint in (int, float, str, bool) and (
         not isinstance(value, hint) or (hint is int and isinstance(value, bool))
     ):
-        raise ConfigError(f"{where} must be {hint.__name__}, got {value!r}")
+        raise ConfigError(f"{where} must be {hint.__name__}, got {_short(value)}")
+    return _check_value(value, where)
+
+
+def _check_value(value: Any, where: str) -> Any:
+    """Values every field refuses: ints beyond int64, NaN, strings with NUL characters."""
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+        raise ConfigError(f"{where} must fit in a 64-bit int, got {_short(value)}")
+    if isinstance(value, float) and math.isnan(value):
+        raise ConfigError(f"{where} must be a number, got nan")
+    if isinstance(value, str) and "\x00" in value:
+        raise ConfigError(f"{where} must not contain NUL characters, got {_short(value)}")
     return value
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def load_toml(path: str | Path) -> RunConfig:
@@ -163,6 +205,9 @@ def load_toml(path: str | Path) -> RunConfig:
         raise ConfigError(f"cannot read config file {str(path)!r}: {e}") from None
     try:
         data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {e}") from None
+    except (tomllib.TOMLDecodeError, RecursionError) as e:
+        raise ConfigError(
+            f"config file {str(path)!r} is not valid TOML ({e or 'nested too deeply'}). Expected "
+            "[vae] and [train] tables of key = value lines; fix the line named above."
+        ) from None
     return from_dict(RunConfig, data, where=str(path))

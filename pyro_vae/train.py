@@ -8,15 +8,41 @@ The hot loop keeps everything on the device: the data are moved there once, batc
 indexed there, the metrics are summed there, and the host reads them only when the progress
 bar refreshes and at the end of each epoch. Distribution validation is switched off inside
 the loop only; the data are checked against the likelihood's support once, before it.
+
+Reliability (README, "Reliability"):
+
+- Non-finite steps. A device-side :class:`~pyro_vae.guard.StepGuard` checks every step's
+  loss and gradient norm without a host sync, makes a bad step a no-op for the parameters
+  and the optimizer state, and records the first bad step of the epoch. The host reads it
+  where it synchronises anyway (progress refresh, at most twice a second, and epoch end).
+  With ``on_nan="stop"`` training stops there: the trainer restores the in-memory state of
+  the epoch's start, replays the epoch's good steps exactly (same batches, same draws) up
+  to the bad one, and :func:`~pyro_vae.diagnose.diagnose_step` names the term (reconstruction
+  or KL) and the site that went non-finite first; nothing is written, so the last
+  checkpoint stays as it was. With ``on_nan="skip"`` bad steps are skipped (counted in
+  ``metrics.jsonl`` as ``skipped_steps``) until more than ``max_skipped_steps`` were.
+- Checkpoints. A new run writes an epoch-0 checkpoint before it writes ``config.json``, so
+  a directory with ``config.json`` always has a checkpoint to resume from. Every epoch
+  replaces ``checkpoint.safetensors`` atomically (:mod:`pyro_vae.runstate` lists what it
+  holds), so a SIGKILL leaves the previous or the new one.
+- Ctrl-C. The first SIGINT asks the loop to stop after the current step (a flag, read on
+  the host each step, no sync); the trainer then writes a checkpoint of that exact
+  mid-epoch state, so ``--resume`` continues bit-identically. A second Ctrl-C aborts at
+  once, leaving the last checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
+import signal
+import sys
+import threading
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,15 +56,17 @@ from tqdm.auto import tqdm
 from pyro_vae.checkpoint import (
     CheckpointError,
     atomic_write,
-    load_state,
+    check_run_dir,
+    load_run_config,
     read_tensors,
     save,
     write_json,
     write_tensors,
 )
-from pyro_vae.config import RunConfig, TrainConfig, from_dict
-from pyro_vae.data import Dataset, dynamic_binarize, load_dataset, static_binarize
+from pyro_vae.config import ConfigError, RunConfig, TrainConfig, VAEConfig, from_dict
+from pyro_vae.data import DataError, Dataset, dynamic_binarize, load_dataset, static_binarize
 from pyro_vae.decomposition import elbo_terms
+from pyro_vae.diagnose import Diagnosis, diagnose_step
 from pyro_vae.distributed import (
     AFTER_FAILURE,
     DistributedError,
@@ -49,20 +77,36 @@ from pyro_vae.distributed import (
     teardown,
 )
 from pyro_vae.evaluate import log_likelihood
+from pyro_vae.guard import StepGuard, fused_adam
 from pyro_vae.objectives import build_objective
-from pyro_vae.plugins import require_registered
+from pyro_vae.runstate import Partial, Position, Stateful, capture, restore
 from pyro_vae.vae import VAE
 
 __all__ = [
+    "RESUME_OVERRIDES",
     "TEST_BINARIZATION_SEED",
     "VALID_BINARIZATION_SEED",
     "FitResult",
+    "NonFiniteError",
     "TrainingError",
+    "TrainingInterrupted",
+    "TrainingNotice",
     "evaluation_split",
     "fit",
     "mean_terms",
     "resolve_device",
+    "resume_config",
 ]
+
+# The settings a resumed run may change; every other one is the run's saved setting.
+RESUME_OVERRIDES = (
+    "epochs",
+    "device",
+    "on_nan",
+    "max_skipped_steps",
+    "eval_num_samples",
+    "eval_num_points",
+)
 
 # Valid and test sets are binarized once with fixed seeds, independent of the run's seed,
 # so that every run and every seed is scored on the same binary images.
@@ -72,6 +116,22 @@ TEST_BINARIZATION_SEED = 1_000_033
 
 class TrainingError(RuntimeError):
     """Training could not go on (a non-finite loss, a run directory in the way, ...)."""
+
+
+class NonFiniteError(TrainingError):
+    """A step's loss or gradient was not finite; ``diagnosis`` says which term and site."""
+
+    def __init__(self, message: str, epoch: int, step: int, diagnosis: Diagnosis) -> None:
+        super().__init__(message)
+        self.epoch, self.step, self.diagnosis = epoch, step, diagnosis
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped training; the message says what was saved and how to continue."""
+
+
+class TrainingNotice(UserWarning):
+    """Something the user should know that is not an error (the CLI prints it as a note)."""
 
 
 @dataclass
@@ -104,10 +164,21 @@ def evaluation_split(dataset: Dataset, split: str, binarize: str) -> torch.Tenso
     return x
 
 
-def _check_data(vae: VAE, dataset: Dataset, binarize: str) -> None:
+def _check_data(vae: VAE, dataset: Dataset, tc: TrainConfig) -> None:
     for split in ("train", "valid", "test"):
         x = dataset.split(split)
-        if binarize == "dynamic":
+        if x.shape[0] == 0:
+            raise DataError(
+                f"the {split} split of {dataset.name!r} is empty, but training needs at least "
+                "one row in each of train, valid and test. Provide more data."
+            )
+        if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+            raise DataError(
+                f"the {split} split of {dataset.name!r} holds {int((~torch.isfinite(x)).sum())} "
+                "NaN or infinite value(s), but only finite values can be scored. Remove or "
+                "impute them."
+            )
+        if tc.binarize == "dynamic":
             if not bool(((x >= 0) & (x <= 1)).all()):
                 raise ValueError(
                     f"--binarize dynamic needs values in [0, 1] (pixel intensities), but the "
@@ -118,6 +189,15 @@ def _check_data(vae: VAE, dataset: Dataset, binarize: str) -> None:
             vae.check_data(static_binarize(x[:2], 0))  # shape, dtype
         else:
             vae.check_data(x)
+    rows = dataset.train.shape[0]
+    if rows < tc.batch_size:
+        warnings.warn(
+            TrainingNotice(
+                f"the train split of {dataset.name!r} has {rows} rows, fewer than --batch-size "
+                f"{tc.batch_size}: each epoch is one step on all {rows} rows."
+            ),
+            stacklevel=3,
+        )
 
 
 def mean_terms(
@@ -139,72 +219,84 @@ def mean_terms(
     return {"elbo": elbo, "reconstruction": recon, "kl": kl}
 
 
-def _state_tensors(
-    vae: VAE, opt: torch.optim.Optimizer, gen: torch.Generator, rng_states: list[torch.Tensor]
-) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    tensors = {f"model.{k}": v for k, v in vae.state_dict().items()}
-    opt_state = opt.state_dict()
-    scalars: dict[str, dict[str, Any]] = {}
-    for pid, state in opt_state["state"].items():
-        for key, value in state.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"optim.{pid}.{key}"] = value
-            else:
-                scalars.setdefault(str(pid), {})[key] = value
-    tensors["rng.torch"] = rng_states[0]  # rank 0; rank r > 0 under rng.torch.r
-    tensors.update({f"rng.torch.{r}": s for r, s in enumerate(rng_states) if r > 0})
-    tensors["rng.data"] = gen.get_state()
-    if torch.cuda.is_available():
-        tensors["rng.cuda"] = torch.cuda.get_rng_state()
-    meta = {"param_groups": opt_state["param_groups"], "optim_scalars": scalars}
-    return tensors, meta
+def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    lines = path.read_text().splitlines() if path.exists() else []
+    lines.append(json.dumps(record))
+    atomic_write(path, lambda f: f.write("\n".join(lines) + "\n"), mode="w")
 
 
-def _restore(
-    vae: VAE, opt: torch.optim.Optimizer, gen: torch.Generator, path: Path, world: World
-) -> dict[str, Any]:
-    tensors, meta = read_tensors(path)
-    model = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-    load_state(vae, model, path)
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        if key.startswith("optim."):
-            _, pid, name = key.split(".", 2)
-            state.setdefault(int(pid), {})[name] = value
-    for pid, scalars in meta.get("optim_scalars", {}).items():
-        state.setdefault(int(pid), {}).update(scalars)
-    groups = meta["param_groups"]
-    for g in groups:
-        if "betas" in g:
-            g["betas"] = tuple(g["betas"])
-    opt.load_state_dict({"state": state, "param_groups": groups})
-    key = "rng.torch" if world.rank == 0 else f"rng.torch.{world.rank}"
-    if key not in tensors:
+def _read_jsonl(path: Path, epochs: int) -> list[dict[str, Any]]:
+    """The records of ``path`` up to ``epochs`` (a missing file has none)."""
+    if not path.exists():
+        return []
+    try:
+        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return [r for r in records if int(r["epoch"]) <= epochs]
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
         raise CheckpointError(
-            f"{str(path)!r} was written by a run with fewer processes: it has no RNG state for "
-            f"rank {world.rank}. Resume with the same number of processes as the run had."
+            f"{str(path)!r} is not a pyro-vae log of one JSON record per epoch ({e!r}). Restore "
+            "the file, or delete it to resume without the earlier records."
+        ) from None
+
+
+def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+    atomic_write(path, lambda f: f.write("".join(json.dumps(r) + "\n" for r in records)), "w")
+
+
+def resume_config(run_dir: str | Path, **changes: Any) -> RunConfig:
+    """The saved :class:`RunConfig` of the run in ``run_dir``, with ``changes`` applied.
+
+    ``changes`` are field names of :class:`VAEConfig` or :class:`TrainConfig`. Pass the
+    result to ``fit(config, resume=True)``, which refuses a change to any setting other
+    than those in :data:`RESUME_OVERRIDES`, e.g.
+    ``fit(resume_config("runs/x", epochs=200), resume=True)``.
+    """
+    saved = _load_run(Path(run_dir))
+    sections: dict[str, dict[str, Any]] = {"vae": {}, "train": {}}
+    names = {"vae": VAEConfig, "train": TrainConfig}
+    for key, value in changes.items():
+        owners = [k for k, cls in names.items() if key in {f.name for f in dataclasses.fields(cls)}]
+        if not owners:
+            raise ConfigError(f"resume_config: unknown setting {key!r}")
+        sections[owners[0]][key] = value
+    vae = {**dataclasses.asdict(saved.vae), **sections["vae"]}
+    train = {**dataclasses.asdict(saved.train), **sections["train"], "out": str(run_dir)}
+    return RunConfig(from_dict(VAEConfig, vae, "vae"), from_dict(TrainConfig, train, "train"))
+
+
+def _resumed(saved: RunConfig, given: RunConfig, run_dir: Path) -> RunConfig:
+    """``saved`` with the overridable settings of ``given``; any other difference is an error."""
+    differ = []
+    for section in ("vae", "train"):
+        old, new = getattr(saved, section), getattr(given, section)
+        for f in dataclasses.fields(old):
+            if f.name in (*RESUME_OVERRIDES, "out", "data_shape"):
+                continue
+            was, now = getattr(old, f.name), getattr(new, f.name)
+            if was != now:
+                differ.append(f"{f.name} (run: {was!r}, given: {now!r})")
+    if differ:
+        raise ConfigError(
+            f"a resumed run keeps the settings saved in {str(run_dir / 'config.json')!r}, but "
+            f"these differ: {'; '.join(differ)}. Only {', '.join(RESUME_OVERRIDES)} can change "
+            "on resume. Drop the other flags, or start a new run with another --out."
         )
-    torch.set_rng_state(tensors[key])
-    gen.set_state(tensors["rng.data"])
-    if "rng.cuda" in tensors and torch.cuda.is_available():
-        torch.cuda.set_rng_state(tensors["rng.cuda"])
-    return meta
+    overrides = {k: getattr(given.train, k) for k in RESUME_OVERRIDES}
+    train = dataclasses.replace(saved.train, **overrides, out=str(run_dir))
+    return dataclasses.replace(saved, train=train)
 
 
 def _prepare_run_dir(config: RunConfig, resume: bool) -> tuple[Path, RunConfig]:
+    """Check the run directory before anything is built or written; return it and the config."""
     run_dir = Path(config.train.out)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise TrainingError(
+            f"--out {str(run_dir)!r} is a file, but a run directory is expected. Choose another "
+            "--out."
+        )
+    check_run_dir(run_dir)
     if resume:
-        path = run_dir / "config.json"
-        if not (path.is_file() and (run_dir / "checkpoint.safetensors").is_file()):
-            raise CheckpointError(
-                f"--resume: {str(run_dir)!r} is not a pyro-vae run directory (it needs "
-                "config.json and checkpoint.safetensors). Start a new run without --resume."
-            )
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        require_registered(raw, where=f"the run in {str(run_dir)!r}")
-        saved = from_dict(RunConfig, {k: raw[k] for k in ("vae", "train")}, "config.json")
-        train = dataclasses.replace(saved.train, epochs=config.train.epochs)
-        return run_dir, dataclasses.replace(saved, train=train)
+        return run_dir, _resumed(_load_run(run_dir), config, run_dir)
     if (run_dir / "config.json").exists():
         raise TrainingError(
             f"{str(run_dir)!r} already holds a run. Pass --resume to continue it, or choose "
@@ -213,21 +305,31 @@ def _prepare_run_dir(config: RunConfig, resume: bool) -> tuple[Path, RunConfig]:
     return run_dir, config
 
 
-def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    lines = path.read_text().splitlines() if path.exists() else []
-    lines.append(json.dumps(record))
-    atomic_write(path, lambda f: f.write("\n".join(lines) + "\n"), mode="w")
+def _load_run(run_dir: Path) -> RunConfig:
+    """The saved config of a run that can be resumed; CheckpointError if there is none."""
+    if not (run_dir / "config.json").is_file():
+        raise CheckpointError(
+            f"--resume: {str(run_dir)!r} is not a pyro-vae run directory (it needs "
+            "config.json and checkpoint.safetensors). Start a new run without --resume."
+        )
+    saved = load_run_config(run_dir)
+    if not (run_dir / "checkpoint.safetensors").is_file():
+        raise CheckpointError(
+            f"--resume: {str(run_dir)!r} has config.json but no checkpoint.safetensors, so "
+            "the run cannot be continued (the file was removed). Restore it, or start a new "
+            "run with another --out."
+        )
+    return saved
 
 
-def _truncate_jsonl(path: Path, epochs: int, write: bool = True) -> list[dict[str, float]]:
-    if not path.exists():
-        return []
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    records = [r for r in records if r["epoch"] <= epochs]
-    if write:
-        text = "".join(json.dumps(r) + "\n" for r in records)
-        atomic_write(path, lambda f: f.write(text), "w")
-    return records
+def _check_resumed_data(config: RunConfig, dataset: Dataset, run_dir: Path) -> None:
+    if dataset.data_shape != config.vae.data_shape:
+        raise DataError(
+            f"the run in {str(run_dir)!r} was trained on items of shape {config.vae.data_shape}, "
+            f"but its data set {config.train.dataset!r} now has items of shape "
+            f"{dataset.data_shape}. Resume with the data the run was trained on, or start a "
+            "new run with another --out."
+        )
 
 
 def fit(
@@ -244,12 +346,19 @@ def fit(
     A fresh run seeds Pyro's RNGs with ``config.train.seed`` (``pyro.set_rng_seed``) before
     building the model, so a seed fixes the initial weights, the data order, the dynamic
     binarization and the guide's noise. With ``write`` the run directory
-    ``config.train.out`` receives ``config.json``, ``metrics.jsonl`` (one line per epoch),
-    ``timing.jsonl``, ``model.safetensors`` and ``checkpoint.safetensors`` every epoch,
-    and ``summary.json`` at the end. ``resume=True`` continues a run from its checkpoint.
-    ``dataset`` overrides loading ``config.train.dataset`` (its ``name`` is recorded).
+    ``config.train.out`` receives ``checkpoint.safetensors`` (at epoch 0, then every epoch,
+    atomically), ``model.safetensors``, ``config.json``, ``metrics.jsonl`` (one line per
+    epoch), ``timing.jsonl`` and ``summary.json`` at the end. Everything is built and
+    checked before the directory is touched. ``resume=True`` continues the run in
+    ``config.train.out`` from its checkpoint, exactly where it stopped (build ``config`` with
+    :func:`resume_config`). ``dataset`` overrides loading ``config.train.dataset``.
+
+    Raises :class:`NonFiniteError` when a step goes non-finite (see the module docstring),
+    and :class:`TrainingInterrupted` on Ctrl-C, after writing a checkpoint of the exact state.
     """
     config = config or RunConfig()
+    if resume and not write:
+        raise ValueError("resume=True continues a run directory, so it needs write=True")
     world, device = setup(resolve_device(config.train.device))
     try:
         return _fit(config, world, device, dataset, resume, progress, write, on_epoch)
@@ -289,6 +398,8 @@ def _fit(
             f"({world.world_size}), got {tc.batch_size}"
         )
     dataset = dataset or load_dataset(tc.dataset, progress=progress and world.is_main)
+    if resume and run_dir is not None:
+        _check_resumed_data(config, dataset, run_dir)
     vae_config = dataclasses.replace(config.vae, data_shape=dataset.data_shape)
     config = dataclasses.replace(config, vae=vae_config)
     if not resume:
@@ -296,43 +407,146 @@ def _fit(
     vae = VAE(vae_config)  # the same initial weights on every rank
     if world.rank > 0 and not resume:
         torch.manual_seed(tc.seed + 7919 * world.rank)  # each rank its own guide noise
-    _check_data(vae, dataset, tc.binarize)
+    _check_data(vae, dataset, tc)
     vae.to(device)
-    opt = torch.optim.Adam(vae.parameters(), lr=tc.lr)
-    gen = torch.Generator(device=device).manual_seed(tc.seed)  # shared: order, binarization
-    history: list[dict[str, float]] = []
-    start_epoch = 1
-    if run_dir is not None:
-        if resume:
-            meta = _restore(vae, opt, gen, run_dir / "checkpoint.safetensors", world)
-            history = _truncate_jsonl(run_dir / "metrics.jsonl", meta["epoch"], world.is_main)
-            _truncate_jsonl(run_dir / "timing.jsonl", meta["epoch"], world.is_main)
-            start_epoch = meta["epoch"] + 1
-        elif world.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            save(vae, run_dir, run_config=config)
+    opt = fused_adam(list(vae.parameters()), tc.lr)
+    gen = torch.Generator(device=device).manual_seed(tc.seed)
     train_x = dataset.split("train").to(device)
     valid_x = evaluation_split(dataset, "valid", tc.binarize).to(device)
     loop = _Loop(vae, opt, gen, tc, train_x, progress and world.is_main, world)
-    loop.bar.update((start_epoch - 1) * loop.steps_per_epoch)
-    try:
-        for epoch in range(start_epoch, tc.epochs + 1):
-            record, timing = loop.epoch(epoch)
-            valid = mean_terms(vae, valid_x, world=world)
-            record.update({f"valid_{k}": v for k, v in valid.items()})
-            history.append(record)
-            if run_dir is not None:
-                _write_epoch(run_dir, vae, opt, gen, record, timing, world, device)
-            if on_epoch is not None and world.is_main:
-                on_epoch(record, vae)
-    finally:
-        loop.close()
+    history: list[dict[str, Any]] = []
+    if run_dir is not None:
+        history = _resume_run(run_dir, loop) if resume else _start_run(run_dir, loop, config)
+    done = loop.position.epochs_done
+    partial = loop.position.partial
+    loop.bar.update(done * loop.steps_per_epoch + (partial.steps_done if partial else 0))
+    with _sigint_stops(loop, world):
+        try:
+            for epoch in range(done + 1, tc.epochs + 1):
+                result = loop.epoch(epoch)
+                if result is None:
+                    raise _interrupted(loop, run_dir)
+                record, timing = result
+                valid = mean_terms(vae, valid_x, world=world)
+                record.update({f"valid_{k}": v for k, v in valid.items()})
+                history.append(record)
+                if run_dir is not None:
+                    _write_epoch(run_dir, loop, record, timing)
+                if on_epoch is not None and world.is_main:
+                    on_epoch(record, vae)
+                if loop.stop_requested:
+                    raise _interrupted(loop, run_dir)
+        except _FaultError as fault:
+            raise _nonfinite(loop, fault, run_dir) from None
+        finally:
+            loop.close()
     if not world.is_main:
         return FitResult(vae, history, {}, run_dir, config, rank=world.rank)
     summary = summarize(vae, dataset, tc, device)
     if run_dir is not None:
         write_json(run_dir / "summary.json", summary)
     return FitResult(vae, history, summary, run_dir, config)
+
+
+def _start_run(run_dir: Path, loop: _Loop, config: RunConfig) -> list[dict[str, Any]]:
+    """A new run: the epoch-0 checkpoint first, ``config.json`` (which marks a run) last."""
+    if loop.world.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("metrics.jsonl", "timing.jsonl", "summary.json"):  # left by no run
+            (run_dir / name).unlink(missing_ok=True)
+    loop.write_checkpoint(run_dir)  # a collective under several processes
+    if loop.world.is_main:
+        save(loop.vae, run_dir, run_config=config)
+    return []
+
+
+def _resume_run(run_dir: Path, loop: _Loop) -> list[dict[str, Any]]:
+    """Restore the checkpoint, then cut the logs back to it (nothing is written before)."""
+    path = run_dir / "checkpoint.safetensors"
+    loop.load_state(*read_tensors(path), path)
+    done = loop.position.epochs_done
+    history = _read_jsonl(run_dir / "metrics.jsonl", done)
+    timing = _read_jsonl(run_dir / "timing.jsonl", done)
+    _barrier(loop.world)  # every rank has read the files before rank 0 rewrites them
+    if loop.world.is_main:
+        _write_jsonl(run_dir / "metrics.jsonl", history)
+        _write_jsonl(run_dir / "timing.jsonl", timing)
+        write_tensors(run_dir / "model.safetensors", loop.vae.state_dict())
+    return history
+
+
+@contextlib.contextmanager
+def _sigint_stops(loop: _Loop, world: World) -> Iterator[None]:
+    """While training, the first Ctrl-C asks the loop to stop after its current step.
+
+    Only in the main thread, only for a single process (under torchrun, ranks could see the
+    flag at different steps; torchrun itself stops every rank on Ctrl-C, and the last
+    epoch's checkpoint stays intact), and only when SIGINT has Python's default handler (a
+    caller's own handler is left alone). The second Ctrl-C raises KeyboardInterrupt at once.
+    """
+    main = threading.current_thread() is threading.main_thread()
+    default = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    if world.enabled or not main or not default:
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        loop.stop_requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        print(
+            "\npyro-vae: stopping after this step to save a checkpoint (Ctrl-C again aborts)",
+            file=sys.stderr,
+        )
+
+    signal.signal(signal.SIGINT, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _interrupted(loop: _Loop, run_dir: Path | None) -> TrainingInterrupted:
+    partial = loop.position.partial
+    if partial is not None:
+        where = f"at epoch {partial.epoch}, step {partial.steps_done} of {loop.steps_per_epoch}"
+    else:
+        where = f"after epoch {loop.position.epochs_done}"
+    if run_dir is None:
+        return TrainingInterrupted(f"interrupted {where}; nothing was written (write=False).")
+    if partial is not None:
+        loop.write_checkpoint(run_dir)
+        write_tensors(run_dir / "model.safetensors", loop.vae.state_dict())
+    return TrainingInterrupted(
+        f"interrupted {where}; {str(run_dir / 'checkpoint.safetensors')!r} holds that exact "
+        f"state. Continue with: pyro-vae train --resume {run_dir}"
+    )
+
+
+def _nonfinite(loop: _Loop, fault: _FaultError, run_dir: Path | None) -> NonFiniteError:
+    diagnosis = loop.diagnose(fault)
+    spe = loop.steps_per_epoch
+    where = f"epoch {fault.epoch}, step {fault.step} of {spe}"
+    if fault.skipped:
+        head = (
+            f"training stopped: {fault.skipped} steps were skipped for a non-finite loss or "
+            f"gradient, more than --max-skipped-steps {loop.tc.max_skipped_steps}; the first "
+            f"of this epoch was at {where}."
+        )
+    else:
+        head = f"training stopped: the loss or its gradient became non-finite at {where}."
+    if run_dir is None:
+        keep = "Nothing was written (write=False)."
+    else:
+        keep = (
+            f"The last good checkpoint, {str(run_dir / 'checkpoint.safetensors')!r} "
+            f"({loop.checkpoint_label}), is intact."
+        )
+    advice = (
+        "Lower --lr, check the data and the model's components, or pass --on-nan skip to "
+        "skip such steps (at most --max-skipped-steps of them)."
+    )
+    message = f"{head} {diagnosis.describe()} {keep} {advice}"
+    return NonFiniteError(message, fault.epoch, fault.step, diagnosis)
 
 
 def summarize(vae: VAE, dataset: Dataset, tc: TrainConfig, device: torch.device) -> dict[str, Any]:
@@ -353,30 +567,33 @@ def summarize(vae: VAE, dataset: Dataset, tc: TrainConfig, device: torch.device)
 
 
 def _write_epoch(
-    run_dir: Path,
-    vae: VAE,
-    opt: torch.optim.Optimizer,
-    gen: torch.Generator,
-    record: dict[str, float],
-    timing: dict[str, float],
-    world: World,
-    device: torch.device,
+    run_dir: Path, loop: _Loop, record: dict[str, Any], timing: dict[str, Any]
 ) -> None:
-    rng_states = gather_rng_states(world, device)  # a collective: every rank takes part
-    if not world.is_main:
-        return
     # metrics first, then the checkpoint: a crash in between re-runs the epoch on resume,
     # and the resumed run truncates metrics.jsonl to the checkpoint's epoch.
-    _append_jsonl(run_dir / "metrics.jsonl", record)
-    _append_jsonl(run_dir / "timing.jsonl", timing)
-    tensors, meta = _state_tensors(vae, opt, gen, rng_states)
-    meta.update(epoch=int(record["epoch"]), step=int(record["step"]), world_size=world.world_size)
-    write_tensors(run_dir / "checkpoint.safetensors", tensors, meta)
-    write_tensors(run_dir / "model.safetensors", vae.state_dict())
+    if loop.world.is_main:
+        _append_jsonl(run_dir / "metrics.jsonl", record)
+        _append_jsonl(run_dir / "timing.jsonl", timing)
+    loop.write_checkpoint(run_dir)  # a collective under several processes
+    if loop.world.is_main:
+        write_tensors(run_dir / "model.safetensors", loop.vae.state_dict())
+
+
+class _FaultError(Exception):
+    """The guard found a bad step: in-epoch ``step`` of ``epoch`` (``skipped``: skip limit)."""
+
+    def __init__(self, epoch: int, step: int, skipped: int = 0) -> None:
+        super().__init__(epoch, step, skipped)
+        self.epoch, self.step, self.skipped = epoch, step, skipped
 
 
 class _Loop:
-    """The hot loop of one training run: device-resident data, no per-step host sync."""
+    """The hot loop of one training run: device-resident data, no per-step host sync.
+
+    It also owns the run's position (:class:`~pyro_vae.runstate.Position`) and its state
+    for checkpoints (:meth:`state`, :meth:`load_state`), and keeps an in-memory copy of the
+    state at the start of each epoch, from which :meth:`diagnose` replays a bad step.
+    """
 
     def __init__(
         self,
@@ -386,19 +603,25 @@ class _Loop:
         tc: TrainConfig,
         train_x: torch.Tensor,
         progress: bool,
-        world: World,
+        world: World | None = None,
     ) -> None:
         self.vae, self.opt, self.gen, self.tc, self.train_x = vae, opt, gen, tc, train_x
-        self.world = world
+        self.world = world = world or World()
         self.objective = build_objective("elbo", num_particles=tc.num_particles)
-        loss_fn: torch.nn.Module = self.objective(vae.model, vae.guide)
+        self.module_loss = self.objective(vae.model, vae.guide)  # the ELBO as an nn.Module
+        self.loss_fn: torch.nn.Module = self.module_loss
         if world.enabled:  # gradients averaged across ranks during backward
-            loss_fn = DistributedDataParallel(loss_fn)
-        self.loss_fn = loss_fn
+            self.loss_fn = DistributedDataParallel(self.module_loss)
+        self.guard = StepGuard(opt, tc.on_nan)
         # a last batch smaller than the number of processes is dropped (some rank would
         # get no rows); with one process nothing is dropped
         n, b = train_x.shape[0], tc.batch_size
-        self.steps_per_epoch = n // b + (n % b >= world.world_size)
+        self.steps_per_epoch = max(1, n // b + (n % b >= world.world_size))
+        self.position = Position()
+        self.gen_start = gen.get_state()  # the data RNG at the start of the current epoch
+        self.stop_requested = False  # set by the Ctrl-C handler; read on the host each step
+        self.checkpoint_label = "none written"
+        self.snapshot: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None
         self.bar = tqdm(
             total=tc.epochs * self.steps_per_epoch,
             disable=not progress,
@@ -410,33 +633,41 @@ class _Loop:
     def close(self) -> None:
         self.bar.close()
 
-    def epoch(self, epoch: int) -> tuple[dict[str, float], dict[str, float]]:
-        tc, x = self.tc, self.train_x
+    # ------------------------------------------------------------------ the hot loop
+
+    def epoch(self, epoch: int) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """Train one epoch (from a partial one's next step); None when Ctrl-C stopped it."""
+        tc = self.tc
         self.bar.set_description(f"epoch {epoch}/{tc.epochs}")
         start = time.perf_counter()
-        if tc.binarize == "dynamic":
-            x = dynamic_binarize(x, self.gen)  # (N, *data_shape), redrawn each epoch
-        perm = torch.randperm(x.shape[0], generator=self.gen, device=x.device)  # (N,)
-        sums = torch.zeros(3, dtype=torch.float64, device=x.device)  # loss, recon, kl
-        shown, last = 0, start
+        self.gen_start = self.gen.get_state()
+        self.snapshot = self._copy_state()
+        partial, self.position.partial = self.position.partial, None
+        first = partial.steps_done + 1 if partial else 1
+        sums = partial.sums.clone() if partial else torch.zeros(4, dtype=torch.float64)
+        sums = sums.to(self.train_x.device)  # (4,) loss, reconstruction, KL, rows
+        self.guard.reset(first - 1, *((partial.first_bad, partial.bad) if partial else ()))
+        x, perm = self._data()
+        shown, last = first - 1, start
         with pyro.validation_enabled(False):
             for step, idx in enumerate(perm.split(tc.batch_size)[: self.steps_per_epoch], 1):
+                if step < first:
+                    continue
                 sums += self._step(x, idx)
+                if self.stop_requested:  # a host flag: no device sync
+                    first_bad, bad = self.guard.poll()
+                    self.position.partial = Partial(epoch, step, sums, first_bad, bad)
+                    return None
                 now = time.perf_counter()  # the host reads the device twice a second at most
-                if now - last > 0.5 and not self.bar.disable:
-                    self._show(sums, step * tc.batch_size / self.world.world_size)
-                    self.bar.update(step - shown)
+                if now - last > 0.5:
+                    self._sync(epoch, sums, step, shown)
                     shown, last = step, now
-        seen = min(self.steps_per_epoch * tc.batch_size, x.shape[0])
-        loss, recon, kl = (all_reduce_sum(sums, self.world) / seen).tolist()
-        self._show(sums, seen)
-        self.bar.update(self.steps_per_epoch - shown)
+        bad = self._sync(epoch, sums, self.steps_per_epoch, shown)
+        loss, recon, kl, rows = all_reduce_sum(sums, self.world).tolist()
+        loss, recon, kl = (v / rows if rows else math.nan for v in (loss, recon, kl))
         seconds = time.perf_counter() - start
-        if not all(math.isfinite(v) for v in (loss, recon, kl)):
-            raise TrainingError(
-                f"the training loss became non-finite in epoch {epoch} (reconstruction "
-                f"{recon}, KL {kl}). Lower --lr, or check the data."
-            )
+        self.position.epochs_done = epoch
+        self.position.skipped_total += bad
         record = {
             "epoch": epoch,
             "step": epoch * self.steps_per_epoch,
@@ -444,22 +675,130 @@ class _Loop:
             "train_elbo": recon - kl,
             "train_reconstruction": recon,
             "train_kl": kl,
+            "skipped_steps": bad,
         }
-        timing = {"epoch": epoch, "seconds": seconds, "images_per_s": seen / seconds}
+        timing = {"epoch": epoch, "seconds": seconds, "images_per_s": rows / seconds}
         return record, timing
 
+    def _data(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """This epoch's data and batch order, both drawn from the data RNG ``self.gen``."""
+        x = self.train_x
+        if self.tc.binarize == "dynamic":
+            x = dynamic_binarize(x, self.gen)  # (N, *data_shape), redrawn each epoch
+        perm = torch.randperm(x.shape[0], generator=self.gen, device=x.device)  # (N,)
+        return x, perm
+
     def _step(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """One step on the global batch ``x[idx]``: this rank trains on its share of it."""
-        total = self.loss_fn(x[self.world.share(idx)])  # negative ELBO summed over the share
-        loss = total / idx.shape[0] * self.world.world_size  # nats per data point (see distributed)
+        """One step on the global batch ``x[idx]``; this rank trains on its share of it."""
+        xb = x[self.world.share(idx)]  # (b, *data_shape); all of x[idx] for one process
+        total = self.loss_fn(xb)  # negative ELBO summed over the rows
+        loss = total / idx.shape[0] * self.world.world_size  # nats per data point (distributed)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        self.opt.step()
+        ok = self.guard.check(loss)  # () bool on the device
+        self.guard.step(ok)  # the optimizer step; a no-op if not ok
         terms = self.objective.last_terms  # type: ignore[attr-defined]
-        return torch.stack([total.detach(), terms["reconstruction"], terms["kl"]]).double()
+        rows = torch.full_like(loss.detach(), xb.shape[0])
+        values = torch.stack([total.detach(), terms["reconstruction"], terms["kl"], rows])
+        return torch.where(ok, values.double(), 0.0)  # (4,) bad steps count for nothing
 
-    def _show(self, sums: torch.Tensor, seen: float) -> None:
-        if self.bar.disable:
-            return
-        _loss, recon, kl = (sums / seen).tolist()
-        self.bar.set_postfix(elbo=f"{recon - kl:.2f}", rec=f"{recon:.2f}", kl=f"{kl:.2f}")
+    def _sync(self, epoch: int, sums: torch.Tensor, step: int, shown: int) -> int:
+        """Host read: refresh the bar and act on the guard. Returns this epoch's bad steps."""
+        first_bad, bad = self.guard.poll()
+        if not self.bar.disable:
+            _loss, recon, kl, rows = sums.tolist()
+            if rows:
+                recon, kl = recon / rows, kl / rows
+                self.bar.set_postfix(elbo=f"{recon - kl:.2f}", rec=f"{recon:.2f}", kl=f"{kl:.2f}")
+            self.bar.update(step - shown)
+        if first_bad and self.tc.on_nan == "stop":
+            raise _FaultError(epoch, first_bad)
+        skipped = self.position.skipped_total + bad
+        if skipped > self.tc.max_skipped_steps:
+            raise _FaultError(epoch, first_bad, skipped)
+        return bad
+
+    # ------------------------------------------------------------------ state
+
+    def stateful(self) -> dict[str, Stateful]:
+        """Components with training state outside the VAE (see :mod:`pyro_vae.runstate`)."""
+        parts = {"objective": self.objective}
+        return {k: v for k, v in parts.items() if callable(getattr(v, "state_dict", None))}  # type: ignore[misc]
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """The run's state now (tensors are references to the live ones)."""
+        data_rng = self.gen_start if self.position.partial else self.gen.get_state()
+        return capture(
+            self.vae, self.opt, data_rng, self.position, self.stateful(), self.steps_per_epoch
+        )
+
+    def load_state(
+        self, tensors: dict[str, torch.Tensor], meta: dict[str, Any], where: Path
+    ) -> None:
+        self.position, self.gen_start = restore(
+            where, tensors, meta, vae=self.vae, opt=self.opt, gen=self.gen, stateful=self.stateful()
+        )
+        if self.world.rank > 0:  # restore() set rank 0's RNG; this rank has its own
+            key = f"rng.torch.{self.world.rank}"
+            if key not in tensors:
+                raise CheckpointError(
+                    f"{str(where)!r} was written by a run with fewer processes: it has no RNG "
+                    f"state for rank {self.world.rank}. Resume with as many processes as the "
+                    "run had."
+                )
+            torch.set_rng_state(tensors[key])
+        self.checkpoint_label = self._label()
+
+    def write_checkpoint(self, run_dir: Path) -> None:
+        """Rank 0 writes the state; every rank's torch RNG goes in (a collective)."""
+        rng = gather_rng_states(self.world, self.train_x.device)
+        if self.world.is_main:
+            tensors, meta = self.state()
+            tensors.update({f"rng.torch.{r}": s for r, s in enumerate(rng) if r > 0})
+            meta["world_size"] = self.world.world_size
+            write_tensors(run_dir / "checkpoint.safetensors", tensors, meta)
+        self.checkpoint_label = self._label()
+
+    def _label(self) -> str:
+        partial = self.position.partial
+        if partial is not None:
+            return f"epoch {partial.epoch}, step {partial.steps_done}"
+        return f"after epoch {self.position.epochs_done}"
+
+    def _copy_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        tensors, meta = self.state()
+        return {k: v.detach().clone() for k, v in tensors.items()}, json.loads(json.dumps(meta))
+
+    # ------------------------------------------------------------------ diagnosis
+
+    def diagnose(self, fault: _FaultError) -> Diagnosis:
+        """Replay the epoch from its start up to ``fault.step`` and diagnose that step.
+
+        The replay restores the state copied at the epoch's start (weights, optimizer, RNGs,
+        data RNG) and re-runs the good steps before the bad one, so on CPU it sees exactly
+        the batch, the parameters and the random draws of the bad step.
+        """
+        assert self.snapshot is not None
+        label = self.checkpoint_label
+        self.load_state(*self.snapshot, Path("<state at the start of the epoch>"))
+        self.checkpoint_label = label
+        partial, self.position.partial = self.position.partial, None
+        first = partial.steps_done + 1 if partial else 1
+        x, perm = self._data()
+        self.guard.reset(first - 1)
+        xb = x[:0]
+        with pyro.validation_enabled(False):
+            for step, idx in enumerate(perm.split(self.tc.batch_size), start=1):
+                if step == fault.step:
+                    xb = x[self.world.share(idx)]
+                    break
+                if step >= first:
+                    self._step(x, idx)
+            b = max(xb.shape[0], 1)
+            return diagnose_step(
+                lambda batch: self.module_loss(batch) / b,
+                self.vae.model,
+                self.vae.guide,
+                xb,
+                dict(self.vae.named_parameters()),
+            )

@@ -1,0 +1,128 @@
+r"""A device-side guard against non-finite training steps, with no host synchronisation.
+
+A training step is *bad* when its loss or its gradient is not finite. The guard decides this
+on the device, after ``loss.backward()`` and before the optimizer step,
+
+.. math::
+
+    \mathrm{ok} = \mathrm{isfinite}\bigl(\mathcal{L} + \lVert \nabla_\theta \mathcal{L}
+    \rVert_2\bigr),
+
+one scalar test that fails when the loss or any gradient entry is NaN or infinite, or when
+the gradient is so large that its squared norm overflows (then Adam's second moment
+:math:`g^2` would overflow too). It then makes a bad step a no-op for the parameters *and*
+the optimizer state, again without reading anything back to the host:
+
+- with a fused optimizer (``torch.optim.Adam(..., fused=True)``, the trainer's default
+  where torch supports it) through the optimizer's own ``found_inf`` input, the mechanism
+  of ``torch.amp.GradScaler``: the fused kernel skips the update and the step count;
+- with any other optimizer, in ``skip`` mode, by keeping a copy of the parameters and the
+  optimizer state and selecting it back with ``torch.where`` (several extra passes over
+  the parameters; state the step creates is zeroed, which for Adam is its fresh state).
+
+It also records, on the device, the in-epoch index of the first bad step and how many
+steps were bad. The host reads these (:meth:`StepGuard.poll`) only where the trainer
+synchronises anyway: when the progress bar refreshes (at most twice a second) and at the
+end of each epoch. Then it stops training (``on_nan="stop"``) and names the step, or
+carries on (``on_nan="skip"``) until more than ``max_skipped_steps`` steps were skipped.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["ON_NAN_MODES", "StepGuard", "fused_adam"]
+
+ON_NAN_MODES = ("stop", "skip")
+
+
+def fused_adam(params: list[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
+    """Adam with ``fused=True`` where torch supports it for these parameters, else plain Adam.
+
+    The fused kernel is what lets :class:`StepGuard` skip a bad step without a host sync.
+    """
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):  # an older torch, or a device without it
+        return torch.optim.Adam(params, lr=lr)
+
+
+def _total_norm(grads: list[torch.Tensor]) -> torch.Tensor:
+    get_total_norm = getattr(torch.nn.utils, "get_total_norm", None)
+    if get_total_norm is not None:
+        return get_total_norm(grads)
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+
+
+class StepGuard:
+    """Checks each step on the device and makes bad steps no-ops; see the module docstring.
+
+    Use, once per step::
+
+        loss.backward()
+        ok = guard.check(loss)   # () bool tensor on the device
+        guard.step(ok)           # optimizer.step(), a no-op when not ok
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, mode: str = "stop") -> None:
+        if mode not in ON_NAN_MODES:
+            raise ValueError(f"mode must be one of {ON_NAN_MODES}, got {mode!r}")
+        self.optimizer, self.mode = optimizer, mode
+        self.params = [p for group in optimizer.param_groups for p in group["params"]]
+        device = self.params[0].device if self.params else torch.device("cpu")
+        self.count = torch.zeros((), dtype=torch.int64, device=device)  # steps this epoch
+        self.first_bad = torch.zeros_like(self.count)  # in-epoch index of the first bad step
+        self.bad = torch.zeros_like(self.count)  # bad steps this epoch
+        self.fused = bool(optimizer.defaults.get("fused"))
+        if self.fused:  # read by fused Adam/AdamW/SGD.step, as set by GradScaler
+            self.found_inf = torch.zeros((), dtype=torch.float32, device=device)
+            optimizer.found_inf = self.found_inf  # type: ignore[attr-defined]
+
+    def reset(self, done: int = 0, first_bad: int = 0, bad: int = 0) -> None:
+        """Start an epoch with ``done`` steps already taken (a resumed partial epoch)."""
+        self.count.fill_(done)
+        self.first_bad.fill_(first_bad)
+        self.bad.fill_(bad)
+
+    def check(self, loss: torch.Tensor) -> torch.Tensor:
+        """Count the step and return whether its loss and gradient are finite (device bool)."""
+        grads = [p.grad for p in self.params if p.grad is not None]
+        norm = _total_norm(grads) if grads else torch.zeros_like(loss)
+        ok = torch.isfinite(loss.detach() + norm)  # ()
+        self.count += 1
+        first = (self.first_bad == 0) & ~ok
+        self.first_bad.copy_(torch.where(first, self.count, self.first_bad))
+        self.bad += (~ok).long()
+        return ok
+
+    def step(self, ok: torch.Tensor) -> None:
+        """``optimizer.step()``, changing nothing where ``ok`` is False (see module docstring)."""
+        if self.fused:
+            self.found_inf.copy_(~ok)
+            self.optimizer.step()
+        elif self.mode == "stop":  # training stops at the next sync point; no copy needed
+            self.optimizer.step()
+        else:
+            self._masked_step(ok)
+
+    @torch.no_grad()
+    def _masked_step(self, ok: torch.Tensor) -> None:
+        state = self.optimizer.state
+        kept = [p for p in self.params if p in state]
+        tensors = self.params + [
+            v for p in kept for v in state[p].values() if isinstance(v, torch.Tensor)
+        ]
+        before = [t.clone() for t in tensors]
+        self.optimizer.step()
+        for t, old in zip(tensors, before, strict=True):
+            t.copy_(torch.where(ok, t, old))
+        for p in self.params:  # state created by this step: zero it if the step was bad
+            if p not in kept and p in state:
+                for v in state[p].values():
+                    if isinstance(v, torch.Tensor):
+                        v.copy_(torch.where(ok, v, torch.zeros_like(v)))
+
+    def poll(self) -> tuple[int, int]:
+        """``(first_bad, bad)`` for this epoch, read to the host (a synchronisation)."""
+        first_bad, bad = torch.stack([self.first_bad, self.bad]).tolist()
+        return int(first_bad), int(bad)

@@ -1,0 +1,220 @@
+"""Numerical faults, Ctrl-C and SIGKILL: training stops cleanly, resumes exactly, loses nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import faulty
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from pyro_vae import RunConfig, TrainConfig, VAEConfig, fit, load
+from pyro_vae.checkpoint import read_tensors
+from pyro_vae.cli import main
+from pyro_vae.guard import StepGuard, fused_adam
+from pyro_vae.train import NonFiniteError, TrainingInterrupted, resume_config
+
+TINY = dict(eval_num_samples=2, eval_num_points=10)
+# digits: 1297 train rows; batch 100 -> 13 steps per epoch, and one decoder call per step
+# plus one for the validation split per epoch. Decoder call 20 is epoch 2, step 6.
+STEPS = 13
+
+
+@pytest.fixture
+def faulty_net() -> Iterator[str]:
+    with faulty.registered() as name:
+        yield name
+
+
+def _config(out: Path, network: str, epochs: int = 2, **train: object) -> RunConfig:
+    vae = VAEConfig(latent_dim=2, hidden=(16,), network=network)
+    return RunConfig(vae, TrainConfig(epochs=epochs, out=str(out), seed=5, **TINY, **train))  # type: ignore[arg-type]
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(run / "model.safetensors")
+
+
+def _same_run(a: Path, b: Path) -> None:
+    assert (a / "metrics.jsonl").read_text() == (b / "metrics.jsonl").read_text()
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    ta, _ = read_tensors(a / "checkpoint.safetensors")
+    tb, _ = read_tensors(b / "checkpoint.safetensors")
+    assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
+
+
+# --------------------------------------------------------------------------- NaN and Inf
+
+
+def test_nan_from_the_decoder_stops_with_epoch_step_term_and_site(
+    faulty_net: str, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    saved: dict[int, bytes] = {}
+
+    def keep(record: dict[str, float], vae: object) -> None:
+        saved[int(record["epoch"])] = (run / "checkpoint.safetensors").read_bytes()
+
+    config = _config(run, f"{faulty_net}:first=20,count=3")
+    with pytest.raises(NonFiniteError) as info:
+        fit(config, progress=False, on_epoch=keep)
+    message = str(info.value)
+    assert "epoch 2, step 6 of 13" in message
+    assert "reconstruction term at site 'x'" in message and "logits" in message
+    assert "after epoch 1" in message and "intact" in message
+    assert info.value.diagnosis.term == "reconstruction" and info.value.diagnosis.site == "x"
+    # the last good checkpoint is byte for byte the one written after epoch 1, and loads
+    assert list(saved) == [1]
+    assert (run / "checkpoint.safetensors").read_bytes() == saved[1]
+    assert read_tensors(run / "checkpoint.safetensors")[1]["epoch"] == 1
+    assert torch.isfinite(torch.cat([p.flatten() for p in load(run).parameters()])).all()
+    # resumed with --on-nan skip, the run skips the three bad steps and finishes
+    result = fit(resume_config(run, on_nan="skip"), resume=True, progress=False)
+    assert [r["skipped_steps"] for r in result.history] == [0, 3]
+    assert all(torch.isfinite(torch.tensor(r["train_elbo"])) for r in result.history)
+
+
+def test_nan_gradient_with_a_finite_loss_is_named(faulty_net: str, tmp_path: Path) -> None:
+    config = _config(tmp_path / "run", f"{faulty_net}:first=20,count=2,grad=true")
+    with pytest.raises(NonFiniteError) as info:
+        fit(config, progress=False)
+    message = str(info.value)
+    assert "epoch 2, step 6 of 13" in message and "the loss was finite" in message
+    assert "reconstruction term at site 'x'" in message and "gradient is non-finite" in message
+    assert info.value.diagnosis.stage == "gradient"
+
+
+def test_skip_counts_steps_and_stops_past_the_limit(faulty_net: str, tmp_path: Path) -> None:
+    net = f"{faulty_net}:first=20,count=3"
+    result = fit(_config(tmp_path / "a", net, on_nan="skip"), progress=False)
+    lines = (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(s)["skipped_steps"] for s in lines] == [0, 3]
+    assert result.history[1]["skipped_steps"] == 3
+    with pytest.raises(NonFiniteError, match=r"3 steps were skipped .* more than --max-skipped"):
+        fit(_config(tmp_path / "b", net, on_nan="skip", max_skipped_steps=2), progress=False)
+
+
+def test_skipped_steps_change_nothing(faulty_net: str) -> None:
+    """A run that skips a NaN step ends where a run that never took that step ends."""
+    clean = fit(_config(Path("unused"), "mlp", epochs=1), write=False, progress=False)
+    # the same run with the NaN on decoder call 1: its only effect is one skipped step
+    skipped = fit(
+        _config(Path("unused"), f"{faulty_net}:first=1,count=1", epochs=1, on_nan="skip"),
+        write=False,
+        progress=False,
+    )
+    assert skipped.history[0]["skipped_steps"] == 1
+    assert clean.history[0]["skipped_steps"] == 0
+    assert clean.history[0]["train_loss"] != skipped.history[0]["train_loss"]
+    for p in skipped.vae.parameters():
+        assert torch.isfinite(p).all()
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_guard_makes_a_bad_step_a_no_op(fused: bool) -> None:
+    torch.manual_seed(0)
+    p = torch.nn.Parameter(torch.randn(5))
+    opt = fused_adam([p], 0.1) if fused else torch.optim.SGD([p], lr=0.1, momentum=0.9)
+    assert bool(opt.defaults.get("fused")) == fused
+    guard = StepGuard(opt, "skip")
+    for value in (1.0, float("nan"), 2.0, float("inf")):
+        before_p = p.detach().clone()
+        before_state = {k: v.clone() for k, v in opt.state[p].items()} if p in opt.state else {}
+        loss = (p * value).sum()
+        opt.zero_grad()
+        loss.backward()
+        guard.step(guard.check(loss))
+        if value != value or value == float("inf"):
+            assert torch.equal(p.detach(), before_p)
+            for k, v in before_state.items():
+                assert torch.equal(opt.state[p][k], v)
+        else:
+            assert not torch.equal(p.detach(), before_p)
+    assert guard.poll() == (2, 2)
+
+
+# --------------------------------------------------------------------------- reproducibility
+
+
+def test_same_seed_gives_the_same_metrics_bit_for_bit(tmp_path: Path) -> None:
+    a = fit(_config(tmp_path / "a", "mlp", epochs=2), progress=False)
+    b = fit(_config(tmp_path / "b", "mlp", epochs=2), progress=False)
+    assert a.history == b.history and a.summary == b.summary
+    _same_run(tmp_path / "a", tmp_path / "b")
+
+
+# --------------------------------------------------------------------------- Ctrl-C
+
+
+def test_ctrl_c_mid_epoch_writes_that_state_and_resumes_bit_identically(
+    faulty_net: str, tmp_path: Path
+) -> None:
+    fit(_config(tmp_path / "full", faulty_net), progress=False)  # the same, never interrupted
+    with pytest.raises(TrainingInterrupted, match="at epoch 2, step 8 of 13"):
+        fit(_config(tmp_path / "cut", f"{faulty_net}:interrupt=22"), progress=False)  # step 8
+    _, meta = read_tensors(tmp_path / "cut" / "checkpoint.safetensors")
+    assert meta["epoch"] == 1 and meta["partial"]["steps_done"] == 8
+    assert len((tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()) == 1
+    fit(resume_config(tmp_path / "cut"), resume=True, progress=False)
+    _same_run(tmp_path / "full", tmp_path / "cut")
+
+
+# --------------------------------------------------------------------------- subprocesses
+
+FLAGS = ["--hidden", "16", "--latent-dim", "2", "--quiet", "--seed", "7"]
+FLAGS += ["--eval-num-samples", "2", "--eval-num-points", "10", "--batch-size", "50"]
+
+
+def _start(args: list[str]) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "pyro_vae", "train", *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().startswith("pyro-vae train:")  # imports done, data loading
+    return proc
+
+
+def test_ctrl_c_in_a_subprocess_exits_130_with_a_checkpoint(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    proc = _start(["--epochs", "3", "--out", str(run), *FLAGS])
+    deadline = time.monotonic() + 120
+    while not (run / "metrics.jsonl").exists() and proc.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(random.Random(0).uniform(0.0, 0.3))
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and f"--resume {run}" in err and "Traceback" not in err
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0
+    assert main(["train", "--epochs", "3", "--out", str(tmp_path / "full"), *FLAGS]) == 0
+    _same_run(tmp_path / "full", run)
+
+
+def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path: Path) -> None:
+    """Three kills at random moments, each followed by a resume; the result is exact."""
+    run, rng = tmp_path / "run", random.Random(1)
+    killed = 0
+    fresh = ["--epochs", "2", "--out", str(run), *FLAGS]
+    for _ in range(3):
+        resume = (run / "config.json").exists()
+        proc = _start(["--resume", str(run), "--quiet"] if resume else fresh)
+        time.sleep(rng.uniform(0.2, 2.5))
+        proc.kill()
+        proc.communicate(timeout=60)
+        killed += proc.returncode == -signal.SIGKILL
+    assert killed >= 2  # the kills landed while training ran
+    resume = (run / "config.json").exists()
+    assert main(["train", *(["--resume", str(run), "--quiet"] if resume else fresh)]) == 0
+    assert main(["train", "--epochs", "2", "--out", str(tmp_path / "full"), *FLAGS]) == 0
+    _same_run(tmp_path / "full", run)
