@@ -1,0 +1,1 @@
+"""Benchmarks of pyro-vae against a hand-written PyTorch reference (not installed)."""
