@@ -1,0 +1,262 @@
+"""Training and evaluation throughput: pyro-vae against the hand-written PyTorch reference.
+
+Usage (from the repository root)::
+
+    PYRO_VAE_DATA=../shared/data python benchmarks/speed.py \\
+        --out benchmarks/results/speed.json          # CPU, 2 threads
+    PYRO_VAE_DATA=../shared/data python benchmarks/speed.py --device cuda \\
+        --out benchmarks/results/speed-cuda.json     # where a GPU is present
+
+pyro-vae is timed on its real training path, ``pyro_vae.train._Loop.epoch``: the model and
+guide as Pyro programs, the sync-free ``Trace_ELBO`` estimator, the device-side step guard,
+fused Adam and device-resident batches. The reference is ``benchmarks.reference``: the same
+networks and initial weights, trained by a hand-written loss with ``torch.optim.Adam`` at
+its defaults (what a PyTorch user writes). Its row ``reference (fused Adam)`` shows how much
+of any difference the optimizer accounts for. Every configuration alternates one epoch of
+each, ``--repeats`` times, on the same MNIST rows, and reports the median images per second.
+Peak resident memory is measured in separate processes (``ru_maxrss``), one epoch of MNIST
+each. ``--smoke`` is a seconds-long run for CI with no claims.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pyro
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.reference import ReferenceVAE, train_epoch
+from pyro_vae import VAE, VAEConfig, load_dataset, log_likelihood
+from pyro_vae.config import TrainConfig
+from pyro_vae.guard import fused_adam
+from pyro_vae.train import _Loop
+
+ARCHITECTURES = {  # name -> (hidden, activation, latent)
+    "200-200-50 tanh (IWAE)": ((200, 200), "tanh", 50),
+    "400-50": ((400,), "tanh", 50),
+}
+
+
+def _models(
+    hidden: tuple[int, ...], act: str, latent: int, device: torch.device, seed: int
+) -> tuple[VAE, ReferenceVAE]:
+    pyro.set_rng_seed(seed)
+    vae = VAE(
+        VAEConfig(data_shape=(1, 28, 28), latent_dim=latent, hidden=hidden, activation=act)
+    ).to(device)
+    return vae, ReferenceVAE.from_pyro_vae(vae).to(device)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def training_row(
+    x: torch.Tensor, arch: str, batch: int, repeats: int, device: torch.device
+) -> dict[str, Any]:
+    hidden, act, latent = ARCHITECTURES[arch]
+    vae, ref = _models(hidden, act, latent, device, seed=0)
+    _, ref_fused = _models(hidden, act, latent, device, seed=0)
+    tc = TrainConfig(batch_size=batch, binarize="none", epochs=10**6, lr=1e-3)
+    opt = fused_adam(list(vae.parameters()), tc.lr)
+    loop = _Loop(vae, opt, torch.Generator(device=device).manual_seed(0), tc, x, False)
+    ref_opt = torch.optim.Adam(ref.parameters(), lr=1e-3)
+    fused_opt = fused_adam(list(ref_fused.parameters()), 1e-3)
+    order = torch.Generator(device=device).manual_seed(0)
+    runs: dict[str, list[float]] = {"pyro-vae": [], "reference": [], "reference (fused Adam)": []}
+
+    def timed(fn: Any) -> float:
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        return x.shape[0] / (time.perf_counter() - start)
+
+    for epoch in range(1, repeats + 2):  # the first round warms up and is not counted
+        rates = {
+            "pyro-vae": timed(lambda e=epoch: loop.epoch(e)),
+            "reference": timed(lambda: train_epoch(ref, ref_opt, x, batch, order)),
+            "reference (fused Adam)": timed(
+                lambda: train_epoch(ref_fused, fused_opt, x, batch, order)
+            ),
+        }
+        if epoch > 1:
+            for k, v in rates.items():
+                runs[k].append(v)
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    return {
+        "architecture": arch,
+        "batch": batch,
+        "images_per_s": med,
+        "ratio_vs_reference": med["pyro-vae"] / med["reference"],
+        "ratio_vs_reference_fused": med["pyro-vae"] / med["reference (fused Adam)"],
+        "repeats": repeats,
+    }
+
+
+def iw_row(x: torch.Tensor, k: int, device: torch.device) -> dict[str, Any]:
+    vae, ref = _models((200, 200), "tanh", 50, device, seed=0)
+    rates: dict[str, list[float]] = {"pyro-vae": [], "reference": []}
+    for _ in range(2):
+        for name, fn in (
+            ("pyro-vae", lambda: log_likelihood(vae.model, vae.guide, x, num_samples=k)),
+            ("reference", lambda: ref.log_likelihood(x, k)),
+        ):
+            _sync(device)
+            start = time.perf_counter()
+            with torch.no_grad():
+                fn()
+            _sync(device)
+            rates[name].append(x.shape[0] / (time.perf_counter() - start))
+    med = {n: statistics.median(v) for n, v in rates.items()}
+    return {
+        "k": k,
+        "points": x.shape[0],
+        "images_per_s": med,
+        "ratio_vs_reference": med["pyro-vae"] / med["reference"],
+    }
+
+
+def memory_probe(which: str, device: str, rows: int) -> None:
+    """Child process: one epoch of MNIST (batch 128, 400-50), print peak RSS in MiB."""
+    dev = torch.device(device)
+    x = load_dataset("mnist", progress=False).train[:rows].to(dev)
+    x = torch.bernoulli(x, generator=torch.Generator(device=dev).manual_seed(0))
+    vae, ref = _models((400,), "tanh", 50, dev, seed=0)
+    if which == "pyro-vae":
+        tc = TrainConfig(batch_size=128, binarize="none", epochs=1)
+        opt = fused_adam(list(vae.parameters()), tc.lr)
+        _Loop(vae, opt, torch.Generator(device=dev).manual_seed(0), tc, x, False).epoch(1)
+    else:
+        train_epoch(
+            ref,
+            torch.optim.Adam(ref.parameters(), lr=1e-3),
+            x,
+            128,
+            torch.Generator(device=dev).manual_seed(0),
+        )
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def memory_rows(device: str, rows: int) -> dict[str, float]:
+    out = {}
+    for which in ("reference", "pyro-vae"):
+        cmd = [
+            sys.executable,
+            __file__,
+            "--memory-probe",
+            which,
+            "--device",
+            device,
+            "--rows",
+            str(rows),
+        ]
+        result = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        out[which] = float(result.stdout.strip().splitlines()[-1])
+    out["ratio"] = out["pyro-vae"] / out["reference"]
+    return out
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [
+        f"Command: `{result['command']}`  ",
+        f"Machine: {result['machine']}  ",
+        f"Date: {result['date']}  ",
+        f"Load average at start/end: {result['load_start']} / {result['load_end']}",
+        "",
+        "| architecture | batch | pyro-vae img/s | reference img/s | ratio | "
+        "reference (fused Adam) img/s | ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["training"]:
+        ips = r["images_per_s"]
+        lines.append(
+            f"| {r['architecture']} | {r['batch']} | {ips['pyro-vae']:.0f} | "
+            f"{ips['reference']:.0f} | {r['ratio_vs_reference']:.2f} | "
+            f"{ips['reference (fused Adam)']:.0f} | {r['ratio_vs_reference_fused']:.2f} |"
+        )
+    iw = result["iw"]
+    lines += [
+        "",
+        f"IW evaluation, k = {iw['k']}, {iw['points']} points: pyro-vae "
+        f"{iw['images_per_s']['pyro-vae']:.2f} img/s, reference "
+        f"{iw['images_per_s']['reference']:.2f} img/s, ratio {iw['ratio_vs_reference']:.2f}",
+    ]
+    if "memory_mib" in result:
+        m = result["memory_mib"]
+        lines += [
+            "",
+            f"Peak resident memory, one epoch ({result['memory_rows']} rows): pyro-vae "
+            f"{m['pyro-vae']:.0f} MiB, reference {m['reference']:.0f} MiB, "
+            f"ratio {m['ratio']:.2f}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rows", type=int, default=10240, help="MNIST rows per timed epoch")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--batches", default="32,128,512")
+    p.add_argument("--iw-k", type=int, default=5000)
+    p.add_argument("--iw-points", type=int, default=20)
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results/speed.json"))
+    p.add_argument("--smoke", action="store_true")
+    p.add_argument("--memory-probe", choices=("pyro-vae", "reference"))
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.memory_probe:
+        memory_probe(args.memory_probe, args.device, args.rows)
+        return
+    if args.smoke:
+        args.rows, args.repeats, args.batches, args.iw_k, args.iw_points = 256, 1, "32", 20, 4
+    device = torch.device(args.device)
+    data = load_dataset("mnist", progress=False)
+    x = torch.bernoulli(data.train[: args.rows], generator=torch.Generator().manual_seed(0))
+    x = x.to(device)
+    load_start = os.getloadavg()
+    training = [
+        training_row(x, arch, int(b), args.repeats, device)
+        for arch in ARCHITECTURES
+        for b in args.batches.split(",")
+    ]
+    iw = iw_row(x[: args.iw_points], args.iw_k, device)
+    result: dict[str, Any] = {
+        "benchmark": "speed",
+        "command": " ".join(["python", *sys.argv]),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"{args.threads} threads, torch {torch.__version__}, pyro {pyro.__version__}"
+        + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""),
+        "date": time.strftime("%Y-%m-%d"),
+        "device": str(device),
+        "training": training,
+        "iw": iw,
+        "load_start": [round(v, 2) for v in load_start],
+        "load_end": [round(v, 2) for v in os.getloadavg()],
+    }
+    if not args.smoke:
+        result["memory_mib"] = memory_rows(args.device, 60000)
+        result["memory_rows"] = 60000
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(markdown(result))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
