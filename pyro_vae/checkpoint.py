@@ -145,11 +145,14 @@ def load_config(directory: str | Path) -> tuple[VAEConfig, dict[str, Any]]:
             f"{str(path)!r} is not a {FORMAT} config (expected a JSON object with "
             f'"format": "{FORMAT}" and a "vae" table). Pass a directory pyro-vae wrote.'
         )
-    unknown = sorted(set(raw) - {"format", "vae", "train"})
-    if unknown:  # nothing in config.json is ever resolved as a class, module or path to run
+    # nothing in config.json is ever resolved as a class, module or path to run: "plugins"
+    # only names the files a run's own parts came from, for the error that asks for them
+    unknown = sorted(set(raw) - {"format", "vae", "train", "plugins"})
+    if unknown:
         raise CheckpointError(
             f"{str(path)!r} has unknown top-level key(s) {[k[:40] for k in unknown]}; expected "
-            "only format, vae and train. Remove them, or use a config.json pyro-vae wrote."
+            "only format, vae, train and plugins. Remove them, or use a config.json pyro-vae "
+            "wrote."
         )
     try:
         return from_dict(VAEConfig, raw["vae"], where=f"{path} vae"), raw
@@ -160,6 +163,7 @@ def load_config(directory: str | Path) -> tuple[VAEConfig, dict[str, Any]]:
 def load_run_config(directory: str | Path) -> RunConfig:
     """The full :class:`RunConfig` of a training run directory (``config.json``)."""
     _, raw = load_config(directory)
+    require_registered(raw, where=f"the run in {str(directory)!r}")
     if "train" not in raw:
         raise CheckpointError(
             f"{str(directory)!r} holds a saved model (pyro_vae.save), not a training run: its "
