@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import inspect
+import math
 import re
 import sys
 from collections.abc import Sequence
@@ -26,16 +27,16 @@ from pyro_vae.checkpoint import CheckpointError, load, load_config, write_json
 from pyro_vae.config import ConfigError, RunConfig, TrainConfig, VAEConfig, from_dict, load_toml
 from pyro_vae.data import DataError, load_dataset
 from pyro_vae.decomposition import elbo_terms
-from pyro_vae.evaluate import log_likelihood
+from pyro_vae.evaluate import PointEstimateError, log_likelihood
 from pyro_vae.registry import SpecError
-from pyro_vae.train import TrainingError, evaluation_split, fit, resolve_device
+from pyro_vae.train import TrainingError, evaluation_split, fit, resolve_device, split_labels
 
 __all__ = ["build_parser", "main"]
 
 # The errors a user can cause and fix; anything else is a bug and keeps its traceback.
 USER_ERRORS = (ValueError, TypeError, TrainingError, CheckpointError, OSError)
 
-_NOT_FLAGS = {"data_shape"}  # set from the data set, not by the user
+_NOT_FLAGS = {"data_shape", "num_classes"}  # set from the data set, not by the user
 
 
 def _field_help(cls: type) -> dict[str, str]:
@@ -51,6 +52,14 @@ def _parse_ints(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated ints, got {text!r}") from None
 
 
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 def _add_config_flags(parser: argparse.ArgumentParser, cls: type, section: str) -> None:
     helps = _field_help(cls)
     defaults = cls()
@@ -59,6 +68,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, cls: type, section: str) 
             continue
         default = getattr(defaults, f.name)
         kind: Any = _parse_ints if isinstance(default, tuple) else type(default)
+        kind = _parse_bool if isinstance(default, bool) else kind
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         parser.add_argument(
             "--" + f.name.replace("_", "-"),
@@ -107,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="FILE.png (a grid) or FILE.npy (default: RUN_DIR/samples.png)",
     )
     sa.add_argument("--seed", type=int, default=0)
+    sa.add_argument(
+        "--label",
+        type=int,
+        default=None,
+        help="class to draw from p(x|z,y) (conditional runs; default: each class in turn)",
+    )
     for p in (train, ev, sa):  # --debug also after the command; SUPPRESS keeps the top value
         p.add_argument(
             "--debug",
@@ -163,11 +179,12 @@ def _run_plots(run_dir: Path | None, result: Any) -> list[Path]:
     dataset = load_dataset(tc.dataset, progress=False)
     device = next(vae.parameters()).device
     x = evaluation_split(dataset, "test", tc.binarize)[:10].to(device)
+    y = split_labels(vae, dataset, "test")
     return plots.write_run_plots(
         run_dir,
         history=result.history,
         originals=x,
-        recons=vae.reconstruct(x),
+        recons=vae.reconstruct(x, None if y is None else y[:10].to(device)),
         sample_images=vae.sample(100),
     )
 
@@ -187,23 +204,28 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     train = from_dict(TrainConfig, raw.get("train", {}), "config.json train")
     device = resolve_device(args.device)
     vae = load(args.run_dir, map_location=device)
-    x = evaluation_split(load_dataset(train.dataset, progress=False), args.split, train.binarize)
+    dataset = load_dataset(train.dataset, progress=False)
+    x = evaluation_split(dataset, args.split, train.binarize)
+    y = split_labels(vae, dataset, args.split)
     n = x.shape[0] if args.num_points is None else args.num_points
     if not 0 < n <= x.shape[0]:
         raise ValueError(f"--num-points must be in 1..{x.shape[0]} for this split, got {n}")
     if args.num_samples < 1:
         raise ValueError(f"--num-samples must be a positive int, got {args.num_samples}")
-    x = x[subset(x.shape[0], n, args.seed)].to(device)
+    idx = subset(x.shape[0], n, args.seed)
+    x = x[idx].to(device)
+    labels = () if y is None else (y[idx].to(device),)
     vae.check_data(x)
     torch.manual_seed(args.seed)
     with torch.no_grad():
-        terms = [elbo_terms(vae.model, vae.guide, xb) for xb in x.split(1000)]
-        ll = log_likelihood(vae.model, vae.guide, x, num_samples=args.num_samples)
+        chunks = zip(x.split(1000), *(lab.split(1000) for lab in labels), strict=True)
+        terms = [elbo_terms(vae.model, vae.guide, *chunk) for chunk in chunks]
+        nll = _nll(vae, x, labels, args.num_samples)
     result = {
         "elbo": float(torch.cat([t["elbo"] for t in terms]).mean()),
         "reconstruction": float(torch.cat([t["reconstruction"] for t in terms]).mean()),
         "kl": float(torch.cat([t["kl"] for t in terms]).mean()),
-        "nll": -float(ll.mean()),
+        "nll": nll,  # null for a Delta guide, which has no IW bound
         "num_samples": args.num_samples,
         "num_points": n,
         "split": args.split,
@@ -216,12 +238,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 ("ELBO", result["elbo"], ""),
                 ("reconstruction", result["reconstruction"], "E_q[log p(x|z)]"),
                 ("KL", result["kl"], "KL(q(z|x) || p(z))"),
-                ("NLL", result["nll"], f"-log p(x), IW bound with k={args.num_samples}"),
+                (
+                    "NLL",
+                    math.nan if nll is None else nll,
+                    f"-log p(x), IW bound with k={args.num_samples}"
+                    if nll is not None
+                    else "not defined: a Delta guide is a point estimate",
+                ),
             ],
         )
     )
     print(f"wrote {args.run_dir / 'eval.json'}")
     return 0
+
+
+def _nll(vae: Any, x: torch.Tensor, labels: tuple[Any, ...], k: int) -> float | None:
+    """The IW NLL, or None for a guide without a density (Delta)."""
+    try:
+        return -float(log_likelihood(vae.model, vae.guide, x, *labels, num_samples=k).mean())
+    except PointEstimateError:
+        return None
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -232,7 +268,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise ValueError(f"--out must end in .png or .npy, got {str(out)!r}")
     vae = load(args.run_dir)
     torch.manual_seed(args.seed)
-    images = vae.sample(args.num)  # (num, *data_shape)
+    images = vae.sample(args.num, label=args.label)  # (num, *data_shape)
     if out.suffix == ".npy":
         np.save(out, images.numpy())
     else:

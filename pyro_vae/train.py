@@ -34,10 +34,10 @@ from pyro_vae.checkpoint import (
     write_json,
     write_tensors,
 )
-from pyro_vae.config import RunConfig, TrainConfig, from_dict
-from pyro_vae.data import Dataset, dynamic_binarize, load_dataset, static_binarize
+from pyro_vae.config import RunConfig, TrainConfig, VAEConfig, from_dict
+from pyro_vae.data import DataError, Dataset, dynamic_binarize, load_dataset, static_binarize
 from pyro_vae.decomposition import elbo_terms
-from pyro_vae.evaluate import log_likelihood
+from pyro_vae.evaluate import PointEstimateError, log_likelihood
 from pyro_vae.objectives import build_objective
 from pyro_vae.vae import VAE
 
@@ -50,6 +50,8 @@ __all__ = [
     "fit",
     "mean_terms",
     "resolve_device",
+    "split_labels",
+    "with_classes",
 ]
 
 # Valid and test sets are binarized once with fixed seeds, independent of the run's seed,
@@ -107,16 +109,48 @@ def _check_data(vae: VAE, dataset: Dataset, binarize: str) -> None:
             vae.check_data(x)
 
 
-def mean_terms(vae: VAE, x: torch.Tensor, batch_size: int = 1000) -> dict[str, float]:
-    """Mean ELBO, reconstruction and KL over ``x`` (nats per data point), in chunks."""
+def mean_terms(
+    vae: VAE, x: torch.Tensor, batch_size: int = 1000, y: torch.Tensor | None = None
+) -> dict[str, float]:
+    """Mean ELBO, reconstruction and KL over ``x`` (nats per data point), in chunks.
+
+    ``y`` holds the labels ``(N,)`` of a conditional VAE.
+    """
     sums = torch.zeros(3, dtype=torch.float64, device=x.device)
     with torch.no_grad():
-        for xb in x.split(batch_size):
-            t = elbo_terms(vae.model, vae.guide, xb)
+        for i, xb in enumerate(x.split(batch_size)):
+            labels = () if y is None else (y[i * batch_size : i * batch_size + xb.shape[0]],)
+            t = elbo_terms(vae.model, vae.guide, xb, *labels)
             parts = (t["elbo"], t["reconstruction"], t["kl"])
             sums += torch.stack([v.double().sum() for v in parts])
     elbo, recon, kl = (sums / x.shape[0]).tolist()
     return {"elbo": elbo, "reconstruction": recon, "kl": kl}
+
+
+def with_classes(config: VAEConfig, dataset: Dataset) -> VAEConfig:
+    """A conditional config gets ``num_classes`` from the data set, which must have labels."""
+    if not config.conditional:
+        return config
+    splits = [dataset.labels(s) for s in ("train", "valid", "test")]
+    if dataset.num_classes is None or any(y is None for y in splits):
+        raise DataError(
+            f"a conditional VAE (--conditional true) needs class labels, but data set "
+            f"{dataset.name!r} has none. Use a data set with labels (digits, mnist, "
+            "fashion-mnist, or an .npz with train_labels, valid_labels and test_labels), or "
+            "train without --conditional."
+        )
+    for split, y in zip(("train", "valid", "test"), splits, strict=True):
+        assert y is not None
+        if y.numel() and not bool(((y >= 0) & (y < dataset.num_classes)).all()):
+            raise DataError(
+                f"the {split} labels of {dataset.name!r} must lie in 0..{dataset.num_classes - 1}"
+            )
+    return dataclasses.replace(config, num_classes=dataset.num_classes)
+
+
+def split_labels(vae: VAE, dataset: Dataset, split: str) -> torch.Tensor | None:
+    """The labels of ``split`` if ``vae`` is conditional, else None."""
+    return dataset.labels(split) if vae.config.conditional else None
 
 
 def _state_tensors(
@@ -162,6 +196,10 @@ def _restore(
     if "rng.cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.cuda"])
     return meta
+
+
+def _to(y: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    return None if y is None else y.to(device)
 
 
 def _prepare_run_dir(config: RunConfig, resume: bool) -> tuple[Path, RunConfig]:
@@ -225,6 +263,7 @@ def fit(
     device = resolve_device(tc.device)
     dataset = dataset or load_dataset(tc.dataset, progress=progress)
     vae_config = dataclasses.replace(config.vae, data_shape=dataset.data_shape)
+    vae_config = with_classes(vae_config, dataset)
     config = dataclasses.replace(config, vae=vae_config)
     if not resume:
         pyro.set_rng_seed(tc.seed)
@@ -246,12 +285,13 @@ def fit(
             save(vae, run_dir, run_config=config)
     train_x = dataset.split("train").to(device)
     valid_x = evaluation_split(dataset, "valid", tc.binarize).to(device)
-    loop = _Loop(vae, opt, gen, tc, train_x, progress)
+    train_y, valid_y = (_to(split_labels(vae, dataset, s), device) for s in ("train", "valid"))
+    loop = _Loop(vae, opt, gen, tc, train_x, progress, train_y)
     loop.bar.update((start_epoch - 1) * loop.steps_per_epoch)
     try:
         for epoch in range(start_epoch, tc.epochs + 1):
             record, timing = loop.epoch(epoch)
-            record.update({f"valid_{k}": v for k, v in mean_terms(vae, valid_x).items()})
+            record.update({f"valid_{k}": v for k, v in mean_terms(vae, valid_x, y=valid_y).items()})
             history.append(record)
             if run_dir is not None:
                 _write_epoch(run_dir, vae, opt, gen, config, record, timing)
@@ -268,12 +308,20 @@ def fit(
 def summarize(vae: VAE, dataset: Dataset, tc: TrainConfig, device: torch.device) -> dict[str, Any]:
     """Test ELBO terms over the whole test split and the IW NLL on a seeded subset."""
     test_x = evaluation_split(dataset, "test", tc.binarize).to(device)
-    summary: dict[str, Any] = {f"test_{k}": v for k, v in mean_terms(vae, test_x).items()}
+    test_y = _to(split_labels(vae, dataset, "test"), device)
+    terms = mean_terms(vae, test_x, y=test_y)
+    summary: dict[str, Any] = {f"test_{k}": v for k, v in terms.items()}
     num_points = min(tc.eval_num_points, test_x.shape[0])
     if num_points > 0:
         idx = torch.randperm(test_x.shape[0], generator=torch.Generator().manual_seed(0))
-        subset = test_x[idx[:num_points].to(device)]
-        ll = log_likelihood(vae.model, vae.guide, subset, num_samples=tc.eval_num_samples)
+        idx = idx[:num_points].to(device)
+        labels = () if test_y is None else (test_y[idx],)
+        try:
+            ll = log_likelihood(
+                vae.model, vae.guide, test_x[idx], *labels, num_samples=tc.eval_num_samples
+            )
+        except PointEstimateError:  # a Delta guide: no importance-weighted bound exists
+            return summary
         summary.update(
             test_nll=-float(ll.mean()),
             nll_num_samples=tc.eval_num_samples,
@@ -312,8 +360,10 @@ class _Loop:
         tc: TrainConfig,
         train_x: torch.Tensor,
         progress: bool,
+        train_y: torch.Tensor | None = None,
     ) -> None:
         self.vae, self.opt, self.gen, self.tc, self.train_x = vae, opt, gen, tc, train_x
+        self.train_y = train_y  # (N,) labels of a conditional VAE, on the device
         self.objective = build_objective("elbo", num_particles=tc.num_particles)
         self.loss_fn = self.objective(vae.model, vae.guide)
         self.steps_per_epoch = math.ceil(train_x.shape[0] / tc.batch_size)
@@ -339,7 +389,8 @@ class _Loop:
         shown, last = 0, start
         with pyro.validation_enabled(False):
             for step, idx in enumerate(perm.split(tc.batch_size), start=1):
-                sums += self._step(x[idx])
+                labels = () if self.train_y is None else (self.train_y[idx],)
+                sums += self._step(x[idx], *labels)
                 now = time.perf_counter()  # the host reads the device twice a second at most
                 if now - last > 0.5 and not self.bar.disable:
                     self._show(sums, step * tc.batch_size)
@@ -365,9 +416,9 @@ class _Loop:
         timing = {"epoch": epoch, "seconds": seconds, "images_per_s": x.shape[0] / seconds}
         return record, timing
 
-    def _step(self, xb: torch.Tensor) -> torch.Tensor:
+    def _step(self, xb: torch.Tensor, *labels: torch.Tensor) -> torch.Tensor:
         b = xb.shape[0]
-        loss = self.loss_fn(xb) / b  # nats per data point
+        loss = self.loss_fn(xb, *labels) / b  # nats per data point
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
