@@ -85,7 +85,7 @@ class LowRankNormal(Posterior):
     The head gives the mean :math:`\mu(x)`, a factor :math:`F(x)` of shape (L, R) and the
     diagonal :math:`D(x) = \mathrm{diag}(\mathrm{softplus}(\cdot) + \sigma_{\min})^2`; the
     covariance is positive definite by construction and costs O(L R^2) to score. Rezende,
-    Mohamed & Wierstra (2014), sec. 4.3 (rank-one), Ong, Nott & Smith (2018).
+    Mohamed & Wierstra (2014) (rank one); Ong, Nott & Smith (2018) (factor covariance).
     """
 
     def __init__(
@@ -153,8 +153,8 @@ class IAF(Posterior):
         \log q(z_T|x) = \log \mathcal{N}(\epsilon; 0, I) - \sum_i \log \sigma_i(x)
             - \sum_{t=1}^{T} \sum_i \log s_{t,i}
 
-    Kingma, Salimans, Jozefowicz, Chen, Sutskever & Welling (2016), eqs. 10-14 (the
-    numerically stable, sigmoid-gated step). :math:`\mathrm{AR}_t` is a MADE network whose
+    Kingma, Salimans, Jozefowicz, Chen, Sutskever & Welling (2016), with the numerically
+    stable, sigmoid-gated step they recommend. :math:`\mathrm{AR}_t` is a MADE network whose
     context is the encoder's features :math:`h(x)`; successive steps reverse the order of
     the dimensions. Sampling and scoring a sample each cost one pass per step. Built from
     Pyro's ``ConditionalAffineAutoregressive``; ``hidden=0`` gives one hidden layer of
@@ -218,7 +218,9 @@ class PointMass(Posterior):
     is **not** a bound on :math:`\log p(x)`: the KL of a point mass to a density is
     infinite, and ``elbo_terms`` reports ``kl`` as :math:`-\log p(\mu(x))` with method
     ``"delta"``. ``log_likelihood`` refuses it (an importance sampler needs a proposal with
-    a density). The autoencoder the VAE is set against in Kingma & Welling (2019), sec. 2.
+    a density). With the standard Normal prior the penalty is :math:`\tfrac12\|\mu(x)\|^2`
+    plus a constant: a regularized deterministic autoencoder (cf. Ghosh et al. 2020,
+    "From variational to deterministic autoencoders").
     """
 
     def __init__(self, feature_dim: int, latent_dim: int) -> None:

@@ -58,7 +58,8 @@ class Model(nn.Module):
     hierarchy :math:`p(z_L) \prod_l p(z_l|z_{l+1})\, p(x|z_1)` of Burda et al. (2015,
     sec. 5), sites ``"zL"``, ..., ``"z1"``, ``"x"``; the prior is the density of the top
     layer. With ``num_classes > 0`` the decoder reads :math:`[z_1, \mathrm{onehot}(y)]`,
-    :math:`p(x|z, y)` (Sohn, Lee & Yan 2015), and ``model(x, y)`` takes int64 labels.
+    :math:`p(x|z, y)` (Kingma et al. 2014, model M2; Sohn, Lee & Yan 2015), and
+    ``model(x, y)`` takes int64 labels.
 
     The networks are registered with ``pyro.module`` under a name unique to this instance,
     so ``pyro.infer.SVI`` sees them as ``param`` sites and two models never share entries

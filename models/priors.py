@@ -96,8 +96,9 @@ class LearnedNormal(Prior):
 
     :math:`\mu` and :math:`\sigma = \mathrm{softplus}(\rho) + \sigma_{\min}` are learned
     with the rest of the model, starting at the standard Normal. With a diagonal Normal
-    guide the KL stays analytic. The empirical-Bayes prior of Kingma & Welling (2014),
-    appendix F ("we can also learn the prior's parameters").
+    guide the KL stays analytic. Learning p(z) moves it towards the aggregate posterior
+    :math:`\mathbb{E}_x q(z|x)` (Hoffman & Johnson 2016, "ELBO surgery"); within this
+    family the optimum matches its mean and marginal variances (empirical Bayes).
     """
 
     def __init__(self, latent_dim: int, *, min_scale: float = 1e-3) -> None:
@@ -127,9 +128,9 @@ class GaussianMixture(Prior):
         \sigma_k = \mathrm{softplus}(\rho_k) + \sigma_{\min}.
 
     Means start at draws from :math:`\mathcal{N}(0, I)` so that the components differ,
-    scales at 1, weights at 1/K. The Gaussian-mixture prior of Dilokthanakul et al. (2016)
-    and Jiang et al. (2017, VaDE); the baseline "MoG prior" of Tomczak & Welling (2018).
-    The KL against it is Monte Carlo (no closed form exists).
+    scales at 1, weights at 1/K. The mixture-of-Gaussians prior of Jiang et al. (2017,
+    VaDE); see also Dilokthanakul et al. (2016). The KL against it is Monte Carlo (no
+    closed form exists).
     """
 
     def __init__(self, latent_dim: int, *, components: int = 10, min_scale: float = 1e-3) -> None:
@@ -179,7 +180,7 @@ class VampPrior(Prior):
     where :math:`u_k` are learned points in the input space of the guide's top stage (data
     space for a one-layer VAE, the space of :math:`z_1` for the top layer of a two-layer
     one) and :math:`q_\phi` is the guide itself, sharing its encoder. Tomczak & Welling
-    (2018), "VAE with a VampPrior", eq. 9. For a conditional guide :math:`q(z|x,y)`, every
+    (2018), "VAE with a VampPrior". For a conditional guide :math:`q(z|x,y)`, every
     pseudo-input is taken with every label, :math:`p(z) = \frac{1}{KC}\sum_{k,c}
     q(z|u_k, c)`. Pseudo-inputs start at uniform draws in [0, 1] (grey images) and are not
     clipped. Needs a guide family with a density (not ``delta``).
@@ -229,8 +230,10 @@ class FlowPrior(Prior):
     \mu_i(z_{<i})`; ``kind=spline`` is the rational-linear spline flow (Dolatabadi,
     Erfani & Leckie 2020) with 8 bins on [-3, 3]. The transforms run in the density
     direction: :math:`\log p(z)` costs one network pass per layer, a prior draw costs
-    ``latent_dim`` passes. Successive layers reverse the order of the dimensions. Built
-    from ``pyro.distributions.transforms``; the networks are registered submodules.
+    ``latent_dim`` passes. Successive layers reverse the order of the dimensions. An
+    autoregressive flow prior for a VAE as in Chen et al. (2017, "Variational lossy
+    autoencoder"). Built from ``pyro.distributions.transforms``; the networks are
+    registered submodules.
     ``hidden=0`` gives one hidden layer of width 3·latent_dim + 1 (Pyro's default).
     """
 
