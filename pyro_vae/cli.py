@@ -30,6 +30,7 @@ from pyro_vae.decomposition import elbo_terms
 from pyro_vae.evaluate import PointEstimateError, log_likelihood
 from pyro_vae.registry import SpecError
 from pyro_vae.train import TrainingError, evaluation_split, fit, resolve_device, split_labels
+from pyro_vae.vae import VAE
 
 __all__ = ["build_parser", "main"]
 
@@ -252,7 +253,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _nll(vae: Any, x: torch.Tensor, labels: tuple[Any, ...], k: int) -> float | None:
+def _nll(vae: VAE, x: torch.Tensor, labels: tuple[Any, ...], k: int) -> float | None:
     """The IW NLL, or None for a guide without a density (Delta)."""
     try:
         return -float(log_likelihood(vae.model, vae.guide, x, *labels, num_samples=k).mean())

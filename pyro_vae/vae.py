@@ -26,6 +26,10 @@ class VAE(nn.Module):
     ``Trace_ELBO()(model, guide)``, ``Predictive`` and ``Importance`` unchanged.
     ``vae.config`` is the frozen config that rebuilds the same architecture.
 
+    ``config.upper_latent_dims`` adds stochastic layers above z (sites ``z1``, ``z2``, ...,
+    the IWAE paper's hierarchy), and ``config.conditional`` makes the model p(x|z, y) and
+    the guide q(z|x, y), called as ``model(x, y)`` with int64 labels ``y``.
+
     Example::
 
         vae = VAE(VAEConfig(data_shape=(1, 28, 28), latent_dim=50))
@@ -55,11 +59,14 @@ class VAE(nn.Module):
         )
         posterior = GUIDES.build(config.guide, feature_dim=features + classes, latent_dim=latent)
         upper, layers = _upper_layers(config)
-        prior = PRIORS.build(config.prior, latent_dim=(latent, *config.upper_latent_dims)[-1])
+        dims = (latent, *config.upper_latent_dims)  # z1, z2, ... (just z for one layer)
+        prior = PRIORS.build(config.prior, latent_dim=dims[-1])  # the top layer's density
         self.model = Model(prior, decoder, likelihood, layers=layers, num_classes=classes)
         self.guide = Guide(encoder, posterior, upper=upper, num_classes=classes)
-        top_input = (config.upper_latent_dims[-2:-1] or (latent,)) if upper else shape
-        prior.bind_guide(self.guide.posterior_at, top_input)  # the VampPrior's components
+        # the guide exists now: a prior made of it (VampPrior) gets its top stage, whose
+        # input is x for one layer and the layer below the top otherwise
+        top_input = (dims[-2],) if len(dims) > 1 else shape
+        prior.bind_guide(self.guide.posterior_at, top_input)
 
     def check_data(self, x: torch.Tensor) -> None:
         """Raise unless ``x`` is a float batch ``(N, *data_shape)`` the likelihood can score."""
