@@ -140,7 +140,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
             flush=True,
         )
     record = {
-        "command": "python benchmarks/parts.py " + " ".join(args.argv),
+        "command": " ".join(["python benchmarks/parts.py", *args.argv]),
         "dataset": args.dataset,
         "epochs": args.epochs,
         "batch_size": 100,
