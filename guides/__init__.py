@@ -1,6 +1,25 @@
 """The inference side of a VAE: amortized posterior families and the guide program."""
 
 from .guide import Guide
-from .posteriors import GUIDES, DiagonalNormal, Posterior
+from .posteriors import (
+    GUIDES,
+    IAF,
+    DiagonalNormal,
+    FullNormal,
+    LowRankNormal,
+    PointMass,
+    Posterior,
+    is_point_mass,
+)
 
-__all__ = ["GUIDES", "DiagonalNormal", "Guide", "Posterior"]
+__all__ = [
+    "GUIDES",
+    "IAF",
+    "DiagonalNormal",
+    "FullNormal",
+    "Guide",
+    "LowRankNormal",
+    "PointMass",
+    "Posterior",
+    "is_point_mass",
+]

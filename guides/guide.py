@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pyro
+import pyro.distributions as dist
 import torch
 from torch import nn
 
 from pyro_vae._naming import unique_name
+from pyro_vae.structure import check_labels, latent_site_names, one_hot
 
 from .posteriors import Posterior
 
@@ -19,15 +23,63 @@ class Guide(nn.Module):
     Calling ``guide(x)`` samples the latent site ``"z"`` under the plate ``"data"`` over the
     rows of ``x``, matching :class:`~pyro_vae.models.Model` site for site. It takes the same
     arguments as the model, as Pyro requires of a guide.
+
+    With ``upper`` stages (an encoder and a family for each further layer) it is the
+    bottom-up guide of Burda et al. (2015, sec. 5), :math:`q(z_1|x)\,q(z_2|z_1)\cdots`, with
+    sites ``"z1"``, ``"z2"``, .... With ``num_classes > 0`` it is the conditional guide
+    :math:`q(z|x, y)` (Sohn, Lee & Yan 2015): the one-hot label is appended to the
+    encoder's features, and ``guide(x, y)`` takes int64 labels ``(N,)``.
     """
 
-    def __init__(self, encoder: nn.Module, posterior: Posterior) -> None:
+    def __init__(
+        self,
+        encoder: nn.Module,
+        posterior: Posterior,
+        *,
+        upper: Sequence[tuple[nn.Module, Posterior]] = (),
+        num_classes: int = 0,
+    ) -> None:
         super().__init__()
         self.encoder = encoder
         self.posterior = posterior
+        self.upper_encoders = nn.ModuleList(enc for enc, _ in upper)
+        self.upper_posteriors = nn.ModuleList(post for _, post in upper)
+        self.num_classes = num_classes
+        self.site_names = latent_site_names(1 + len(upper))
         self.pyro_name = unique_name(self, "guide")
 
-    def forward(self, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+    def features(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The bottom stage's input to its family: encoder features, then one-hot y."""
+        h = self.encoder(x)  # (N, H)
+        if self.num_classes and y is not None:
+            h = torch.cat([h, one_hot(y, self.num_classes, h.dtype)], dim=-1)  # (N, H + C)
+        return h
+
+    def forward(
+        self, x: torch.Tensor, y: torch.Tensor | None = None, batch_size: int | None = None
+    ) -> torch.Tensor:
         pyro.module(self.pyro_name, self)
+        check_labels(y, x.shape[0], self.num_classes)
         with pyro.plate("data", x.shape[0]):
-            return pyro.sample("z", self.posterior(self.encoder(x)))  # (N, L)
+            z = pyro.sample(self.site_names[0], self.posterior(self.features(x, y)))  # (N, L1)
+            bottom = z
+            for name, enc, post in zip(
+                self.site_names[1:], self.upper_encoders, self.upper_posteriors, strict=True
+            ):
+                z = pyro.sample(name, post(enc(z)))  # (N, L_l)
+        return bottom
+
+    def posterior_at(self, u: torch.Tensor) -> dist.TorchDistribution:
+        """The top stage's family q(z_top | u) at inputs ``u`` ``(M, ...)`` (no sampling).
+
+        ``u`` lives where the top stage's input does: data space for one layer, the space
+        of the layer below otherwise. For a conditional one-layer guide every ``u`` is paired
+        with every label: the batch shape is then ``(M * C,)``, else ``(M,)``.
+        """
+        if self.upper_encoders:
+            return self.upper_posteriors[-1](self.upper_encoders[-1](u))  # type: ignore[no-any-return]
+        if not self.num_classes:
+            return self.posterior(self.encoder(u))  # type: ignore[no-any-return]
+        m, c = u.shape[0], self.num_classes
+        labels = torch.arange(c, device=u.device).repeat(m)  # (M C,)
+        return self.posterior(self.features(u.repeat_interleave(c, dim=0), labels))  # type: ignore[no-any-return]

@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import inspect
 import json
+import math
 import os
 import re
 import sys
@@ -32,7 +33,7 @@ from pyro_vae.config import ConfigError, RunConfig, TrainConfig, VAEConfig, from
 from pyro_vae.data import DataError, load_dataset
 from pyro_vae.decomposition import elbo_terms
 from pyro_vae.distributed import DistributedError
-from pyro_vae.evaluate import log_likelihood
+from pyro_vae.evaluate import PointEstimateError, log_likelihood
 from pyro_vae.models import SupportError
 from pyro_vae.plugins import PluginError, load_plugin
 from pyro_vae.registry import SpecError
@@ -44,7 +45,9 @@ from pyro_vae.train import (
     fit,
     resolve_device,
     resume_config,
+    split_labels,
 )
+from pyro_vae.vae import VAE
 
 __all__ = ["build_parser", "main"]
 
@@ -145,6 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="FILE.png (a grid) or FILE.npy (default: RUN_DIR/samples.png)",
     )
     sa.add_argument("--seed", type=int, default=0)
+    sa.add_argument(
+        "--label",
+        type=int,
+        default=None,
+        help="class to draw from p(x|z,y) (conditional runs; default: each class in turn)",
+    )
 
     co = sub.add_parser("components", help="list the registered priors, likelihoods, ...")
     co.add_argument("--json", action="store_true", help="names only, as one JSON object")
@@ -243,11 +252,12 @@ def _run_plots(run_dir: Path | None, result: Any) -> list[Path]:
     dataset = load_dataset(tc.dataset, progress=False)
     device = next(vae.parameters()).device
     x = evaluation_split(dataset, "test", tc.binarize)[:10].to(device)
+    y = split_labels(vae, dataset, "test")
     return plots.write_run_plots(
         run_dir,
         history=result.history,
         originals=x,
-        recons=vae.reconstruct(x),
+        recons=vae.reconstruct(x, None if y is None else y[:10].to(device)),
         sample_images=vae.sample(100),
     )
 
@@ -277,22 +287,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"{train.dataset}."
         )
     x = evaluation_split(dataset, args.split, train.binarize)
+    y = split_labels(vae, dataset, args.split)
     n = x.shape[0] if args.num_points is None else args.num_points
     if not 0 < n <= x.shape[0]:
         raise ValueError(f"--num-points must be in 1..{x.shape[0]} for this split, got {n}")
     if args.num_samples < 1:
         raise ValueError(f"--num-samples must be a positive int, got {args.num_samples}")
-    x = x[subset(x.shape[0], n, args.seed)].to(device)
+    idx = subset(x.shape[0], n, args.seed)
+    x = x[idx].to(device)
+    labels = () if y is None else (y[idx].to(device),)
     vae.check_data(x)
     torch.manual_seed(args.seed)
     with torch.no_grad():
-        terms = [elbo_terms(vae.model, vae.guide, xb) for xb in x.split(1000)]
-        ll = log_likelihood(vae.model, vae.guide, x, num_samples=args.num_samples, progress=True)
+        chunks = zip(x.split(1000), *(lab.split(1000) for lab in labels), strict=True)
+        terms = [elbo_terms(vae.model, vae.guide, *chunk) for chunk in chunks]
+        nll = _nll(vae, x, labels, args.num_samples)
     result = {
         "elbo": float(torch.cat([t["elbo"] for t in terms]).mean()),
         "reconstruction": float(torch.cat([t["reconstruction"] for t in terms]).mean()),
         "kl": float(torch.cat([t["kl"] for t in terms]).mean()),
-        "nll": -float(ll.mean()),
+        "nll": nll,  # null for a Delta guide, which has no IW bound
         "num_samples": args.num_samples,
         "num_points": n,
         "split": args.split,
@@ -305,12 +319,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 ("ELBO", result["elbo"], ""),
                 ("reconstruction", result["reconstruction"], "E_q[log p(x|z)]"),
                 ("KL", result["kl"], "KL(q(z|x) || p(z))"),
-                ("NLL", result["nll"], f"-log p(x), IW bound with k={args.num_samples}"),
+                (
+                    "NLL",
+                    math.nan if nll is None else nll,
+                    f"-log p(x), IW bound with k={args.num_samples}"
+                    if nll is not None
+                    else "not defined: a Delta guide is a point estimate",
+                ),
             ],
         )
     )
     print(f"wrote {args.run_dir / 'eval.json'}")
     return 0
+
+
+def _nll(vae: VAE, x: torch.Tensor, labels: tuple[Any, ...], k: int) -> float | None:
+    """The IW NLL, or None for a guide without a density (Delta)."""
+    try:
+        nll = log_likelihood(vae.model, vae.guide, x, *labels, num_samples=k, progress=True)
+    except PointEstimateError:
+        return None
+    return -float(nll.mean())
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -323,7 +352,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         check_run_dir(args.run_dir)
     vae = load(args.run_dir)
     torch.manual_seed(args.seed)
-    images = vae.sample(args.num)  # (num, *data_shape)
+    images = vae.sample(args.num, label=args.label)  # (num, *data_shape)
     if out.suffix == ".npy":
         np.save(out, images.numpy())
     else:

@@ -48,10 +48,22 @@ class VAEConfig:
     likelihood: str = "bernoulli"  # p(x|z)
     guide: str = "normal"  # the family of q(z|x)
     network: str = "mlp"  # encoder/decoder architecture
+    upper_latent_dims: tuple[int, ...] = ()  # sizes of latent layers above z (50: z2 -> z1 -> x)
+    upper_hidden: tuple[int, ...] = (100, 100)  # hidden widths between stochastic layers
+    conditional: bool = False  # condition on the class label: p(x|z,y) and q(z|x,y)
+    num_classes: int = 0  # classes of y for a conditional VAE; set from the data set
 
     def __post_init__(self) -> None:
         _check_positive_ints("data_shape", self.data_shape)
         _check_positive_ints("hidden", self.hidden, allow_empty=True)
+        _check_positive_ints("upper_latent_dims", self.upper_latent_dims, allow_empty=True)
+        _check_positive_ints("upper_hidden", self.upper_hidden)
+        if not isinstance(self.conditional, bool):
+            raise ConfigError(f"conditional must be true or false, got {self.conditional!r}")
+        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int):
+            raise ConfigError(f"num_classes must be an int, got {self.num_classes!r}")
+        if self.num_classes < 0:
+            raise ConfigError(f"num_classes must be >= 0, got {self.num_classes}")
         if isinstance(self.latent_dim, bool) or not isinstance(self.latent_dim, int):
             raise ConfigError(f"latent_dim must be an int, got {self.latent_dim!r}")
         if self.latent_dim <= 0:

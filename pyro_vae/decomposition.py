@@ -24,6 +24,8 @@ from pyro.poutine.trace_struct import Trace
 from pyro.poutine.util import prune_subsample_sites
 from torch.distributions import kl_divergence
 
+from pyro_vae.guides.posteriors import is_point_mass
+
 __all__ = ["ElboTerms", "elbo_terms", "per_point", "traces"]
 
 # A trace site (pyro.poutine.runtime.Message). Pyro types its "fn" as a bare callable, so
@@ -32,10 +34,13 @@ Site = Any
 
 
 class ElboTerms(dict[str, torch.Tensor]):
-    """Per-data-point tensors of shape ``(N,)``: ``reconstruction``, ``kl`` and ``elbo``.
+    r"""Per-data-point tensors of shape ``(N,)``: ``reconstruction``, ``kl`` and ``elbo``.
 
     Also ``kl:<site>`` for each latent site and ``reconstruction:<site>`` for each observed
-    site. ``kl_method[site]`` is ``"analytic"`` or ``"monte-carlo"``.
+    site. ``kl_method[site]`` is ``"analytic"``, ``"monte-carlo"`` or ``"delta"``. For a
+    ``Delta`` guide site (a point estimate, not a density) ``kl:<site>`` is
+    :math:`-\log p(z)` at the point (its :math:`\log q` is 0), so ``elbo`` then reads
+    reconstruction plus log prior at a point, which is *not* a bound on :math:`\log p(x)`.
     """
 
     kl_method: dict[str, str]
@@ -110,6 +115,9 @@ def _site_kl(
 ) -> tuple[torch.Tensor, str]:
     p_site: Site = model_trace.nodes[name]
     q_site: Site = guide_trace.nodes[name]
+    if is_point_mass(q_site["fn"]):  # log q = 0 at its point: "kl" is -log p(z) there
+        log_p = p_site["fn"].log_prob(p_site["value"])
+        return -per_point(log_p, p_site, n), "delta"
     if analytic and _analytic_kl_allowed(name, model_trace, guide_trace):
         try:
             kl = kl_divergence(q_site["fn"], p_site["fn"])
@@ -161,7 +169,8 @@ def elbo_terms(
     ``reconstruction`` is :math:`\mathbb{E}_q[\log p(x|z)]` summed over observed sites;
     ``kl`` is :math:`\mathrm{KL}(q(z|x)\|p(z))` summed over latent sites, analytic where a
     KL is registered for the (guide, prior) pair and valid for the trace's dependency order,
-    Monte Carlo otherwise (``result.kl_method`` says which, per site). Expectations are
+    Monte Carlo otherwise (``result.kl_method`` says which, per site; ``"delta"`` for a point
+    mass, whose ``kl`` is :math:`-\log p(z)` at the point). Expectations are
     averaged over ``num_particles`` draws from the guide. ``model(x, *args, **kwargs)`` and
     ``guide(x, *args, **kwargs)`` may be any Pyro programs with a plate over the rows of x.
     """

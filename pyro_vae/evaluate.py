@@ -22,8 +22,13 @@ from pyro.infer.util import is_validation_enabled
 from tqdm.auto import tqdm
 
 from pyro_vae.decomposition import per_point, traces
+from pyro_vae.guides.posteriors import is_point_mass
 
-__all__ = ["log_likelihood", "log_weights"]
+__all__ = ["PointEstimateError", "log_likelihood", "log_weights"]
+
+
+class PointEstimateError(ValueError):
+    """The guide has a point-mass (``Delta``) site, so there is no importance sampler."""
 
 
 def _max_plate_nesting(
@@ -35,6 +40,7 @@ def _max_plate_nesting(
 ) -> int:
     with poutine.block():
         model_trace, guide_trace = traces(model, guide, x, *args, **kwargs)
+    _check_densities(guide_trace)
     dims = [
         -int(f.dim or 0)
         for tr in (model_trace, guide_trace)
@@ -44,6 +50,17 @@ def _max_plate_nesting(
         if f.vectorized
     ]
     return max(dims, default=0)
+
+
+def _check_densities(guide_trace: Any) -> None:
+    for name, site in guide_trace.nodes.items():
+        if site["type"] == "sample" and is_point_mass(site["fn"]):
+            raise PointEstimateError(
+                f"the guide's site {name!r} is a point mass (Delta): the importance-weighted "
+                "bound needs a guide with a density, and p(x, z) at a point is not an estimate "
+                "of p(x). A Delta guide (--guide delta) trains a regularized autoencoder; "
+                "score it by its reconstruction, or train with a guide that has a density."
+            )
 
 
 def log_weights(
@@ -93,8 +110,11 @@ def log_likelihood(
     the ``k`` draws in chunks sized so that ``chunk * batch_size * prod(x.shape[1:])`` stays
     under ``max_elements``; chunks are combined with a running log-sum-exp, so k = 5000 over
     10,000 images works on a GPU. Distribution validation runs on each chunk of points'
-    first chunk of draws only (the data are the same in the rest). ``progress`` shows a
-    progress bar over the chunks of points.
+    first chunk of draws only (the data are the same in the rest). Positional ``args``
+    that are tensors with ``N`` rows (e.g. the labels of a conditional VAE) are per-point
+    and go in chunks with ``x``; other arguments are passed whole. A guide with a
+    point-mass (``Delta``) site raises :class:`PointEstimateError`: it has no density. ``progress``
+    shows a progress bar over the chunks of points.
     """
     if not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[0] == 0:
         raise ValueError(f"x must be a non-empty tensor (N, ...), got {x!r:.80}")
@@ -105,11 +125,37 @@ def log_likelihood(
         batch_size = max(1, min(x.shape[0], max_elements // (per_point_size * num_samples), 1000))
     chunk = max(1, min(num_samples, max_elements // (per_point_size * batch_size)))
     with torch.no_grad():
-        nesting = _max_plate_nesting(model, guide, x[:1], args, kwargs)
-        batches = x.split(batch_size)
-        bar = tqdm(batches, desc=f"IW bound, k={num_samples}", unit="batch", disable=not progress)
-        out = [_iw_bound(model, guide, xb, num_samples, chunk, nesting, args, kwargs) for xb in bar]
+        nesting = _max_plate_nesting(model, guide, x[:1], _rows(args, x, 0, 1), kwargs)
+        starts = range(0, x.shape[0], batch_size)
+        bar = tqdm(
+            list(zip(starts, x.split(batch_size), strict=True)),
+            desc=f"IW bound, k={num_samples}",
+            unit="batch",
+            disable=not progress,
+        )
+        out = [
+            _iw_bound(
+                model,
+                guide,
+                xb,
+                num_samples,
+                chunk,
+                nesting,
+                _rows(args, x, i, i + len(xb)),
+                kwargs,
+            )
+            for i, xb in bar
+        ]
     return torch.cat(out)
+
+
+def _rows(args: tuple[Any, ...], x: torch.Tensor, start: int, stop: int) -> tuple[Any, ...]:
+    """Rows start:stop of every tensor argument with x's N rows; other arguments whole."""
+    n = x.shape[0]
+    return tuple(
+        a[start:stop] if isinstance(a, torch.Tensor) and a.dim() and a.shape[0] == n else a
+        for a in args
+    )
 
 
 def _iw_bound(

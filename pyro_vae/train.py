@@ -76,7 +76,7 @@ from pyro_vae.distributed import (
     setup,
     teardown,
 )
-from pyro_vae.evaluate import log_likelihood
+from pyro_vae.evaluate import PointEstimateError, log_likelihood
 from pyro_vae.guard import StepGuard, fused_adam
 from pyro_vae.objectives import build_objective
 from pyro_vae.runstate import Partial, Position, Stateful, capture, restore
@@ -96,6 +96,8 @@ __all__ = [
     "mean_terms",
     "resolve_device",
     "resume_config",
+    "split_labels",
+    "with_classes",
 ]
 
 # The settings a resumed run may change; every other one is the run's saved setting.
@@ -201,22 +203,58 @@ def _check_data(vae: VAE, dataset: Dataset, tc: TrainConfig) -> None:
 
 
 def mean_terms(
-    vae: VAE, x: torch.Tensor, batch_size: int = 1000, world: World | None = None
+    vae: VAE,
+    x: torch.Tensor,
+    batch_size: int = 1000,
+    world: World | None = None,
+    y: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """Mean ELBO, reconstruction and KL over ``x`` (nats per data point), in chunks.
 
-    Under several processes each rank scores its share ``x[rank::world_size]`` and the sums
-    are added across ranks.
+    ``y`` holds the labels ``(N,)`` of a conditional VAE. Under several processes each rank
+    scores its share ``x[rank::world_size]`` and the sums are added across ranks.
     """
     world = world or World()
     sums = torch.zeros(3, dtype=torch.float64, device=x.device)
+    xs, ys = world.share(x), None if y is None else world.share(y)
     with torch.no_grad():
-        for xb in world.share(x).split(batch_size):
-            t = elbo_terms(vae.model, vae.guide, xb)
+        for i, xb in enumerate(xs.split(batch_size)):
+            labels = () if ys is None else (ys[i * batch_size : i * batch_size + xb.shape[0]],)
+            t = elbo_terms(vae.model, vae.guide, xb, *labels)
             parts = (t["elbo"], t["reconstruction"], t["kl"])
             sums += torch.stack([v.double().sum() for v in parts])
     elbo, recon, kl = (all_reduce_sum(sums, world) / x.shape[0]).tolist()
     return {"elbo": elbo, "reconstruction": recon, "kl": kl}
+
+
+def with_classes(config: VAEConfig, dataset: Dataset) -> VAEConfig:
+    """A conditional config gets ``num_classes`` from the data set, which must have labels."""
+    if not config.conditional:
+        return config
+    splits = [dataset.labels(s) for s in ("train", "valid", "test")]
+    if dataset.num_classes is None or any(y is None for y in splits):
+        raise DataError(
+            f"a conditional VAE (--conditional true) needs class labels, but data set "
+            f"{dataset.name!r} has none. Use a data set with labels (digits, mnist, "
+            "fashion-mnist, or an .npz with train_labels, valid_labels and test_labels), or "
+            "train without --conditional."
+        )
+    for split, y in zip(("train", "valid", "test"), splits, strict=True):
+        assert y is not None
+        if y.numel() and not bool(((y >= 0) & (y < dataset.num_classes)).all()):
+            raise DataError(
+                f"the {split} labels of {dataset.name!r} must lie in 0..{dataset.num_classes - 1}"
+            )
+    return dataclasses.replace(config, num_classes=dataset.num_classes)
+
+
+def split_labels(vae: VAE, dataset: Dataset, split: str) -> torch.Tensor | None:
+    """The labels of ``split`` if ``vae`` is conditional, else None."""
+    return dataset.labels(split) if vae.config.conditional else None
+
+
+def _to(y: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    return None if y is None else y.to(device)
 
 
 def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
@@ -401,6 +439,7 @@ def _fit(
     if resume and run_dir is not None:
         _check_resumed_data(config, dataset, run_dir)
     vae_config = dataclasses.replace(config.vae, data_shape=dataset.data_shape)
+    vae_config = with_classes(vae_config, dataset)
     config = dataclasses.replace(config, vae=vae_config)
     if not resume:
         pyro.set_rng_seed(tc.seed)
@@ -413,7 +452,8 @@ def _fit(
     gen = torch.Generator(device=device).manual_seed(tc.seed)
     train_x = dataset.split("train").to(device)
     valid_x = evaluation_split(dataset, "valid", tc.binarize).to(device)
-    loop = _Loop(vae, opt, gen, tc, train_x, progress and world.is_main, world)
+    train_y, valid_y = (_to(split_labels(vae, dataset, s), device) for s in ("train", "valid"))
+    loop = _Loop(vae, opt, gen, tc, train_x, progress and world.is_main, world, train_y)
     history: list[dict[str, Any]] = []
     if run_dir is not None:
         history = _resume_run(run_dir, loop) if resume else _start_run(run_dir, loop, config)
@@ -427,7 +467,7 @@ def _fit(
                 if result is None:
                     raise _interrupted(loop, run_dir)
                 record, timing = result
-                valid = mean_terms(vae, valid_x, world=world)
+                valid = mean_terms(vae, valid_x, world=world, y=valid_y)
                 record.update({f"valid_{k}": v for k, v in valid.items()})
                 history.append(record)
                 if run_dir is not None:
@@ -552,12 +592,20 @@ def _nonfinite(loop: _Loop, fault: _FaultError, run_dir: Path | None) -> NonFini
 def summarize(vae: VAE, dataset: Dataset, tc: TrainConfig, device: torch.device) -> dict[str, Any]:
     """Test ELBO terms over the whole test split and the IW NLL on a seeded subset."""
     test_x = evaluation_split(dataset, "test", tc.binarize).to(device)
-    summary: dict[str, Any] = {f"test_{k}": v for k, v in mean_terms(vae, test_x).items()}
+    test_y = _to(split_labels(vae, dataset, "test"), device)
+    terms = mean_terms(vae, test_x, y=test_y)
+    summary: dict[str, Any] = {f"test_{k}": v for k, v in terms.items()}
     num_points = min(tc.eval_num_points, test_x.shape[0])
     if num_points > 0:
         idx = torch.randperm(test_x.shape[0], generator=torch.Generator().manual_seed(0))
-        subset = test_x[idx[:num_points].to(device)]
-        ll = log_likelihood(vae.model, vae.guide, subset, num_samples=tc.eval_num_samples)
+        idx = idx[:num_points].to(device)
+        labels = () if test_y is None else (test_y[idx],)
+        try:
+            ll = log_likelihood(
+                vae.model, vae.guide, test_x[idx], *labels, num_samples=tc.eval_num_samples
+            )
+        except PointEstimateError:  # a Delta guide: no importance-weighted bound exists
+            return summary
         summary.update(
             test_nll=-float(ll.mean()),
             nll_num_samples=tc.eval_num_samples,
@@ -604,9 +652,11 @@ class _Loop:
         train_x: torch.Tensor,
         progress: bool,
         world: World | None = None,
+        train_y: torch.Tensor | None = None,
     ) -> None:
         self.vae, self.opt, self.gen, self.tc, self.train_x = vae, opt, gen, tc, train_x
         self.world = world = world or World()
+        self.train_y = train_y  # (N,) labels of a conditional VAE, on the device
         self.objective = build_objective("elbo", num_particles=tc.num_particles)
         self.module_loss = self.objective(vae.model, vae.guide)  # the ELBO as an nn.Module
         self.loss_fn: torch.nn.Module = self.module_loss
@@ -690,8 +740,10 @@ class _Loop:
 
     def _step(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """One step on the global batch ``x[idx]``; this rank trains on its share of it."""
-        xb = x[self.world.share(idx)]  # (b, *data_shape); all of x[idx] for one process
-        total = self.loss_fn(xb)  # negative ELBO summed over the rows
+        share = self.world.share(idx)  # all of idx for one process
+        xb = x[share]  # (b, *data_shape)
+        labels = () if self.train_y is None else (self.train_y[share],)
+        total = self.loss_fn(xb, *labels)  # negative ELBO summed over the rows
         loss = total / idx.shape[0] * self.world.world_size  # nats per data point (distributed)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -786,19 +838,21 @@ class _Loop:
         first = partial.steps_done + 1 if partial else 1
         x, perm = self._data()
         self.guard.reset(first - 1)
-        xb = x[:0]
+        share = perm[:0]
         with pyro.validation_enabled(False):
             for step, idx in enumerate(perm.split(self.tc.batch_size), start=1):
                 if step == fault.step:
-                    xb = x[self.world.share(idx)]
+                    share = self.world.share(idx)
                     break
                 if step >= first:
                     self._step(x, idx)
-            b = max(xb.shape[0], 1)
+            xb, b = x[share], max(share.shape[0], 1)
+            labels = () if self.train_y is None else (self.train_y[share],)
+            model, guide = self.vae.model, self.vae.guide
             return diagnose_step(
-                lambda batch: self.module_loss(batch) / b,
-                self.vae.model,
-                self.vae.guide,
+                lambda batch: self.module_loss(batch, *labels) / b,
+                lambda batch: model(batch, *labels),
+                lambda batch: guide(batch, *labels),
                 xb,
                 dict(self.vae.named_parameters()),
             )

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
+import pyro.distributions as dist
 import torch
 from torch import nn
 
 from pyro_vae.config import VAEConfig
-from pyro_vae.guides import GUIDES, Guide
-from pyro_vae.models import LIKELIHOODS, PRIORS, Model
-from pyro_vae.nn import build_networks
+from pyro_vae.guides import GUIDES, Guide, Posterior
+from pyro_vae.models import LIKELIHOODS, PRIORS, ConditionalNormal, Model
+from pyro_vae.nn import MLP, build_networks
+from pyro_vae.structure import check_labels
 
 __all__ = ["VAE"]
 
@@ -23,6 +26,10 @@ class VAE(nn.Module):
     ``Trace_ELBO()(model, guide)``, ``Predictive`` and ``Importance`` unchanged.
     ``vae.config`` is the frozen config that rebuilds the same architecture.
 
+    ``config.upper_latent_dims`` adds stochastic layers above z (sites ``z1``, ``z2``, ...,
+    the IWAE paper's hierarchy), and ``config.conditional`` makes the model p(x|z, y) and
+    the guide q(z|x, y), called as ``model(x, y)`` with int64 labels ``y``.
+
     Example::
 
         vae = VAE(VAEConfig(data_shape=(1, 28, 28), latent_dim=50))
@@ -33,21 +40,33 @@ class VAE(nn.Module):
         super().__init__()
         if not isinstance(config, VAEConfig):
             raise TypeError(f"config must be a VAEConfig, got {type(config).__name__}")
+        if config.conditional and config.num_classes < 1:
+            raise ValueError(
+                "a conditional VAE needs num_classes >= 1 (fit sets it from the data set's "
+                f"labels), got num_classes={config.num_classes}"
+            )
         self.config = config
         shape, latent = config.data_shape, config.latent_dim
+        classes = config.num_classes if config.conditional else 0
         likelihood = LIKELIHOODS.build(config.likelihood, data_shape=shape)
         encoder, decoder, features = build_networks(
             config.network,
             data_shape=shape,
-            latent_dim=latent,
+            latent_dim=latent + classes,  # the decoder reads [z, onehot(y)]
             hidden=config.hidden,
             act=config.activation,
             decoder_out=likelihood.num_params * math.prod(shape),
         )
-        posterior = GUIDES.build(config.guide, feature_dim=features, latent_dim=latent)
-        prior = PRIORS.build(config.prior, latent_dim=latent)
-        self.model = Model(prior, decoder, likelihood)
-        self.guide = Guide(encoder, posterior)
+        posterior = GUIDES.build(config.guide, feature_dim=features + classes, latent_dim=latent)
+        upper, layers = _upper_layers(config)
+        dims = (latent, *config.upper_latent_dims)  # z1, z2, ... (just z for one layer)
+        prior = PRIORS.build(config.prior, latent_dim=dims[-1])  # the top layer's density
+        self.model = Model(prior, decoder, likelihood, layers=layers, num_classes=classes)
+        self.guide = Guide(encoder, posterior, upper=upper, num_classes=classes)
+        # the guide exists now: a prior made of it (VampPrior) gets its top stage, whose
+        # input is x for one layer and the layer below the top otherwise
+        top_input = (dims[-2],) if len(dims) > 1 else shape
+        prior.bind_guide(self.guide.posterior_at, top_input)
 
     def check_data(self, x: torch.Tensor) -> None:
         """Raise unless ``x`` is a float batch ``(N, *data_shape)`` the likelihood can score."""
@@ -63,13 +82,74 @@ class VAE(nn.Module):
         self.model.likelihood.check_support(x)
 
     @torch.no_grad()
-    def sample(self, num: int) -> torch.Tensor:
-        """Means of p(x|z) for ``num`` draws z ~ p(z): ``(num, *data_shape)``."""
-        z = self.model.prior().sample((num,))  # (num, L)
-        return self.model.likelihood(self.model.decoder(z)).mean  # (num, *data_shape)
+    def sample(self, num: int, label: int | torch.Tensor | None = None) -> torch.Tensor:
+        """Means of p(x|z) for ``num`` ancestral draws of z from the model: ``(num, *data_shape)``.
+
+        A conditional VAE draws from p(x|z, y): ``label`` is one class for all ``num``
+        draws, a tensor of ``num`` classes, or None for the classes 0, 1, ..., C-1 in turn.
+        """
+        model = self.model
+        y = self._labels(num, label)
+        z = model.prior().sample((num,))  # (num, L_top)
+        for layer in reversed(model.layers):
+            z = layer(z).sample()  # (num, L_l)
+        return model.likelihood(model.decoder(model.decoder_input(z, y))).mean
 
     @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """Means of p(x|z) at the guide's mean code, z = E_q[z|x]: ``(N, *data_shape)``."""
-        z = self.guide.posterior(self.guide.encoder(x)).mean  # (N, L)
-        return self.model.likelihood(self.model.decoder(z)).mean  # (N, *data_shape)
+    def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Means of p(x|z1) at the guide's code for z1, ``(N, *data_shape)``.
+
+        The code is E_q[z1|x] where the family has a closed-form mean, else (IAF) the base
+        mean pushed through the flow.
+        """
+        check_labels(y, x.shape[0], self.model.num_classes)
+        z = _code(self.guide.posterior(self.guide.features(x, y)))  # (N, L1)
+        return self.model.likelihood(self.model.decoder(self.model.decoder_input(z, y))).mean
+
+    def _labels(self, num: int, label: int | torch.Tensor | None) -> torch.Tensor | None:
+        classes = self.model.num_classes
+        if not classes:
+            if label is not None:
+                raise ValueError("label: this VAE is not conditional, so it takes no label")
+            return None
+        device = next(self.parameters()).device
+        if label is None:
+            return torch.arange(num, device=device) % classes  # (num,)
+        y = torch.as_tensor(label, device=device).long().expand(num)  # (num,)
+        if bool(((y < 0) | (y >= classes)).any()):
+            raise ValueError(f"label must be a class in 0..{classes - 1}, got {label!r}")
+        return y
+
+
+def _code(q: dist.TorchDistribution) -> torch.Tensor:
+    """E_q[z], or for a flow without a closed-form mean its base mean pushed through it."""
+    try:
+        return q.mean
+    except NotImplementedError:
+        if not isinstance(q, dist.TransformedDistribution):
+            raise
+        z = q.base_dist.mean
+        for transform in q.transforms:
+            z = transform(z)
+        return z
+
+
+def _upper_layers(
+    config: VAEConfig,
+) -> tuple[list[tuple[nn.Module, Posterior]], list[ConditionalNormal]]:
+    """Guide stages q(z_{l+1}|z_l) and model layers p(z_l|z_{l+1}) above the bottom layer.
+
+    Burda et al. (2015), sec. 5: between stochastic layers the guide's MLP runs upward with
+    widths ``upper_hidden`` and the model's runs downward with the same widths reversed;
+    each guide stage uses the configured guide family.
+    """
+    dims = (config.latent_dim, *config.upper_latent_dims)
+    hidden, act = config.upper_hidden, config.activation
+    stages: list[tuple[nn.Module, Posterior]] = []
+    layers: list[ConditionalNormal] = []
+    for below, above in itertools.pairwise(dims):
+        encoder = MLP((below,), hidden, act, final_act=True)
+        posterior = GUIDES.build(config.guide, feature_dim=hidden[-1], latent_dim=above)
+        stages.append((encoder, posterior))
+        layers.append(ConditionalNormal(above, below, tuple(reversed(hidden)), act))
+    return stages, layers

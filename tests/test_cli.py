@@ -97,7 +97,7 @@ def _snapshot(directory: Path) -> dict[str, bytes]:
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--prior", "nope"], "valid prior names are: normal"),
+        (["--prior", "nope"], "valid prior names are: flow, learned-normal, mixture, normal"),
         (["--likelihood", "normal:scale=-1"], "scale must be a positive"),
         (["--latent-dim", "0"], "latent_dim must be a positive int"),
         (["--hidden", "0,3"], "hidden must hold positive ints"),
