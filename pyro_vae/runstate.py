@@ -67,6 +67,7 @@ class Position:
 
 
 REQUIRED_META = (
+    "world_size",
     "epoch",
     "step",
     "skipped_total",
@@ -260,6 +261,7 @@ def restore(
         missing = [k for k in REQUIRED_META if k not in meta]
         if missing:
             raise KeyError(missing[0])
+        _int(meta, "world_size", low=1)  # the caller checks it against its own world
         position = Position(_int(meta, "epoch"), _read_partial(tensors, meta))
         position.skipped_total = _int(meta, "skipped_total")
         _int(meta, "step")

@@ -780,9 +780,11 @@ class _Loop:
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """The run's state now (tensors are references to the live ones)."""
         data_rng = self.gen_start if self.position.partial else self.gen.get_state()
-        return capture(
+        tensors, meta = capture(
             self.vae, self.opt, data_rng, self.position, self.stateful(), self.steps_per_epoch
         )
+        meta["world_size"] = self.world.world_size  # processes that train the run
+        return tensors, meta
 
     def load_state(
         self, tensors: dict[str, torch.Tensor], meta: dict[str, Any], where: Path
@@ -790,15 +792,14 @@ class _Loop:
         self.position, self.gen_start = restore(
             where, tensors, meta, vae=self.vae, opt=self.opt, gen=self.gen, stateful=self.stateful()
         )
+        if meta["world_size"] != self.world.world_size:
+            raise CheckpointError(
+                f"{str(where)!r} was written by a run of {meta['world_size']} process(es), but "
+                f"this one has {self.world.world_size}. Resume with as many processes as the "
+                "run had (each keeps its own random stream)."
+            )
         if self.world.rank > 0:  # restore() set rank 0's RNG; this rank has its own
-            key = f"rng.torch.{self.world.rank}"
-            if key not in tensors:
-                raise CheckpointError(
-                    f"{str(where)!r} was written by a run with fewer processes: it has no RNG "
-                    f"state for rank {self.world.rank}. Resume with as many processes as the "
-                    "run had."
-                )
-            torch.set_rng_state(tensors[key])
+            torch.set_rng_state(tensors[f"rng.torch.{self.world.rank}"])
         self.checkpoint_label = self._label()
 
     def write_checkpoint(self, run_dir: Path) -> None:
@@ -807,7 +808,6 @@ class _Loop:
         if self.world.is_main:
             tensors, meta = self.state()
             tensors.update({f"rng.torch.{r}": s for r, s in enumerate(rng) if r > 0})
-            meta["world_size"] = self.world.world_size
             write_tensors(run_dir / "checkpoint.safetensors", tensors, meta)
         self.checkpoint_label = self._label()
 

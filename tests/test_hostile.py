@@ -134,8 +134,10 @@ def test_pickled_data_files_are_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("change", "needle"),
     [
-        ({"vae": {"prior": "os.system"}}, "unknown prior 'os.system'"),
-        ({"vae": {"network": "subprocess.Popen"}}, "unknown network"),
+        # a name no registry holds is refused before anything is built; the message asks
+        # for the plugin file that would register it (and never imports anything itself)
+        ({"vae": {"prior": "os.system"}}, "needs the prior 'os.system'"),
+        ({"vae": {"network": "subprocess.Popen"}}, "needs the network 'subprocess.Popen'"),
         ({"vae": {"likelihood": "bernoulli:__class__=os.system"}}, "has no parameter '__class__'"),
         ({"vae": {"activation": "builtins.eval"}}, "unknown activation"),
         ({"py/object": "os.system"}, "unknown top-level key(s) ['py/object']"),
