@@ -38,7 +38,7 @@ from pyro_vae.config import RunConfig, TrainConfig, from_dict
 from pyro_vae.data import Dataset, dynamic_binarize, load_dataset, static_binarize
 from pyro_vae.decomposition import elbo_terms
 from pyro_vae.evaluate import log_likelihood
-from pyro_vae.objectives import build_objective
+from pyro_vae.objectives import batch_terms, build_objective
 from pyro_vae.vae import VAE
 
 __all__ = [
@@ -220,6 +220,7 @@ def fit(
     ``dataset`` overrides loading ``config.train.dataset`` (its ``name`` is recorded).
     """
     config = config or RunConfig()
+    build_objective(config.train.objective)  # a bad spec fails before anything is written
     run_dir, config = _prepare_run_dir(config, resume) if write else (None, config)
     tc = config.train
     device = resolve_device(tc.device)
@@ -314,7 +315,7 @@ class _Loop:
         progress: bool,
     ) -> None:
         self.vae, self.opt, self.gen, self.tc, self.train_x = vae, opt, gen, tc, train_x
-        self.objective = build_objective("elbo", num_particles=tc.num_particles)
+        self.objective = build_objective(tc.objective, num_particles=tc.num_particles)
         self.loss_fn = self.objective(vae.model, vae.guide)
         self.steps_per_epoch = math.ceil(train_x.shape[0] / tc.batch_size)
         self.bar = tqdm(
@@ -331,6 +332,8 @@ class _Loop:
     def epoch(self, epoch: int) -> tuple[dict[str, float], dict[str, float]]:
         tc, x = self.tc, self.train_x
         self.bar.set_description(f"epoch {epoch}/{tc.epochs}")
+        if hasattr(self.objective, "set_epoch"):  # e.g. a KL warm-up: a function of the epoch
+            self.objective.set_epoch(epoch)
         start = time.perf_counter()
         if tc.binarize == "dynamic":
             x = dynamic_binarize(x, self.gen)  # (N, *data_shape), redrawn each epoch
@@ -361,7 +364,10 @@ class _Loop:
             "train_elbo": recon - kl,
             "train_reconstruction": recon,
             "train_kl": kl,
+            "train_objective": -loss,  # the training objective's own value (a bound, nats)
         }
+        if hasattr(self.objective, "kl_weight"):
+            record["kl_weight"] = float(self.objective.kl_weight)
         timing = {"epoch": epoch, "seconds": seconds, "images_per_s": x.shape[0] / seconds}
         return record, timing
 
@@ -371,8 +377,8 @@ class _Loop:
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
-        terms = self.objective.last_terms  # type: ignore[attr-defined]
-        return torch.stack([loss.detach() * b, terms["reconstruction"], terms["kl"]]).double()
+        recon, kl = batch_terms(self.objective, self.vae.model, self.vae.guide, xb)  # true terms
+        return torch.stack([loss.detach() * b, recon, kl]).double()
 
     def _show(self, sums: torch.Tensor, seen: int) -> None:
         if self.bar.disable:
