@@ -8,8 +8,10 @@ probability < 1e-5 per test.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
+from pathlib import Path
 from statistics import NormalDist
 from typing import Any
 
@@ -20,7 +22,7 @@ import pytest
 import torch
 from linear_gaussian import LinearGaussian
 
-from pyro_vae import VAE, VAEConfig, log_weights
+from pyro_vae import VAE, RunConfig, TrainConfig, VAEConfig, fit, log_weights
 from pyro_vae.objectives import (
     OBJECTIVES,
     BetaELBO,
@@ -46,7 +48,9 @@ def lg() -> LinearGaussian:
     return LinearGaussian.random(d=5, latent=2, sigma=0.5, seed=0)
 
 
-def _value(spec: str, model: Callable[..., Any], guide: Callable[..., Any], x: torch.Tensor) -> float:
+def _value(
+    spec: str, model: Callable[..., Any], guide: Callable[..., Any], x: torch.Tensor
+) -> float:
     """The objective's own estimate for the batch (a bound: minus the loss)."""
     return -build_objective(spec).loss(model, guide, x)
 
@@ -131,7 +135,7 @@ def test_bounds_are_ordered_elbo_iwae_k_log_px(lg: LinearGaussian) -> None:
     for spec in ("elbo", "iwae:k=5", "iwae:k=50"):
         values = torch.tensor([_value(spec, lg.model, guide, x) for _ in range(reps)])
         means.append((float(values.mean()), float(values.std()) / math.sqrt(reps)))
-    for (a, sa), (b, sb) in zip(means, means[1:], strict=False):
+    for (a, sa), (b, sb) in itertools.pairwise(means):
         print(f"step {b - a:.3f} nats, {(b - a) / math.hypot(sa, sb):.1f} standard errors")
         assert b - a > Z * math.hypot(sa, sb)
     exact = float(lg.log_px(x).sum())
@@ -345,7 +349,7 @@ def test_free_bits_floor_per_dimension() -> None:
 
 
 def test_free_bits_refuses_a_guide_without_per_dimension_kl(lg: LinearGaussian) -> None:
-    with pytest.raises(ValueError, match="factorized Normal.*MultivariateNormal"):
+    with pytest.raises(ValueError, match=r"factorized Normal.*MultivariateNormal"):
         build_objective("free-bits:lambda=0.1").loss(lg.model, lg.exact_guide, lg.sample_x(3))
 
 
@@ -475,3 +479,52 @@ def test_stl_and_dreg_follow_pyros_elbo_interface() -> None:
         svi = pyro.infer.SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 1e-2}), objective)
         losses = [svi.step(x) for _ in range(20)]
         assert sum(losses[-5:]) < sum(losses[:5])
+
+
+# ------------------------------------------------------------------------ in the trainer
+
+
+def _train_config(out: Path, epochs: int, objective: str) -> RunConfig:
+    return RunConfig(
+        VAEConfig(latent_dim=2, hidden=(16,)),
+        TrainConfig(
+            epochs=epochs,
+            objective=objective,
+            out=str(out),
+            device="cpu",
+            seed=3,
+            eval_num_samples=2,
+            eval_num_points=10,
+        ),
+    )
+
+
+def test_trainer_reports_the_true_elbo_beside_the_objective(tmp_path: Path) -> None:
+    """train_elbo = reconstruction - KL; train_objective is the objective's own value."""
+    history = fit(_train_config(tmp_path / "b", 1, "beta:beta=3"), progress=False).history
+    (record,) = history
+    assert record["train_elbo"] == pytest.approx(
+        record["train_reconstruction"] - record["train_kl"], rel=1e-12
+    )
+    objective = record["train_reconstruction"] - 3 * record["train_kl"]  # same draws
+    assert record["train_objective"] == pytest.approx(objective, rel=1e-9)
+    (record,) = fit(_train_config(tmp_path / "i", 1, "iwae:k=4"), progress=False).history
+    assert record["train_objective"] > record["train_elbo"]  # IWAE_4 >= ELBO, here by far
+
+
+def test_kl_warmup_resumes_exactly(tmp_path: Path) -> None:
+    """Two epochs, then two more with resume=True: the same run as four in one go."""
+    full = fit(_train_config(tmp_path / "full", 4, "warmup:epochs=3"), progress=False)
+    fit(_train_config(tmp_path / "part", 2, "warmup:epochs=3"), progress=False)
+    part = fit(_train_config(tmp_path / "part", 4, "warmup:epochs=3"), resume=True, progress=False)
+    assert [r["kl_weight"] for r in full.history] == pytest.approx([1 / 3, 2 / 3, 1.0, 1.0])
+    assert (tmp_path / "full" / "metrics.jsonl").read_text() == (
+        tmp_path / "part" / "metrics.jsonl"
+    ).read_text()
+    assert part.history == full.history
+
+
+def test_a_bad_objective_spec_fails_before_anything_is_written(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="valid objective names"):
+        fit(_train_config(tmp_path / "r", 1, "iwea:k=5"), progress=False)
+    assert not (tmp_path / "r").exists()
