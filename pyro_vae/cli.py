@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import inspect
+import math
 import re
 import sys
 from collections.abc import Sequence
@@ -23,11 +24,13 @@ import torch
 
 from pyro_vae import plots
 from pyro_vae.checkpoint import CheckpointError, load, load_config, write_json
+from pyro_vae.compare import compare, split_specs
 from pyro_vae.config import ConfigError, RunConfig, TrainConfig, VAEConfig, from_dict, load_toml
 from pyro_vae.data import DataError, load_dataset
 from pyro_vae.decomposition import elbo_terms
 from pyro_vae.evaluate import log_likelihood
 from pyro_vae.registry import SpecError
+from pyro_vae.report import diagnose
 from pyro_vae.train import TrainingError, evaluation_split, fit, resolve_device
 
 __all__ = ["build_parser", "main"]
@@ -96,6 +99,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--seed", type=int, default=0, help="seeds the subset and the guide's noise")
     ev.add_argument("--device", default="auto")
+    ev.add_argument("--psis-samples", type=int, default=1000, help="draws per point for PSIS k-hat")
+    ev.add_argument(
+        "--gaps",
+        type=int,
+        default=0,
+        metavar="N",
+        help="inference gaps on N points (eval.json gaps)",
+    )
+    ev.add_argument(
+        "--mcmc",
+        type=int,
+        default=0,
+        metavar="N",
+        help="NUTS on p(z|x) for N points (eval.json mcmc)",
+    )
+
+    ev.add_argument(
+        "--mcmc-samples", type=int, default=500, help="NUTS draws (and warm-up) per chain"
+    )
+
+    co = sub.add_parser("compare", help="train and score objectives over seeds; compare.md")
+    co.add_argument("--objectives", required=True, help="specs, e.g. elbo,iwae:k=5,iwae:k=50")
+    co.add_argument("--seeds", type=int, default=3, help="runs per objective, seeds --seed, ...")
+    co.add_argument("--config", type=Path, help="a TOML file with [vae] and [train] tables")
+    _add_config_flags(co, VAEConfig, "vae")
+    _add_config_flags(co, TrainConfig, "train")
+    co.add_argument("--quiet", action="store_true", help="no progress bars")
 
     sa = sub.add_parser("sample", help="draw x from p(x|z)p(z) of a trained run")
     sa.add_argument("run_dir", type=Path)
@@ -107,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="FILE.png (a grid) or FILE.npy (default: RUN_DIR/samples.png)",
     )
     sa.add_argument("--seed", type=int, default=0)
-    for p in (train, ev, sa):  # --debug also after the command; SUPPRESS keeps the top value
+    for p in (train, ev, sa, co):  # --debug also after the command; SUPPRESS keeps the top value
         p.add_argument(
             "--debug",
             action="store_true",
@@ -193,7 +223,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise ValueError(f"--num-points must be in 1..{x.shape[0]} for this split, got {n}")
     if args.num_samples < 1:
         raise ValueError(f"--num-samples must be a positive int, got {args.num_samples}")
-    x = x[subset(x.shape[0], n, args.seed)].to(device)
+    ids = subset(x.shape[0], n, args.seed)
+    x = x[ids].to(device)
     vae.check_data(x)
     torch.manual_seed(args.seed)
     with torch.no_grad():
@@ -208,6 +239,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "num_points": n,
         "split": args.split,
     }
+    elbo = torch.cat([t["elbo"] for t in terms])  # (N,)
+    result.update(
+        diagnose(
+            vae,
+            x,
+            ids.tolist(),
+            elbo,
+            ll,
+            psis_samples=args.psis_samples,
+            gaps=args.gaps,
+            mcmc=args.mcmc,
+            mcmc_samples=args.mcmc_samples,
+            plots_dir=args.run_dir / "plots",
+        )
+    )
     write_json(args.run_dir / "eval.json", result)
     print(
         _table(
@@ -217,6 +263,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 ("reconstruction", result["reconstruction"], "E_q[log p(x|z)]"),
                 ("KL", result["kl"], "KL(q(z|x) || p(z))"),
                 ("NLL", result["nll"], f"-log p(x), IW bound with k={args.num_samples}"),
+                ("active units", result["active_units"], "Cov_x E_q[z_j] > 0.01"),
+                ("I(x; z)", result["mutual_information"] or math.nan, "under q, Hoffman & Johnson"),
+                ("PSIS k-hat", result["psis_khat"]["mean"], "mean over points"),
+                ("k-hat > 0.7", result["psis_khat"]["frac_above_0.7"], "fraction of points"),
             ],
         )
     )
@@ -241,7 +291,22 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    if getattr(args, "train.objective") is not None:
+        raise ValueError("compare takes --objectives (a list), not --objective")
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be a positive int, got {args.seeds}")
+    config = run_config(args)
+    seeds = list(range(config.train.seed, config.train.seed + args.seeds))
+    out = Path(config.train.out)
+    compare(split_specs(args.objectives), seeds, config, out, progress=not args.quiet, log=print)
+    print((out / "compare.md").read_text(encoding="utf-8"))
+    print(f"wrote {out / 'compare.json'}, {out / 'compare.md'}, {out / 'compare.png'}")
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample}
+COMMANDS["compare"] = cmd_compare
 
 
 def main(argv: Sequence[str] | None = None) -> int:
