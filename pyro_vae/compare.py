@@ -114,8 +114,28 @@ def _score(run_dir: Path, dataset: Dataset, config: RunConfig) -> dict[str, Any]
     return metrics
 
 
+def _check_same_config(run_dir: Path, config: RunConfig) -> None:
+    """Refuse to reuse a run directory made with other settings (epochs, lr, model, ...)."""
+    saved = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    wanted = to_dict(config)
+    ignore = {"out", "device", "data_shape"}  # set per run / per machine / from the data
+    diff = [
+        f"{section}.{key}: {saved.get(section, {}).get(key)!r} != {value!r}"
+        for section in ("vae", "train")
+        for key, value in wanted[section].items()
+        if key not in ignore and saved.get(section, {}).get(key) != value
+    ]
+    if diff:
+        raise ValueError(
+            f"{str(run_dir)!r} holds a run made with other settings ({'; '.join(diff)}). Use "
+            "the same settings to continue the comparison, or another --out for a new one."
+        )
+
+
 def _train(config: RunConfig, dataset: Dataset, progress: bool) -> str:
     run_dir = Path(config.train.out)
+    if (run_dir / "config.json").is_file():
+        _check_same_config(run_dir, config)
     if (run_dir / "summary.json").is_file():
         return "done"
     resume = (run_dir / "checkpoint.safetensors").is_file()
