@@ -22,7 +22,6 @@ Plots go to ``RUN_DIR/plots``: ``psis_khat.png`` and, with ``--mcmc``,
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -126,16 +125,3 @@ def _mcmc(
         "warmup_steps": num_samples,
         **report,
     }
-
-
-def as_json(value: Any) -> Any:
-    """Dataclasses and numpy scalars as plain JSON values."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return as_json(dataclasses.asdict(value))
-    if isinstance(value, dict):
-        return {k: as_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [as_json(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
