@@ -75,6 +75,11 @@ def _check_x(x: object) -> torch.Tensor:
     return x
 
 
+def _positive_int(name: str, value: object, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+
+
 def _trace_guide(guide: Fn, x: torch.Tensor, args: Any, kwargs: Any) -> Any:
     """The guide's trace on ``x`` without plate subsample sites."""
     return prune_subsample_sites(poutine.trace(guide).get_trace(x, *args, **kwargs))
@@ -167,6 +172,8 @@ def kl_per_dim(
     no per-coordinate KL and the result says why. The values sum to the mean KL.
     """
     x = _check_x(x)
+    _positive_int("num_particles", num_particles)
+    _positive_int("batch_size", batch_size)
     sums: dict[str, torch.Tensor] = {}
     method = "analytic"
     with torch.no_grad():
@@ -260,6 +267,9 @@ def active_units(
     rows of ``x``. A unit that is not active carries no information about x.
     """
     x = _check_x(x)
+    _positive_int("num_samples", num_samples)
+    if not threshold >= 0:
+        raise ValueError(f"threshold must be a non-negative number, got {threshold!r}")
     with torch.no_grad():
         means = torch.cat(
             [_posterior_means(guide, xb, args, kwargs, num_samples) for xb in x.split(batch_size)]
@@ -311,6 +321,8 @@ def mutual_information(
     n = x.shape[0]
     if num_samples is None:
         num_samples = max(1, math.ceil(10_000 / n))
+    _positive_int("num_samples", num_samples)
+    _positive_int("batch_size", batch_size)
     with torch.no_grad():
         fns = [_single_site_fn(guide, xb, args, kwargs) for xb in x.split(batch_size)]
         if any(fn is None for fn in fns):
@@ -364,6 +376,7 @@ def psis_khat(
     :math:`\hat k = 0`.
     """
     x = _check_x(x)
+    _positive_int("num_samples", num_samples, minimum=2)
     per_point = max(1, math.prod(x.shape[1:]))
     chunk = max(1, max_elements // (per_point * num_samples))
     with torch.no_grad():
@@ -502,6 +515,12 @@ def inference_gaps(
     is reported too). Each figure is a mean over points with its standard error.
     """
     x = _check_x(x)
+    _positive_int("steps", steps, minimum=0)
+    for name, value in (("num_particles", num_particles), ("eval_particles", eval_particles)):
+        _positive_int(name, value)
+    _positive_int("num_samples", num_samples)
+    if not lr > 0:
+        raise ValueError(f"lr must be a positive number, got {lr!r}")
     local = _local_guide(guide, x, args, kwargs)
     n = x.shape[0]
     nesting = _max_plate_nesting(model, guide, x, args, kwargs)
@@ -586,6 +605,7 @@ def posterior_samples(
     ids = list(range(x.shape[0])) if point_ids is None else list(point_ids)
     if len(ids) != x.shape[0]:
         raise ValueError(f"point_ids must name {x.shape[0]} points, got {len(ids)}")
+    _positive_int("num_samples", num_samples)
     with torch.no_grad(), pyro.plate("draws", num_samples, dim=-2):
         trace = _trace_guide(guide, x, args, kwargs)
     draws = {}
@@ -616,8 +636,11 @@ def nuts_posterior(
     """
     x = _check_x(x)
     ids = list(range(x.shape[0])) if point_ids is None else list(point_ids)
-    if num_chains < 1 or num_samples < 1 or warmup_steps < 0:
-        raise ValueError("num_chains and num_samples must be positive, warmup_steps >= 0")
+    if len(ids) != x.shape[0]:
+        raise ValueError(f"point_ids must name {x.shape[0]} points, got {len(ids)}")
+    _positive_int("num_samples", num_samples)
+    _positive_int("num_chains", num_chains)
+    _positive_int("warmup_steps", warmup_steps, minimum=0)
     chains: dict[str, list[np.ndarray]] = {}
     for c in range(num_chains):
         pyro.set_rng_seed(seed + c)

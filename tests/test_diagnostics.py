@@ -258,3 +258,17 @@ def test_evaluate_reports_the_diagnostics(tmp_path: Path) -> None:
     plots = {p.name for p in (run / "plots").iterdir()}
     assert "psis_khat.png" in plots
     assert f"posterior_pairs_{result['mcmc']['points'][0]}.png" in plots
+
+
+def test_inputs_are_validated(lg: LinearGaussian) -> None:
+    x = lg.sample_x(3)
+    with pytest.raises(ValueError, match="num_samples must be an int >= 2"):
+        diagnostics.psis_khat(lg.model, lg.exact_guide, x, num_samples=1)
+    with pytest.raises(ValueError, match="point_ids must name 3 points"):
+        diagnostics.posterior_samples(lg.exact_guide, x, point_ids=[1])
+    with pytest.raises(ValueError, match="lr must be a positive"):
+        diagnostics.inference_gaps(lg.model, lg.diagonal_guide(), x, lr=0.0)
+    with pytest.raises(ValueError, match="one latent site"):
+        diagnostics.inference_gaps(lg.model, lambda x: None, x)
+    with pytest.raises(ValueError, match="non-empty tensor"):
+        diagnostics.active_units(lg.exact_guide, torch.zeros(0, 5))
