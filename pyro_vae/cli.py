@@ -28,6 +28,7 @@ import torch
 
 from pyro_vae import plots
 from pyro_vae.checkpoint import CheckpointError, check_run_dir, load, load_config, write_json
+from pyro_vae.compare import compare, split_specs
 from pyro_vae.components import component_names, describe
 from pyro_vae.config import ConfigError, RunConfig, TrainConfig, VAEConfig, from_dict, load_toml
 from pyro_vae.data import DataError, load_dataset
@@ -37,6 +38,7 @@ from pyro_vae.evaluate import PointEstimateError, log_likelihood
 from pyro_vae.models import SupportError
 from pyro_vae.plugins import PluginError, load_plugin
 from pyro_vae.registry import SpecError
+from pyro_vae.report import diagnose
 from pyro_vae.train import (
     TrainingError,
     TrainingInterrupted,
@@ -137,6 +139,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--seed", type=int, default=0, help="seeds the subset and the guide's noise")
     ev.add_argument("--device", default="auto")
+    ev.add_argument("--psis-samples", type=int, default=1000, help="draws per point for PSIS k-hat")
+    ev.add_argument(
+        "--gaps",
+        type=int,
+        default=0,
+        metavar="N",
+        help="inference gaps on N points (eval.json gaps)",
+    )
+    ev.add_argument(
+        "--mcmc",
+        type=int,
+        default=0,
+        metavar="N",
+        help="NUTS on p(z|x) for N points (eval.json mcmc)",
+    )
+
+    ev.add_argument(
+        "--mcmc-samples", type=int, default=500, help="NUTS draws (and warm-up) per chain"
+    )
+
+    cp = sub.add_parser("compare", help="train and score objectives over seeds; compare.md")
+    cp.add_argument("--objectives", required=True, help="specs, e.g. elbo,iwae:k=5,iwae:k=50")
+    cp.add_argument("--seeds", type=int, default=3, help="runs per objective, seeds --seed, ...")
+    cp.add_argument("--config", type=Path, help="a TOML file with [vae] and [train] tables")
+    _add_config_flags(cp, VAEConfig, "vae")
+    _add_config_flags(cp, TrainConfig, "train")
+    cp.add_argument("--quiet", action="store_true", help="no progress bars")
 
     sa = sub.add_parser("sample", help="draw x from p(x|z)p(z) of a trained run")
     sa.add_argument("run_dir", type=Path)
@@ -157,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     co = sub.add_parser("components", help="list the registered priors, likelihoods, ...")
     co.add_argument("--json", action="store_true", help="names only, as one JSON object")
-    for p in (train, ev, sa, co):
+    for p in (train, ev, sa, co, cp):
         p.add_argument(
             "--plugin",
             action="append",
@@ -166,7 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="FILE.py",
             help="import your own components from FILE.py first (repeatable; runs its code)",
         )
-    for p in (train, ev, sa, co):  # --debug also after the command; SUPPRESS keeps the top value
+    for p in (
+        train,
+        ev,
+        sa,
+        co,
+        cp,
+    ):  # --debug also after the command; SUPPRESS keeps the top value
         p.add_argument(
             "--debug",
             action="store_true",
@@ -301,8 +336,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     with torch.no_grad():
         chunks = zip(x.split(1000), *(lab.split(1000) for lab in labels), strict=True)
         terms = [elbo_terms(vae.model, vae.guide, *chunk) for chunk in chunks]
-        nll = _nll(vae, x, labels, args.num_samples)
-    result = {
+        ll = _log_px(vae, x, labels, args.num_samples)  # (N,), None for a Delta guide
+    nll = None if ll is None else -float(ll.mean())
+    result: dict[str, Any] = {
         "elbo": float(torch.cat([t["elbo"] for t in terms]).mean()),
         "reconstruction": float(torch.cat([t["reconstruction"] for t in terms]).mean()),
         "kl": float(torch.cat([t["kl"] for t in terms]).mean()),
@@ -311,6 +347,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "num_points": n,
         "split": args.split,
     }
+    elbo = torch.cat([t["elbo"] for t in terms])  # (N,)
+    if ll is None or labels:
+        # the diagnostics need a guide with a density and an unconditional model
+        why = "a Delta guide has no density" if ll is None else "the VAE is conditional"
+        result["diagnostics_skipped"] = why
+    else:
+        result.update(
+            diagnose(
+                vae,
+                x,
+                idx.tolist(),
+                elbo,
+                ll,
+                psis_samples=args.psis_samples,
+                gaps=args.gaps,
+                mcmc=args.mcmc,
+                mcmc_samples=args.mcmc_samples,
+                plots_dir=args.run_dir / "plots",
+            )
+        )
     write_json(args.run_dir / "eval.json", result)
     print(
         _table(
@@ -326,6 +382,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                     if nll is not None
                     else "not defined: a Delta guide is a point estimate",
                 ),
+                *_diagnostic_rows(result),
             ],
         )
     )
@@ -333,13 +390,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _nll(vae: VAE, x: torch.Tensor, labels: tuple[Any, ...], k: int) -> float | None:
-    """The IW NLL, or None for a guide without a density (Delta)."""
+def _diagnostic_rows(result: dict[str, Any]) -> list[tuple[str, float, str]]:
+    if "diagnostics_skipped" in result:
+        return []
+    khat = result["psis_khat"]
+    return [
+        ("active units", result["active_units"], "Cov_x E_q[z_j] > 0.01"),
+        ("I(x; z)", result["mutual_information"] or math.nan, "under q, Hoffman & Johnson"),
+        ("PSIS k-hat", khat["mean"], "mean over points"),
+        ("k-hat > 0.7", khat["frac_above_0.7"], "fraction of points"),
+    ]
+
+
+def _log_px(vae: VAE, x: torch.Tensor, labels: tuple[Any, ...], k: int) -> torch.Tensor | None:
+    """Per-point IW estimate of log p(x), or None for a guide without a density (Delta)."""
     try:
-        nll = log_likelihood(vae.model, vae.guide, x, *labels, num_samples=k, progress=True)
+        return log_likelihood(vae.model, vae.guide, x, *labels, num_samples=k, progress=True)
     except PointEstimateError:
         return None
-    return -float(nll.mean())
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -369,11 +437,26 @@ def cmd_components(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    if getattr(args, "train.objective") is not None:
+        raise ValueError("compare takes --objectives (a list), not --objective")
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be a positive int, got {args.seeds}")
+    config = run_config(args)
+    seeds = list(range(config.train.seed, config.train.seed + args.seeds))
+    out = Path(config.train.out)
+    compare(split_specs(args.objectives), seeds, config, out, progress=not args.quiet, log=print)
+    print((out / "compare.md").read_text(encoding="utf-8"))
+    print(f"wrote {out / 'compare.json'}, {out / 'compare.md'}, {out / 'compare.png'}")
+    return 0
+
+
 COMMANDS = {
     "train": cmd_train,
     "evaluate": cmd_evaluate,
     "sample": cmd_sample,
     "components": cmd_components,
+    "compare": cmd_compare,
 }
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from pyro_vae.guides import GUIDES
 from pyro_vae.models import LIKELIHOODS, PRIORS
 from pyro_vae.nn import NETWORKS
+from pyro_vae.objectives import OBJECTIVES
 from pyro_vae.registry import Registry, describe_params
 
 __all__ = ["REGISTRIES", "component_names", "describe"]
@@ -23,6 +24,7 @@ REGISTRIES: dict[str, Registry[Any]] = {
     "likelihoods": LIKELIHOODS,
     "guides": GUIDES,
     "networks": NETWORKS,
+    "objectives": OBJECTIVES,
 }
 
 

@@ -86,6 +86,7 @@ class TrainConfig:
     seed: int = 0  # seeds model init, data order, binarization and the guide's noise
     device: str = "auto"  # auto | cpu | cuda | cuda:N; auto picks CUDA when present
     num_particles: int = 1  # samples of z per data point in the training ELBO
+    objective: str = "elbo"  # training objective spec, e.g. elbo, iwae:k=5, beta:beta=4
     out: str = "runs/latest"  # run directory
     eval_num_samples: int = 100  # k of the importance-weighted NLL reported after training
     eval_num_points: int = 1000  # test points for that NLL (a seeded random subset)
@@ -104,6 +105,8 @@ class TrainConfig:
         if not isinstance(self.lr, (int, float)) or not 0 < self.lr < math.inf:
             raise ConfigError(f"lr must be a positive finite number, got {self.lr!r}")
         _check_train_extras(self)
+        if not isinstance(self.objective, str) or not self.objective.strip():
+            raise ConfigError(f"objective must be a non-empty spec string, got {self.objective!r}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 

@@ -9,6 +9,7 @@ names or keys, so a typo is a one-line fix.
 from __future__ import annotations
 
 import inspect
+import keyword
 import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -135,7 +136,8 @@ class Registry(Generic[T]):
                     f"{self.kind} {parsed.name!r} has no parameter {key!r}; "
                     f"its parameters are: {valid}"
                 )
-            kwargs[key] = _convert(raw, entry.params[key][0], f"{self.kind} {spec!r}: {key}")
+            value = _convert(raw, entry.params[key][0], f"{self.kind} {spec!r}: {key}")
+            kwargs[key + "_" if keyword.iskeyword(key) else key] = value
         try:
             return entry.cls(**context, **kwargs)
         except SpecError:
@@ -178,5 +180,7 @@ def _keyword_params(cls: type) -> dict[str, tuple[Any, Any]]:
     out: dict[str, tuple[Any, Any]] = {}
     for p in inspect.signature(init).parameters.values():
         if p.kind is inspect.Parameter.KEYWORD_ONLY:
-            out[p.name] = (hints.get(p.name, str), p.default)
+            # a Python keyword is spelled with a trailing underscore (lambda_ -> "lambda")
+            key = p.name[:-1] if keyword.iskeyword(p.name[:-1]) else p.name
+            out[key] = (hints.get(p.name, str), p.default)
     return out

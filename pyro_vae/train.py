@@ -78,7 +78,7 @@ from pyro_vae.distributed import (
 )
 from pyro_vae.evaluate import PointEstimateError, log_likelihood
 from pyro_vae.guard import StepGuard, fused_adam
-from pyro_vae.objectives import build_objective
+from pyro_vae.objectives import batch_terms, build_objective
 from pyro_vae.runstate import Partial, Position, Stateful, capture, restore
 from pyro_vae.vae import VAE
 
@@ -397,6 +397,7 @@ def fit(
     config = config or RunConfig()
     if resume and not write:
         raise ValueError("resume=True continues a run directory, so it needs write=True")
+    build_objective(config.train.objective)  # a bad spec fails before anything is written
     world, device = setup(resolve_device(config.train.device))
     try:
         return _fit(config, world, device, dataset, resume, progress, write, on_epoch)
@@ -657,7 +658,7 @@ class _Loop:
         self.vae, self.opt, self.gen, self.tc, self.train_x = vae, opt, gen, tc, train_x
         self.world = world = world or World()
         self.train_y = train_y  # (N,) labels of a conditional VAE, on the device
-        self.objective = build_objective("elbo", num_particles=tc.num_particles)
+        self.objective = build_objective(tc.objective, num_particles=tc.num_particles)
         self.module_loss = self.objective(vae.model, vae.guide)  # the ELBO as an nn.Module
         self.loss_fn: torch.nn.Module = self.module_loss
         if world.enabled:  # gradients averaged across ranks during backward
@@ -689,6 +690,8 @@ class _Loop:
         """Train one epoch (from a partial one's next step); None when Ctrl-C stopped it."""
         tc = self.tc
         self.bar.set_description(f"epoch {epoch}/{tc.epochs}")
+        if hasattr(self.objective, "set_epoch"):  # e.g. a KL warm-up: a function of the epoch
+            self.objective.set_epoch(epoch)
         start = time.perf_counter()
         self.gen_start = self.gen.get_state()
         self.snapshot = self._copy_state()
@@ -726,7 +729,10 @@ class _Loop:
             "train_reconstruction": recon,
             "train_kl": kl,
             "skipped_steps": bad,
+            "train_objective": -loss,  # the training objective's own value (a bound, nats)
         }
+        if hasattr(self.objective, "kl_weight"):
+            record["kl_weight"] = float(self.objective.kl_weight)
         timing = {"epoch": epoch, "seconds": seconds, "images_per_s": rows / seconds}
         return record, timing
 
@@ -749,9 +755,10 @@ class _Loop:
         loss.backward()
         ok = self.guard.check(loss)  # () bool on the device
         self.guard.step(ok)  # the optimizer step; a no-op if not ok
-        terms = self.objective.last_terms  # type: ignore[attr-defined]
+        # the true (unweighted) ELBO terms, whatever the objective
+        recon, kl = batch_terms(self.objective, self.vae.model, self.vae.guide, xb, *labels)
         rows = torch.full_like(loss.detach(), xb.shape[0])
-        values = torch.stack([total.detach(), terms["reconstruction"], terms["kl"], rows])
+        values = torch.stack([total.detach(), recon, kl, rows])
         return torch.where(ok, values.double(), 0.0)  # (4,) bad steps count for nothing
 
     def _sync(self, epoch: int, sums: torch.Tensor, step: int, shown: int) -> int:

@@ -64,7 +64,8 @@ def test_components_lists_every_entry_with_summary_and_parameters(
 def test_components_json_is_the_names_by_kind(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["components", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert {"priors", "likelihoods", "guides", "networks"} <= set(data)
+    assert set(data) == {"priors", "likelihoods", "guides", "networks", "objectives"}
+    assert {"elbo", "iwae", "dreg", "stl"} <= set(data["objectives"])
     assert set(data) == set(REGISTRIES)
     for key, names in data.items():
         assert names == sorted(names) == REGISTRIES[key].names()

@@ -1,0 +1,114 @@
+"""``pyro-vae compare``: the t-interval, spec lists, the table, and resuming a comparison."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from pyro_vae import RunConfig, TrainConfig, VAEConfig
+from pyro_vae.cli import main
+from pyro_vae.compare import compare, run_dir_name, split_specs, t_interval
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Tiny tensors: one torch thread avoids oversubscribing a shared machine (restored)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_split_specs_keeps_multi_parameter_specs_whole() -> None:
+    text = "elbo, iwae:k=5,renyi:alpha=0.5,k=5,beta:beta=2,warmup=3,stl"
+    assert split_specs(text) == [
+        "elbo",
+        "iwae:k=5",
+        "renyi:alpha=0.5,k=5",
+        "beta:beta=2,warmup=3",
+        "stl",
+    ]
+    assert run_dir_name("renyi:alpha=0.5,k=5") == "renyi_alpha=0.5_k=5"
+
+
+def test_t_interval() -> None:
+    stat = t_interval([1.0, 2.0, 3.0])
+    half = 4.302652729749462 / math.sqrt(3)  # t(0.975, 2) * sd / sqrt(n), sd = 1
+    assert stat["mean"] == 2.0
+    assert stat["low"] == pytest.approx(2.0 - half, rel=1e-12)
+    assert stat["high"] == pytest.approx(2.0 + half, rel=1e-12)
+    single = t_interval([5.0])
+    assert single["mean"] == 5.0 and math.isnan(single["low"]) and math.isnan(single["high"])
+
+
+def _config(out: Path, epochs: int = 1) -> RunConfig:
+    return RunConfig(
+        VAEConfig(latent_dim=2, hidden=(16,)),
+        TrainConfig(
+            epochs=epochs, device="cpu", eval_num_samples=5, eval_num_points=20, out=str(out)
+        ),
+    )
+
+
+def test_compare_writes_its_table_and_resumes(tmp_path: Path) -> None:
+    out = tmp_path / "cmp"
+    log: list[str] = []
+    first = compare(["elbo", "iwae:k=3"], [0, 1], _config(out), out, log=log.append)
+    assert [line.split(" (")[0] for line in log] == [
+        "elbo seed 0: trained",
+        "elbo seed 1: trained",
+        "iwae:k=3 seed 0: trained",
+        "iwae:k=3 seed 1: trained",
+    ]
+    assert {p.name for p in out.iterdir()} >= {"compare.json", "compare.md", "compare.png"}
+    saved = json.loads((out / "compare.json").read_text())
+    assert [r["objective"] for r in saved["rows"]] == ["elbo", "iwae:k=3"]
+    row = saved["rows"][1]
+    values = [r["test_nll"] for r in saved["runs"] if r["objective"] == "iwae:k=3"]
+    assert row["test_nll"]["values"] == values and row["test_nll"]["mean"] == sum(values) / 2
+    assert set(row) == {
+        "objective",
+        "test_elbo",
+        "test_nll",
+        "test_kl",
+        "active_units",
+        "seconds_per_epoch",
+    }
+    table = (out / "compare.md").read_text()
+    assert "| `iwae:k=3` |" in table and "95% t-interval" in table
+
+    # an interrupted comparison: one run lost its summary (it stopped after its checkpoint)
+    unfinished = out / "iwae_k=3" / "seed1"
+    (unfinished / "summary.json").unlink()
+    (unfinished / "compare_metrics.json").unlink()
+    finished = out / "elbo" / "seed0" / "model.safetensors"
+    stamp = finished.stat().st_mtime_ns
+    log.clear()
+    second = compare(["elbo", "iwae:k=3"], [0, 1], _config(out), out, log=log.append)
+    assert [line.split(": ")[1].split()[0] for line in log] == ["done", "done", "done", "resumed"]
+    assert finished.stat().st_mtime_ns == stamp
+    assert second["rows"] == first["rows"]  # the resumed run restores its RNG state too
+
+
+def test_compare_refuses_a_directory_made_with_other_settings(tmp_path: Path) -> None:
+    out = tmp_path / "cmp"
+    compare(["elbo"], [0], _config(out), out)
+    with pytest.raises(ValueError, match=r"train\.epochs: 1 != 2"):
+        compare(["elbo"], [0], _config(out, epochs=2), out)
+
+
+def test_compare_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cli"
+    flags = ["--epochs", "1", "--hidden", "16", "--latent-dim", "2", "--eval-num-samples", "5"]
+    flags += ["--eval-num-points", "20", "--out", str(out), "--quiet"]
+    assert main(["compare", "--objectives", "elbo,beta:beta=2", "--seeds", "1", *flags]) == 0
+    assert "| `beta:beta=2` |" in capsys.readouterr().out
+    assert main(["compare", "--objectives", "elbo", "--objective", "iwae", *flags]) == 2
+    assert "--objectives" in capsys.readouterr().err
+    assert main(["compare", "--objectives", "elbo,iwea:k=2", *flags]) == 2
+    assert "valid objective names" in capsys.readouterr().err
