@@ -66,13 +66,21 @@ USER_ERRORS = (
 )
 _OOM = re.compile(r"out of memory|can't allocate memory|not enough memory", re.IGNORECASE)
 
-_NOT_FLAGS = {"data_shape"}  # set from the data set, not by the user
+_NOT_FLAGS = {"data_shape", "num_classes"}  # set from the data set, not by the user
 
 
 def _field_help(cls: type) -> dict[str, str]:
     """The trailing ``# comment`` of each field in the dataclass source."""
     source = inspect.getsource(cls)
     return dict(re.findall(r"^\s+(\w+): [^=]+= .*?#\s*(.+)$", source, flags=re.M))
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def _parse_ints(text: str) -> tuple[int, ...]:
@@ -90,6 +98,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, cls: type, section: str) 
             continue
         default = getattr(defaults, f.name)
         kind: Any = _parse_ints if isinstance(default, tuple) else type(default)
+        kind = _parse_bool if isinstance(default, bool) else kind
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         parser.add_argument(
             "--" + f.name.replace("_", "-"),

@@ -54,7 +54,7 @@ def test_components_lists_every_entry_with_summary_and_parameters(
         lines = sections[f"{key}:"]
         for entry in registry:
             row = next(line for line in lines if line.split()[:1] == [entry.name])
-            first_words = entry.summary.split(":math:")[0].split()[:3]
+            first_words = entry.summary.split(":math:")[0].replace("``", "").split()[:3]
             assert " ".join(first_words) in row, (entry.name, row)
     assert "parameters: min_scale (float, default 0.001)" in out  # normal-decoder, ...
     assert "parameters: channels (int, default 32), layers (int, default 2)" in out
