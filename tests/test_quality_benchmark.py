@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.quality import initial_reference
+from benchmarks.quality import initial_reference, markdown
 from pyro_vae import RunConfig, TrainConfig, VAEConfig, fit, load_dataset
 from pyro_vae.data import static_binarize
 
@@ -53,6 +53,7 @@ def test_smoke_run_writes_results_for_both_models(tmp_path: Path, binarize: str)
     assert set(results["check"]["nll_difference"]) == {"1"}
     table = out.with_suffix(".md").read_text()
     assert "| pyro-vae | 1 |" in table and "| reference | 1 |" in table
+    assert markdown(results) == table  # what --render rewrites from the JSON
 
 
 def test_fit_starts_from_the_weights_the_benchmark_copies() -> None:
