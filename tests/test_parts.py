@@ -183,12 +183,14 @@ def _check_density_and_samples(d: dist.TorchDistribution, what: str) -> None:
     _assert_mean_close(sampled, reference, f"{what} moments")
 
 
-@pytest.mark.parametrize("name", PRIORS.names())
-def test_every_prior_is_a_normalized_density_with_matching_samples(name: str) -> None:
+@pytest.mark.parametrize("spec", [*(_small(n) for n in PRIORS.names()), "flow:kind=spline"])
+def test_every_prior_is_a_normalized_density_with_matching_samples(spec: str) -> None:
     pyro.set_rng_seed(1)
-    vae = _vae(_small(name))
-    _perturb(vae, 0.3, seed=3)
-    _check_density_and_samples(vae.model.prior(), f"prior {name}")
+    vae = _vae(spec)
+    # spline bins start far from the identity already (peak density ~2 vs 0.16), and
+    # perturbed ones grow spikes narrower than the grid: only the other priors are moved
+    _perturb(vae, 0.0 if "spline" in spec else 0.3, seed=3)
+    _check_density_and_samples(vae.model.prior(), f"prior {spec}")
 
 
 @pytest.mark.parametrize("name", GUIDES.names())
