@@ -362,6 +362,9 @@ def test_conditional_programs_take_labels_and_refuse_their_absence() -> None:
         _vae().sample(2, label=1)
     with pytest.raises(ValueError, match=r"class in 0\.\.2"):
         vae.sample(2, label=3)
+    with pytest.raises(ValueError, match="one class or 2 classes"):
+        vae.sample(2, label=torch.tensor([0, 1, 2]))
+    assert vae.sample(3, label=torch.tensor([0, 2, 1])).shape == (3, *SHAPE)
     with pytest.raises(ValueError, match="num_classes"):
         VAE(VAEConfig(conditional=True))
     # the label changes what is decoded, and only through the decoder's input
