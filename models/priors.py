@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import pyro.distributions as dist
 import torch
@@ -287,9 +288,21 @@ class AffineAutoregressive(T.AffineAutoregressive):
         return x
 
 
+class SplineAutoregressive(T.SplineAutoregressive):
+    """Pyro's rational-linear spline autoregressive transform, its network registered once.
+
+    Pyro 1.9 registers the same network as ``arn`` and as ``spline.nn``; the two names share
+    tensors, which safetensors refuses to save. ``arn`` is unused, so it is dropped.
+    """
+
+    def __init__(self, input_dim: int, autoregressive_nn: nn.Module, **kwargs: Any) -> None:
+        super().__init__(input_dim, autoregressive_nn, **kwargs)
+        del self.arn  # still registered, and used, as self.spline.nn
+
+
 def _autoregressive(
     latent_dim: int, width: int, kind: str, reverse: bool
-) -> T.AffineAutoregressive | T.SplineAutoregressive:
+) -> AffineAutoregressive | SplineAutoregressive:
     """One affine or spline autoregressive transform with a fixed variable order."""
     order = torch.arange(latent_dim)
     if reverse:
@@ -300,4 +313,4 @@ def _autoregressive(
     bins = 8
     params = [bins, bins, bins - 1, bins]  # widths, heights, derivatives, lambdas (linear)
     arn = AutoRegressiveNN(latent_dim, [width], param_dims=params, permutation=order)  # type: ignore[arg-type]
-    return T.SplineAutoregressive(latent_dim, arn, count_bins=bins, bound=3.0, order="linear")
+    return SplineAutoregressive(latent_dim, arn, count_bins=bins, bound=3.0, order="linear")

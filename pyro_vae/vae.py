@@ -115,7 +115,12 @@ class VAE(nn.Module):
         device = next(self.parameters()).device
         if label is None:
             return torch.arange(num, device=device) % classes  # (num,)
-        y = torch.as_tensor(label, device=device).long().expand(num)  # (num,)
+        y = torch.as_tensor(label, device=device).long()
+        if y.dim() > 1 or (y.dim() == 1 and y.shape[0] != num):
+            raise ValueError(
+                f"label must be one class or {num} classes, got shape {tuple(y.shape)}"
+            )
+        y = y.expand(num)  # (num,)
         if bool(((y < 0) | (y >= classes)).any()):
             raise ValueError(f"label must be a class in 0..{classes - 1}, got {label!r}")
         return y
