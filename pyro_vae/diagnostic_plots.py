@@ -27,13 +27,15 @@ def psis_khat(
     originals: ArrayLike | None = None,
     recons: ArrayLike | None = None,
     worst: Sequence[int] = (),
+    labels: Sequence[int] | None = None,
 ) -> Path:
     """k̂ of every point against its index with the 0.5 and 0.7 thresholds, and the worst points.
 
     ``worst`` lists indices into ``khat`` (worst first); they are circled. With
     ``originals`` and ``recons``, the data and reconstructions of exactly those points (one
     row each, in the order of ``worst``), they are drawn below the scatter, each titled with
-    its k̂: what the guide fits worst, and what it makes of it.
+    its k̂ and its label (``labels[j]`` for ``worst[j]``, e.g. its row in the test split;
+    default: its index into ``khat``): what the guide fits worst, and what it makes of it.
     """
     k = _to_numpy(khat, "khat").reshape(-1)
     if k.size == 0:
@@ -59,7 +61,10 @@ def psis_khat(
         ax.grid(alpha=0.3)
         if show:
             assert originals is not None and recons is not None
-            _worst_tiles(fig, grid, originals, recons, worst, k)
+            names = worst if labels is None else [int(v) for v in labels]
+            if len(names) != len(worst):
+                raise ValueError(f"labels must name the {len(worst)} worst points")
+            _worst_tiles(fig, grid, originals, recons, worst, names, k)
         return _save(fig, path)
 
 
@@ -71,7 +76,13 @@ def _khat_title(k: np.ndarray) -> str:
 
 
 def _worst_tiles(
-    fig: Any, grid: Any, originals: ArrayLike, recons: ArrayLike, worst: list[int], k: np.ndarray
+    fig: Any,
+    grid: Any,
+    originals: ArrayLike,
+    recons: ArrayLike,
+    worst: list[int],
+    names: Sequence[int],
+    k: np.ndarray,
 ) -> None:
     orig = _to_numpy(originals, "originals")
     rec = _to_numpy(recons, "recons").reshape(orig.shape)
@@ -88,7 +99,7 @@ def _worst_tiles(
                 ax.set_xticks([])
                 ax.tick_params(labelsize=6)
             if row == 0:
-                ax.set_title(rf"#{i} $\hat k$={k[i]:.2f}", fontsize=8)
+                ax.set_title(rf"#{names[col]} $\hat k$={k[i]:.2f}", fontsize=8)
             if col == 0:
                 ax.text(-0.1, 0.5, name, transform=ax.transAxes, ha="right", va="center")
 

@@ -86,6 +86,7 @@ def diagnose(
             originals=x[rows],
             recons=vae.reconstruct(x[rows]),
             worst=rows,
+            labels=[int(point_ids[r]) for r in rows],
         )
     if gaps:
         out["gaps"] = diagnostics.inference_gaps(model, guide, x[:gaps])
