@@ -480,10 +480,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\npyro-vae: {e}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
-        print(
-            "\npyro-vae: interrupted; the last checkpoint is kept (continue with --resume).",
-            file=sys.stderr,
-        )
+        # outside the training loop (loading, the final summary, plots): every finished
+        # epoch is already checkpointed
+        print(f"\npyro-vae: interrupted; {_resume_hint(args)}", file=sys.stderr)
         return 130
     except Exception as e:
         if args.debug or not _is_user_error(e):
@@ -518,6 +517,14 @@ def _notices() -> Iterator[None]:
 
         warnings.showwarning = note
         yield
+
+
+def _resume_hint(args: argparse.Namespace) -> str:
+    if args.command != "train":
+        return "nothing was changed."
+    run = args.resume if isinstance(args.resume, str) else getattr(args, "train.out", None)
+    run = run or TrainConfig().out
+    return f"the last checkpoint in {run} is kept. Continue with: pyro-vae train --resume {run}"
 
 
 def _message(e: BaseException, limit: int = 1200) -> str:
