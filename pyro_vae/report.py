@@ -46,7 +46,7 @@ def diagnose(
     num_worst: int = 10,
     gaps: int = 0,
     mcmc: int = 0,
-    mcmc_samples: int = 500,
+    mcmc_samples: int = 200,
     plots_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Diagnostics of ``vae`` on the rows ``x`` (row i is point ``point_ids[i]`` of the split).
