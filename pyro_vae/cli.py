@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     ev.add_argument(
-        "--mcmc-samples", type=int, default=500, help="NUTS draws (and warm-up) per chain"
+        "--mcmc-samples", type=int, default=200, help="NUTS draws (and warm-up) per chain"
     )
 
     cp = sub.add_parser("compare", help="train and score objectives over seeds; compare.md")

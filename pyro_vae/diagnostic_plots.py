@@ -111,12 +111,14 @@ def posterior_pairs(
     *,
     title: str | None = None,
     max_dims: int = 4,
+    names: Sequence[str] | None = None,
 ) -> Path:
     """Pair plot of NUTS draws and guide draws of one point's z, ``(S, L)`` each.
 
-    The lower triangle scatters each pair of the first ``max_dims`` coordinates, the
-    diagonal overlays their histograms: where q(z|x) (orange) and the exact posterior (blue)
-    disagree in location, scale or correlation.
+    The lower triangle scatters each pair of the first ``max_dims`` columns, the diagonal
+    overlays their histograms: where q(z|x) (orange) and the exact posterior (blue)
+    disagree in location, scale or correlation. ``names`` label the columns (default
+    ``z[0]``, ``z[1]``, ...).
     """
     a, b = _to_numpy(nuts, "nuts"), _to_numpy(guide, "guide")
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(a.shape + b.shape) == 0:
@@ -124,6 +126,9 @@ def posterior_pairs(
             f"nuts and guide must be (S, L) arrays with the same L, got {a.shape} and {b.shape}"
         )
     dims = min(a.shape[1], max_dims)
+    labels = [f"z[{j}]" for j in range(dims)] if names is None else [str(n) for n in names]
+    if len(labels) < dims:
+        raise ValueError(f"names must label {dims} columns, got {len(labels)}")
     size = 150 * dims + 60
     with _figure(size, size + 30, constrained=True) as fig:
         axes = fig.subplots(dims, dims, squeeze=False)
@@ -142,9 +147,9 @@ def posterior_pairs(
                     ax.scatter(b[:, j], b[:, i], s=3, alpha=0.3, label="q(z|x)")
                 ax.tick_params(labelsize=7)
                 if i == dims - 1:
-                    ax.set_xlabel(f"z[{j}]")
+                    ax.set_xlabel(labels[j])
                 if j == 0 and i > 0:
-                    ax.set_ylabel(f"z[{i}]")
+                    ax.set_ylabel(labels[i])
         axes[0][0].legend(fontsize=7)
         if title:
             fig.suptitle(title)

@@ -17,7 +17,7 @@
   MCSE, ESS and r̂ beside q's mean/sd, per point and coordinate).
 
 Plots go to ``RUN_DIR/plots``: ``psis_khat.png`` and, with ``--mcmc``,
-``posterior_pairs_<index>.png`` per point.
+``posterior_pairs_<index>.png`` per point (the 4 coordinates where q is narrowest).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def diagnose(
     num_worst: int = 10,
     gaps: int = 0,
     mcmc: int = 0,
-    mcmc_samples: int = 500,
+    mcmc_samples: int = 200,
     plots_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Diagnostics of ``vae`` on the rows ``x`` (row i is point ``point_ids[i]`` of the split).
@@ -113,11 +113,13 @@ def _mcmc(
         for i, point in enumerate(ids):
             a = nuts.posterior["z"].isel(point=i).stack(s=("chain", "draw")).values.T  # (S, L)
             b = q.posterior["z"].isel(point=i).stack(s=("chain", "draw")).values.T  # (S, L)
+            dims = np.argsort(np.asarray(b).std(0), kind="stable")[:4]  # q's most informative
             diagnostic_plots.posterior_pairs(
-                np.asarray(a),
-                np.asarray(b),
+                np.asarray(a)[:, dims],
+                np.asarray(b)[:, dims],
                 plots_dir / f"posterior_pairs_{point}.png",
-                title=f"point {point}: NUTS p(z|x) and q(z|x)",
+                title=f"point {point}: NUTS p(z|x) and q(z|x), q's 4 narrowest coordinates",
+                names=[f"z[{j}]" for j in dims.tolist()],
             )
     return {
         "points": ids,
