@@ -92,6 +92,35 @@ Fn = Callable[..., Any]
 Terms = dict[str, torch.Tensor]
 
 
+def _mean_of_estimates(
+    elbo: Any,
+    bound: Callable[[Trace, Trace], tuple[Any, Any]],
+    model: Fn,
+    guide: Fn,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> torch.Tensor:
+    """Minus the mean of ``elbo.num_estimates`` estimates of a ``k``-draw bound.
+
+    ``bound(model_trace, guide_trace)`` gives one estimate and its surrogate; the value is
+    returned with the surrogate's gradient, and ``elbo.last_terms`` gets the true ELBO
+    terms averaged over all ``num_estimates * k`` draws.
+    """
+    value: Any = 0.0
+    surrogate: Any = 0.0
+    recon: Any = 0.0
+    kl: Any = 0.0
+    for _ in range(elbo.num_estimates):
+        for model_trace, guide_trace in elbo._get_traces(model, guide, args, kwargs):
+            v, s = bound(model_trace, guide_trace)
+            r, q = _trace_terms(model_trace, guide_trace)
+            value, surrogate = value + v, surrogate + s
+            recon, kl = recon + r, kl + q
+    m, draws = elbo.num_estimates, elbo.num_estimates * elbo.k
+    elbo.last_terms = {"reconstruction": recon / draws, "kl": kl / draws}
+    return _with_gradient_of(-value / m, -surrogate / m)
+
+
 def _with_gradient_of(value: torch.Tensor, surrogate: torch.Tensor) -> torch.Tensor:
     """A tensor whose value is ``value`` and whose gradient is that of ``surrogate``."""
     return value.detach() + (surrogate - surrogate.detach())
@@ -291,19 +320,7 @@ class RenyiObjective(_QuietGuess, pyro.infer.RenyiELBO):
         self.last_terms: Terms = {}
 
     def differentiable_loss(self, model: Fn, guide: Fn, *args: Any, **kwargs: Any) -> torch.Tensor:
-        value: Any = 0.0
-        surrogate: Any = 0.0
-        recon: Any = 0.0
-        kl: Any = 0.0
-        for _ in range(self.num_estimates):
-            for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
-                v, s = self._bound(model_trace, guide_trace)
-                r, q = _trace_terms(model_trace, guide_trace)
-                value, surrogate = value + v, surrogate + s
-                recon, kl = recon + r, kl + q
-        m, draws = self.num_estimates, self.num_estimates * self.k
-        self.last_terms = {"reconstruction": recon / draws, "kl": kl / draws}
-        return _with_gradient_of(-value / m, -surrogate / m)
+        return _mean_of_estimates(self, self._bound, model, guide, args, kwargs)
 
     def _bound(self, model_trace: Trace, guide_trace: Trace) -> tuple[torch.Tensor, Any]:
         """The bound (summed over shared plates) and its surrogate, as ``RenyiELBO``."""
@@ -634,20 +651,10 @@ class _PathDerivativeELBO(_QuietGuess):
         raise NotImplementedError  # pragma: no cover
 
     def differentiable_loss(self, model: Fn, guide: Fn, *args: Any, **kwargs: Any) -> torch.Tensor:
-        value: Any = 0.0
-        surrogate: Any = 0.0
-        recon: Any = 0.0
-        kl: Any = 0.0
-        for _ in range(self.num_estimates):
-            for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
-                log_w, site = self._path_log_weights(model_trace, guide_trace)
-                v, s = self._estimate(log_w, site)
-                r, q = _trace_terms(model_trace, guide_trace)
-                value, surrogate = value + v, surrogate + s
-                recon, kl = recon + r, kl + q
-        m, draws = self.num_estimates, self.num_estimates * self.k
-        self.last_terms = {"reconstruction": recon / draws, "kl": kl / draws}
-        return _with_gradient_of(-value / m, -surrogate / m)
+        def bound(model_trace: Trace, guide_trace: Trace) -> tuple[Any, Any]:
+            return self._estimate(*self._path_log_weights(model_trace, guide_trace))
+
+        return _mean_of_estimates(self, bound, model, guide, args, kwargs)
 
     def loss(self, model: Fn, guide: Fn, *args: Any, **kwargs: Any) -> float:
         with torch.no_grad():
