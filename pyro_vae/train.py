@@ -400,7 +400,11 @@ def fit(
     build_objective(config.train.objective)  # a bad spec fails before anything is written
     world, device = setup(resolve_device(config.train.device))
     try:
-        return _fit(config, world, device, dataset, resume, progress, write, on_epoch)
+        result = _fit(config, world, device, dataset, resume, progress, write, on_epoch)
+        # No rank leaves the group while another still uses it: under load, a rank that
+        # destroyed its gloo group while rank 0 was still summarizing sometimes aborted.
+        _barrier(world)
+        return result
     except RuntimeError as e:  # gloo/nccl report a dead peer as a bare RuntimeError
         if not world.enabled or isinstance(e, (DistributedError, TrainingError)):
             raise
@@ -682,7 +686,9 @@ class _Loop:
         )
 
     def close(self) -> None:
+        """Close the progress bar and drop the DDP wrapper while the process group lives."""
         self.bar.close()
+        self.loss_fn = self.module_loss  # DDP's reducer must die before destroy_process_group
 
     # ------------------------------------------------------------------ the hot loop
 
