@@ -20,6 +20,7 @@ the two is a difference of implementation, not of model:
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 from collections.abc import Callable, Sequence
@@ -29,7 +30,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["ACTIVATIONS", "ReferenceVAE", "train_epoch"]
+__all__ = ["ACTIVATIONS", "ConvReferenceVAE", "ReferenceVAE", "train_epoch"]
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "tanh": torch.tanh,
@@ -295,3 +296,48 @@ def train_epoch(
         optimizer.step()
         total += loss.detach().double() * xb.shape[0]
     return float(total) / x.shape[0]
+
+
+class ConvReferenceVAE(ReferenceVAE):
+    r"""The reference VAE with a pyro-vae ``conv`` VAE's networks (copies of its torch modules).
+
+    The convolutional encoder, the guide's linear head and the transposed-convolution decoder
+    are plain ``torch.nn`` modules (:mod:`pyro_vae.nn`); this class deep-copies them and
+    trains them with :class:`ReferenceVAE`'s hand-written loss, so the networks, their
+    initial weights and the estimator are the same and only Pyro is missing.
+    """
+
+    def __init__(self, vae: Any) -> None:
+        config = vae.config
+        super().__init__(
+            math.prod(config.data_shape),
+            (),
+            config.latent_dim,
+            config.activation,
+            vae.guide.posterior.min_scale,
+        )
+        del self.encoder, self.head, self.decoder
+        self.data_shape = tuple(config.data_shape)
+        self.conv_encoder = copy.deepcopy(vae.guide.encoder)
+        self.head = copy.deepcopy(vae.guide.posterior.head)
+        self.conv_decoder = copy.deepcopy(vae.model.decoder)
+
+    @classmethod
+    def from_pyro_vae(cls, vae: Any) -> ConvReferenceVAE:
+        """A reference with ``vae``'s conv networks and their current weights (copied)."""
+        config = getattr(vae, "config", None)
+        if config is None or str(config.network).split(":", 1)[0] != "conv":
+            raise ValueError("ConvReferenceVAE needs a pyro_vae.VAE with network 'conv'")
+        wanted = {"prior": "normal", "likelihood": "bernoulli", "guide": "normal"}
+        for field, name in wanted.items():
+            if str(getattr(config, field)).split(":", 1)[0] != name:
+                raise ValueError(f"the reference implements {field} {name!r} only")
+        return cls(vae)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.conv_encoder(self._flat(x).reshape(-1, *self.data_shape))  # (N, F)
+        loc, raw_scale = self.head(h).chunk(2, dim=-1)  # (N, L) each
+        return loc, F.softplus(raw_scale) + self.min_scale
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.conv_decoder(z)  # type: ignore[no-any-return]  # (..., D) logits

@@ -8,14 +8,17 @@ Usage (from the repository root)::
         --out benchmarks/results/speed-cuda.json     # where a GPU is present
 
 pyro-vae is timed on its real training path, ``pyro_vae.train._Loop.epoch``: the model and
-guide as Pyro programs, the sync-free ``Trace_ELBO`` estimator, the device-side step guard,
-fused Adam and device-resident batches. The reference is ``benchmarks.reference``: the same
+guide as Pyro programs, the sync-free ``Trace_ELBO`` estimator recorded once per batch shape
+and replayed (:mod:`pyro_vae.replay`), the device-side step guard, fused Adam and
+device-resident batches; the column ``Pyro program every step`` is the same loop with
+``replay=False``. The reference is ``benchmarks.reference``: the same
 networks and initial weights, trained by a hand-written loss with ``torch.optim.Adam`` at
 its defaults (what a PyTorch user writes). Its row ``reference (fused Adam)`` shows how much
 of any difference the optimizer accounts for. Every configuration alternates one epoch of
 each, ``--repeats`` times, on the same MNIST rows, and reports the median images per second.
 Peak resident memory is measured in separate processes (``ru_maxrss``), one epoch of MNIST
-each. ``--smoke`` is a seconds-long run for CI with no claims.
+each. The conv architecture (the parts issue's ``conv`` pair) is timed on a tenth of
+``--rows``. ``--smoke`` is a seconds-long run for CI with no claims.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,26 +41,28 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.reference import ReferenceVAE, train_epoch
+from benchmarks.reference import ConvReferenceVAE, ReferenceVAE, train_epoch
 from pyro_vae import VAE, VAEConfig, load_dataset, log_likelihood
 from pyro_vae.config import TrainConfig
 from pyro_vae.guard import fused_adam
 from pyro_vae.train import _Loop
 
-ARCHITECTURES = {  # name -> (hidden, activation, latent)
-    "200-200-50 tanh (IWAE)": ((200, 200), "tanh", 50),
-    "400-50": ((400,), "tanh", 50),
+ARCHITECTURES = {  # name -> (network, hidden, activation, latent, share of --rows timed)
+    "200-200-50 tanh (IWAE)": ("mlp", (200, 200), "tanh", 50, 1.0),
+    "400-50": ("mlp", (400,), "tanh", 50, 1.0),
+    "conv 32-64, fc 256, 50": ("conv", (256,), "relu", 50, 0.1),  # the parts issue's conv pair
 }
 
 
-def _models(
-    hidden: tuple[int, ...], act: str, latent: int, device: torch.device, seed: int
-) -> tuple[VAE, ReferenceVAE]:
+def _models(arch: str, device: torch.device, seed: int) -> tuple[VAE, ReferenceVAE]:
+    network, hidden, act, latent, _ = ARCHITECTURES[arch]
     pyro.set_rng_seed(seed)
-    vae = VAE(
-        VAEConfig(data_shape=(1, 28, 28), latent_dim=latent, hidden=hidden, activation=act)
-    ).to(device)
-    return vae, ReferenceVAE.from_pyro_vae(vae).to(device)
+    config = VAEConfig(
+        data_shape=(1, 28, 28), network=network, latent_dim=latent, hidden=hidden, activation=act
+    )
+    vae = VAE(config).to(device)
+    reference = ConvReferenceVAE if network == "conv" else ReferenceVAE
+    return vae, reference.from_pyro_vae(vae).to(device)
 
 
 def _sync(device: torch.device) -> None:
@@ -67,48 +73,49 @@ def _sync(device: torch.device) -> None:
 def training_row(
     x: torch.Tensor, arch: str, batch: int, repeats: int, device: torch.device
 ) -> dict[str, Any]:
-    hidden, act, latent = ARCHITECTURES[arch]
-    vae, ref = _models(hidden, act, latent, device, seed=0)
-    _, ref_fused = _models(hidden, act, latent, device, seed=0)
-    tc = TrainConfig(batch_size=batch, binarize="none", epochs=10**6, lr=1e-3)
-    opt = fused_adam(list(vae.parameters()), tc.lr)
-    loop = _Loop(vae, opt, torch.Generator(device=device).manual_seed(0), tc, x, False)
+    """Median images/s of each contender, one epoch of each in turn, ``repeats`` rounds."""
+    x = x[: max(batch, int(x.shape[0] * ARCHITECTURES[arch][4]))]
+    loops = {}
+    for name, replay in (("pyro-vae", True), ("pyro-vae (Pyro program every step)", False)):
+        vae, _ = _models(arch, device, seed=0)
+        tc = TrainConfig(batch_size=batch, binarize="none", epochs=10**6, lr=1e-3, replay=replay)
+        opt = fused_adam(list(vae.parameters()), tc.lr)
+        loops[name] = _Loop(vae, opt, torch.Generator(device=device).manual_seed(0), tc, x, False)
+    _, ref = _models(arch, device, seed=0)
+    _, ref_fused = _models(arch, device, seed=0)
     ref_opt = torch.optim.Adam(ref.parameters(), lr=1e-3)
     fused_opt = fused_adam(list(ref_fused.parameters()), 1e-3)
     order = torch.Generator(device=device).manual_seed(0)
-    runs: dict[str, list[float]] = {"pyro-vae": [], "reference": [], "reference (fused Adam)": []}
-
-    def timed(fn: Any) -> float:
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        return x.shape[0] / (time.perf_counter() - start)
-
+    contenders: dict[str, Callable[[int], Any]] = {
+        **{name: loop.epoch for name, loop in loops.items()},
+        "reference": lambda e: train_epoch(ref, ref_opt, x, batch, order),
+        "reference (fused Adam)": lambda e: train_epoch(ref_fused, fused_opt, x, batch, order),
+    }
+    runs: dict[str, list[float]] = {name: [] for name in contenders}
     for epoch in range(1, repeats + 2):  # the first round warms up and is not counted
-        rates = {
-            "pyro-vae": timed(lambda e=epoch: loop.epoch(e)),
-            "reference": timed(lambda: train_epoch(ref, ref_opt, x, batch, order)),
-            "reference (fused Adam)": timed(
-                lambda: train_epoch(ref_fused, fused_opt, x, batch, order)
-            ),
-        }
-        if epoch > 1:
-            for k, v in rates.items():
-                runs[k].append(v)
+        for name, run in contenders.items():
+            _sync(device)
+            start = time.perf_counter()
+            run(epoch)
+            _sync(device)
+            if epoch > 1:
+                runs[name].append(x.shape[0] / (time.perf_counter() - start))
     med = {k: statistics.median(v) for k, v in runs.items()}
+    replayed = loops["pyro-vae"].loss_fn
     return {
         "architecture": arch,
         "batch": batch,
+        "rows": x.shape[0],
         "images_per_s": med,
         "ratio_vs_reference": med["pyro-vae"] / med["reference"],
         "ratio_vs_reference_fused": med["pyro-vae"] / med["reference (fused Adam)"],
+        "replayed": bool(getattr(replayed, "recorded", False)),
         "repeats": repeats,
     }
 
 
 def iw_row(x: torch.Tensor, k: int, device: torch.device) -> dict[str, Any]:
-    vae, ref = _models((200, 200), "tanh", 50, device, seed=0)
+    vae, ref = _models("200-200-50 tanh (IWAE)", device, seed=0)
     rates: dict[str, list[float]] = {"pyro-vae": [], "reference": []}
     for _ in range(2):
         for name, fn in (
@@ -135,7 +142,7 @@ def memory_probe(which: str, device: str, rows: int) -> None:
     dev = torch.device(device)
     x = load_dataset("mnist", progress=False).train[:rows].to(dev)
     x = torch.bernoulli(x, generator=torch.Generator(device=dev).manual_seed(0))
-    vae, ref = _models((400,), "tanh", 50, dev, seed=0)
+    vae, ref = _models("400-50", dev, seed=0)
     if which == "pyro-vae":
         tc = TrainConfig(batch_size=128, binarize="none", epochs=1)
         opt = fused_adam(list(vae.parameters()), tc.lr)
@@ -177,16 +184,18 @@ def markdown(result: dict[str, Any]) -> str:
         f"Date: {result['date']}  ",
         f"Load average at start/end: {result['load_start']} / {result['load_end']}",
         "",
-        "| architecture | batch | pyro-vae img/s | reference img/s | ratio | "
-        "reference (fused Adam) img/s | ratio |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| architecture | batch | pyro-vae img/s | reference img/s | **ratio** | "
+        "Pyro program every step img/s | ratio | reference (fused Adam) img/s | ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["training"]:
         ips = r["images_per_s"]
+        eager = ips["pyro-vae (Pyro program every step)"]
         lines.append(
             f"| {r['architecture']} | {r['batch']} | {ips['pyro-vae']:.0f} | "
-            f"{ips['reference']:.0f} | {r['ratio_vs_reference']:.2f} | "
-            f"{ips['reference (fused Adam)']:.0f} | {r['ratio_vs_reference_fused']:.2f} |"
+            f"{ips['reference']:.0f} | **{r['ratio_vs_reference']:.2f}** | {eager:.0f} | "
+            f"{eager / ips['reference']:.2f} | {ips['reference (fused Adam)']:.0f} | "
+            f"{r['ratio_vs_reference_fused']:.2f} |"
         )
     iw = result["iw"]
     lines += [

@@ -92,6 +92,7 @@ class TrainConfig:
     eval_num_points: int = 1000  # test points for that NLL (a seeded random subset)
     on_nan: str = "stop"  # stop | skip: what a step with a non-finite loss or gradient does
     max_skipped_steps: int = 100  # with --on-nan skip: stop once more steps than this were skipped
+    replay: bool = True  # replay each step's recorded graph (pyro_vae.replay), or run Pyro
 
     def __post_init__(self) -> None:
         if self.binarize not in ("none", "dynamic"):
@@ -105,6 +106,8 @@ class TrainConfig:
         if not isinstance(self.lr, (int, float)) or not 0 < self.lr < math.inf:
             raise ConfigError(f"lr must be a positive finite number, got {self.lr!r}")
         _check_train_extras(self)
+        if not isinstance(self.replay, bool):
+            raise ConfigError(f"replay must be true or false, got {self.replay!r}")
         if not isinstance(self.objective, str) or not self.objective.strip():
             raise ConfigError(f"objective must be a non-empty spec string, got {self.objective!r}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):

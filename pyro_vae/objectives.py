@@ -92,6 +92,11 @@ Fn = Callable[..., Any]
 Terms = dict[str, torch.Tensor]
 
 
+def _tensor(value: Any) -> torch.Tensor:
+    """``value`` as a tensor; a tensor passes through untouched (a recording stays exact)."""
+    return value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
+
+
 def _mean_of_estimates(
     elbo: Any,
     bound: Callable[[Trace, Trace], tuple[Any, Any]],
@@ -127,7 +132,7 @@ def _with_gradient_of(value: torch.Tensor, surrogate: torch.Tensor) -> torch.Ten
 
 
 def _detached(t: Any) -> torch.Tensor:
-    return torch.as_tensor(detach_provenance(t)).detach()
+    return _tensor(detach_provenance(t)).detach()
 
 
 def _trace_terms(model_trace: Trace, guide_trace: Trace) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,7 +149,7 @@ def _trace_terms(model_trace: Trace, guide_trace: Trace) -> tuple[torch.Tensor, 
     for site in guide_trace.nodes.values():
         if site["type"] == "sample":
             kl = kl + _detached(site["log_prob_sum"])
-    return torch.as_tensor(recon), torch.as_tensor(kl)
+    return _tensor(recon), _tensor(kl)
 
 
 @OBJECTIVES.register("elbo")
@@ -157,6 +162,8 @@ class TraceELBO(pyro.infer.Trace_ELBO):
     Ranganath et al. 2014). After each call, ``last_terms`` holds the detached sums over
     the batch of ``reconstruction`` (observed sites) and ``kl`` (latent sites, Monte Carlo).
     """
+
+    replayable = True  # a pure function of tensors: see pyro_vae.replay
 
     def __init__(self, num_particles: int = 1) -> None:
         super().__init__(num_particles=num_particles, vectorize_particles=False)
@@ -171,8 +178,8 @@ class TraceELBO(pyro.infer.Trace_ELBO):
             recon = recon + recon_p / self.num_particles
         assert isinstance(loss, torch.Tensor) and isinstance(surrogate, torch.Tensor)
         self.last_terms = {
-            "reconstruction": torch.as_tensor(recon).detach(),
-            "kl": (torch.as_tensor(recon) + loss).detach(),
+            "reconstruction": _tensor(recon).detach(),
+            "kl": (_tensor(recon) + loss).detach(),
         }
         # value of the ELBO estimate, gradient of the surrogate (as Trace_ELBO)
         return _with_gradient_of(loss, surrogate)
@@ -222,6 +229,8 @@ class MeanFieldELBO(pyro.infer.TraceMeanField_ELBO):
     and gradient as Pyro's class, without its per-step ``.item()``.
     """
 
+    replayable = True  # a pure function of tensors: see pyro_vae.replay
+
     def __init__(self, num_particles: int = 1) -> None:
         super().__init__(num_particles=num_particles, vectorize_particles=False)
         self.last_terms: Terms = {}
@@ -233,7 +242,7 @@ class MeanFieldELBO(pyro.infer.TraceMeanField_ELBO):
             recon_p, kl_p = _mean_field_particle(model_trace, guide_trace)
             recon = recon + recon_p / self.num_particles
             kl = kl + kl_p / self.num_particles
-        recon, kl = torch.as_tensor(recon), torch.as_tensor(kl)
+        recon, kl = _tensor(recon), _tensor(kl)
         self.last_terms = {"reconstruction": recon.detach(), "kl": kl.detach()}
         return kl - recon  # the estimate is its own surrogate (fully reparameterized)
 
@@ -305,6 +314,8 @@ class RenyiObjective(_QuietGuess, pyro.infer.RenyiELBO):
     ``RenyiELBO(alpha, k, vectorize_particles=True).loss_and_grads`` on the same draws.
     """
 
+    replayable = True  # a pure function of tensors (alpha, k fixed): see pyro_vae.replay
+
     def __init__(self, num_particles: int = 1, *, alpha: float = 0.5, k: int = 5) -> None:
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be a positive int (draws per estimate), got {k!r}")
@@ -346,7 +357,7 @@ class RenyiObjective(_QuietGuess, pyro.infer.RenyiELBO):
                     )
             if not is_identically_zero(score_function_term):
                 surrogate = surrogate + (self.alpha / (1.0 - self.alpha)) * log_prob
-        elbo, surrogate = torch.as_tensor(elbo), torch.as_tensor(surrogate)
+        elbo, surrogate = _tensor(elbo), _tensor(surrogate)
         if self.k == 1:  # no particle plate: add the particle dim
             elbo, surrogate = elbo.unsqueeze(0), surrogate.unsqueeze(0)
         log_weights = (1.0 - self.alpha) * elbo  # (K, N)
@@ -411,7 +422,7 @@ class TraceGraphELBO(pyro.infer.TraceGraph_ELBO):
             recon, kl = recon + r, kl + q
         p = self.num_particles
         self.last_terms = {"reconstruction": recon / p, "kl": kl / p}
-        return _with_gradient_of(-torch.as_tensor(elbo) / p, torch.as_tensor(surrogate_loss) / p)
+        return _with_gradient_of(-_tensor(elbo) / p, _tensor(surrogate_loss) / p)
 
     def loss(self, model: Fn, guide: Fn, *args: Any, **kwargs: Any) -> float:
         with torch.no_grad():
@@ -491,6 +502,8 @@ class KLWarmupELBO(BetaELBO):
     is the same objective).
     """
 
+    replayable = False  # the KL weight changes every epoch: a recording would freeze it
+
     def __init__(self, num_particles: int = 1, *, epochs: int = 10, beta: float = 1.0) -> None:
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
             raise ValueError(f"epochs must be a positive int, got {epochs!r}")
@@ -568,7 +581,7 @@ class FreeBitsELBO(pyro.infer.Trace_ELBO):
                     total, penalty = self._site_kl(name, latent, model_trace)
                     kl = kl + total / self.num_particles
                     objective = objective - penalty / self.num_particles
-        recon, kl = torch.as_tensor(recon), torch.as_tensor(kl)
+        recon, kl = _tensor(recon), _tensor(kl)
         self.last_terms = {"reconstruction": recon.detach(), "kl": kl.detach()}
         return -(recon + objective)
 
@@ -644,7 +657,7 @@ class _PathDerivativeELBO(_QuietGuess):
                 log_w = log_w + torch_sum(s["log_prob"], sum_dims)
         stopped = scale_and_mask(site["fn"].log_prob(z.detach()), site["scale"], site["mask"])
         log_q = site["log_prob"] - stopped + stopped.detach()  # value log q, path gradient only
-        log_w = torch.as_tensor(log_w - torch_sum(log_q, sum_dims))
+        log_w = _tensor(log_w - torch_sum(log_q, sum_dims))
         return (log_w.unsqueeze(0) if self.k == 1 else log_w), site
 
     def _estimate(self, log_w: torch.Tensor, site: Any) -> tuple[torch.Tensor, torch.Tensor]:

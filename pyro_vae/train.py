@@ -79,6 +79,7 @@ from pyro_vae.distributed import (
 from pyro_vae.evaluate import PointEstimateError, log_likelihood
 from pyro_vae.guard import StepGuard, fused_adam
 from pyro_vae.objectives import batch_terms, build_objective
+from pyro_vae.replay import Replay
 from pyro_vae.runstate import Partial, Position, Stateful, capture, restore
 from pyro_vae.vae import VAE
 
@@ -667,6 +668,8 @@ class _Loop:
         self.loss_fn: torch.nn.Module = self.module_loss
         if world.enabled:  # gradients averaged across ranks during backward
             self.loss_fn = DistributedDataParallel(self.module_loss)
+        elif tc.replay:  # the Pyro program recorded once per batch shape, then replayed
+            self.loss_fn = Replay(self.module_loss, self.objective)
         self.guard = StepGuard(opt, tc.on_nan)
         # a last batch smaller than the number of processes is dropped (some rank would
         # get no rows); with one process nothing is dropped

@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from benchmarks.reference import ReferenceVAE, train_epoch
+from benchmarks.reference import ConvReferenceVAE, ReferenceVAE, train_epoch
 from pyro_vae import VAE, TrainConfig, VAEConfig, elbo_terms, log_likelihood
 from pyro_vae.objectives import TraceELBO
 from pyro_vae.train import _Loop
@@ -170,3 +170,28 @@ def test_inputs_are_validated(vae: VAE) -> None:
         ReferenceVAE.from_pyro_vae(VAE(VAEConfig(likelihood="normal")))
     with pytest.raises(TypeError, match=r"pyro_vae\.VAE"):
         ReferenceVAE.from_pyro_vae(nn.Linear(2, 2))
+
+
+def test_conv_reference_has_the_same_loss_and_gradients_as_trace_elbo() -> None:
+    pyro.set_rng_seed(0)
+    conv = VAE(VAEConfig(data_shape=(1, 8, 8), network="conv:channels=4", hidden=(16,))).double()
+    ref = ConvReferenceVAE.from_pyro_vae(conv)
+    x = torch.bernoulli(torch.full((5, 1, 8, 8), 0.3, dtype=torch.float64))
+    torch.manual_seed(5)
+    theirs = TraceELBO()(conv.model, conv.guide)(x) / x.shape[0]
+    theirs.backward()
+    torch.manual_seed(5)
+    mine = ref.loss(x)
+    mine.backward()
+    torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=0)
+    pairs = [
+        (ref.conv_encoder, conv.guide.encoder),
+        (ref.head, conv.guide.posterior.head),
+        (ref.conv_decoder, conv.model.decoder),
+    ]
+    params = [zip(m.parameters(), n.parameters(), strict=True) for m, n in pairs]
+    for a, b in (pq for pair in params for pq in pair):
+        assert a.grad is not None and b.grad is not None and a is not b
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="network 'conv'"):
+        ConvReferenceVAE.from_pyro_vae(VAE(VAEConfig(data_shape=(1, 8, 8))))
