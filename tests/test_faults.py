@@ -186,18 +186,20 @@ def _start(args: list[str]) -> subprocess.Popen[str]:
 
 def test_ctrl_c_in_a_subprocess_exits_130_with_a_checkpoint(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    proc = _start(["--epochs", "3", "--out", str(run), *FLAGS])
+    # 30 epochs of ~0.05 s: the signal lands mid-run even on an idle machine (with 3, the
+    # run sometimes finished before it arrived and exited 0)
+    proc = _start(["--epochs", "30", "--out", str(run), *FLAGS])
     deadline = time.monotonic() + 120
     while not (run / "metrics.jsonl").exists() and proc.poll() is None:
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    time.sleep(random.Random(0).uniform(0.0, 0.3))
+    time.sleep(random.Random(0).uniform(0.0, 0.1))
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "interrupted" in err and f"--resume {run}" in err and "Traceback" not in err
     assert main(["train", "--resume", str(run), "--quiet"]) == 0
-    assert main(["train", "--epochs", "3", "--out", str(tmp_path / "full"), *FLAGS]) == 0
+    assert main(["train", "--epochs", "30", "--out", str(tmp_path / "full"), *FLAGS]) == 0
     _same_run(tmp_path / "full", run)
 
 
