@@ -156,8 +156,9 @@ class ConvDecoder(nn.Module):
     The mirror of :class:`ConvEncoder`: ``z`` passes through ``hidden`` widths to a
     ``(channels[-1], H / 2**n, W / 2**n)`` feature map, and 4x4 transposed convolutions of
     stride 2 double it back to ``(P * C, H, W)``, no activation after the last. The output
-    is flattened as ``(P, C, H, W)``, the layout :meth:`Likelihood.split` cuts into ``P``
-    parameters of shape ``data_shape``.
+    is flattened as ``(P, C, H, W)``, the layout
+    :meth:`pyro_vae.models.likelihoods.Likelihood.split` cuts into ``P`` parameters of shape
+    ``data_shape``.
     """
 
     def __init__(
