@@ -80,7 +80,12 @@ NETWORKS: Registry[tuple[nn.Module, nn.Module]] = Registry("network")
 
 @NETWORKS.register("mlp")
 class MLPPair:
-    """Fully connected encoder and mirrored decoder (the IWAE paper's architecture)."""
+    """Fully connected encoder and mirrored decoder (the IWAE paper's architecture).
+
+    The encoder maps ``x`` of shape ``(N, *data_shape)`` through dense layers of widths
+    ``hidden`` to features ``(N, hidden[-1])``; the decoder maps ``(N, latent_dim)`` through
+    the reversed widths to ``(N, decoder_out)`` raw likelihood parameters (Burda et al. 2015).
+    """
 
     def __init__(
         self,

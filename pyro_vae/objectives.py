@@ -320,6 +320,8 @@ class RenyiObjective(_QuietGuess, pyro.infer.RenyiELBO):
         self.last_terms: Terms = {}
 
     def differentiable_loss(self, model: Fn, guide: Fn, *args: Any, **kwargs: Any) -> torch.Tensor:
+        r""":math:`-\sum_n \mathcal{L}_\alpha(x_n)` as a tensor to differentiate, averaged over
+        ``num_particles`` independent estimates of ``k`` draws each (a scalar, nats)."""
         return _mean_of_estimates(self, self._bound, model, guide, args, kwargs)
 
     def _bound(self, model_trace: Trace, guide_trace: Trace) -> tuple[torch.Tensor, Any]:
@@ -400,6 +402,8 @@ class TraceGraphELBO(pyro.infer.TraceGraph_ELBO):
         self.last_terms: Terms = {}
 
     def differentiable_loss(self, model: Fn, guide: Fn, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """Minus the ELBO with ``TraceGraph_ELBO``'s surrogate (score-function terms with
+        baselines) as its gradient; a scalar, nats summed over the batch."""
         elbo: Any = 0.0
         surrogate_loss: Any = 0.0
         recon: Any = 0.0

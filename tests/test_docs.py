@@ -28,7 +28,7 @@ DOCS = ROOT / "docs"
 CHROMIUM = Path("/usr/bin/chromium")
 # CI sets this, so that a missing browser fails the render test instead of skipping it
 REQUIRE_CHROMIUM = os.environ.get("PYRO_VAE_REQUIRE_CHROMIUM") == "1"
-GENERATED = ("_build", "generated", "api/generated", "results/generated")
+GENERATED = ("_build", "generated", "api/generated", "results/generated", "sg_execution_times.rst")
 BUILD_TIMEOUT_S = 1500
 
 pytest.importorskip("sphinx", reason="the docs extra is not installed: pip install -e '.[docs]'")
