@@ -37,6 +37,10 @@ class Posterior(nn.Module):
     latent_dim: int
 
     def forward(self, h: torch.Tensor) -> dist.TorchDistribution:  # pragma: no cover
+        """:math:`q(z|x)` from encoder features ``h`` of shape ``(..., feature_dim)``.
+
+        The result has ``event_shape == (latent_dim,)`` and batch shape ``h.shape[:-1]``.
+        """
         raise NotImplementedError
 
 

@@ -89,6 +89,11 @@ class Likelihood(nn.Module):
             )
 
     def forward(self, raw: torch.Tensor) -> dist.TorchDistribution:  # pragma: no cover
+        """:math:`p(x|z)` from the decoder's raw outputs ``raw`` of shape ``(..., P * D)``.
+
+        ``P`` is :attr:`num_params` and ``D`` the number of data dimensions; the result has
+        ``event_shape == data_shape`` and batch shape ``raw.shape[:-1]``.
+        """
         raise NotImplementedError
 
 

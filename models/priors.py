@@ -45,6 +45,7 @@ class Prior(nn.Module):
     latent_dim: int
 
     def forward(self) -> dist.TorchDistribution:  # pragma: no cover - abstract
+        """The prior :math:`p(z)`: a distribution with ``event_shape == (latent_dim,)``."""
         raise NotImplementedError
 
     def bind_guide(self, posterior_at: PosteriorAt, input_shape: tuple[int, ...]) -> None:
@@ -112,6 +113,7 @@ class LearnedNormal(Prior):
 
     @property
     def scale(self) -> torch.Tensor:
+        r""":math:`\sigma = \mathrm{softplus}(\rho) + \sigma_{\min}`, shape ``(L,)``."""
         return F.softplus(self.raw_scale) + self.min_scale  # (L,)
 
     def forward(self) -> dist.TorchDistribution:
@@ -148,6 +150,7 @@ class GaussianMixture(Prior):
 
     @property
     def scales(self) -> torch.Tensor:
+        r""":math:`\sigma_k = \mathrm{softplus}(\rho_k) + \sigma_{\min}`, shape ``(K, L)``."""
         return F.softplus(self.raw_scales) + self.min_scale  # (K, L)
 
     def forward(self) -> dist.TorchDistribution:

@@ -111,6 +111,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, cls: type, section: str) 
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``pyro-vae`` parser: the commands train, evaluate, compare, sample and components."""
     parser = argparse.ArgumentParser(
         prog="pyro-vae", description="Variational autoencoders as Pyro programs."
     )
@@ -470,6 +471,11 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``pyro-vae`` with ``argv`` (default: ``sys.argv[1:]``); return the exit code.
+
+    A user's error (bad input, data, config or checkpoint) prints ``pyro-vae: error: ...``
+    and returns 2; ``--debug`` lets the traceback through instead.
+    """
     args = build_parser().parse_args(argv)
     try:
         for plugin in args.plugin:

@@ -54,10 +54,12 @@ class World:
 
     @property
     def enabled(self) -> bool:
+        """Whether more than one process trains (``world_size > 1``)."""
         return self.world_size > 1
 
     @property
     def is_main(self) -> bool:
+        """Whether this is rank 0, the process that writes files and prints."""
         return self.rank == 0
 
     def share(self, indices: torch.Tensor) -> torch.Tensor:

@@ -80,7 +80,12 @@ NETWORKS: Registry[tuple[nn.Module, nn.Module]] = Registry("network")
 
 @NETWORKS.register("mlp")
 class MLPPair:
-    """Fully connected encoder and mirrored decoder (the IWAE paper's architecture)."""
+    """Fully connected encoder and mirrored decoder (the IWAE paper's architecture).
+
+    The encoder maps ``x`` of shape ``(N, *data_shape)`` through dense layers of widths
+    ``hidden`` to features ``(N, hidden[-1])``; the decoder maps ``(N, latent_dim)`` through
+    the reversed widths to ``(N, decoder_out)`` raw likelihood parameters (Burda et al. 2015).
+    """
 
     def __init__(
         self,
@@ -156,8 +161,9 @@ class ConvDecoder(nn.Module):
     The mirror of :class:`ConvEncoder`: ``z`` passes through ``hidden`` widths to a
     ``(channels[-1], H / 2**n, W / 2**n)`` feature map, and 4x4 transposed convolutions of
     stride 2 double it back to ``(P * C, H, W)``, no activation after the last. The output
-    is flattened as ``(P, C, H, W)``, the layout :meth:`Likelihood.split` cuts into ``P``
-    parameters of shape ``data_shape``.
+    is flattened as ``(P, C, H, W)``, the layout
+    :meth:`pyro_vae.models.likelihoods.Likelihood.split` cuts into ``P`` parameters of shape
+    ``data_shape``.
     """
 
     def __init__(

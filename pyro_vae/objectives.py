@@ -15,20 +15,20 @@ ELBO's two terms, ``reconstruction`` :math:`\sum_n \mathbb{E}_q[\log p(x_n|z)]` 
 whatever the objective optimizes. That is what the trainer reports as ``train_elbo``;
 the objective's own value is reported beside it as ``train_objective``.
 
-=====================  =============================================================
-spec                   objective
-=====================  =============================================================
-``elbo``               ELBO, Pyro's ``Trace_ELBO`` estimator
-``elbo-analytic``      ELBO with analytic KL where registered, ``TraceMeanField_ELBO``
-``iwae:k=K``           IWAE bound :math:`\mathcal{L}_K` (Burda et al. 2015), ``RenyiELBO(alpha=0)``
-``renyi:alpha=A,k=K``  Rényi bound :math:`\mathcal{L}_\alpha` (Li & Turner 2016), ``RenyiELBO``
-``tracegraph``         ELBO, ``TraceGraph_ELBO`` (score-function terms with baselines)
-``beta:beta=B``        :math:`\mathbb{E}_q[\log p(x|z)] - B\,\mathrm{KL}` (Higgins et al. 2017)
-``warmup:epochs=N``    ELBO with the KL weight annealed linearly over N epochs
-``free-bits:lambda=L`` KL floor of L nats per latent dimension (Kingma et al. 2016)
-``dreg:k=K``           IWAE bound, doubly reparameterized gradient (Tucker et al. 2018)
-``stl``                ELBO, sticking-the-landing gradient (Roeder et al. 2017)
-=====================  =============================================================
+======================  =============================================================
+spec                    objective
+======================  =============================================================
+``elbo``                ELBO, Pyro's ``Trace_ELBO`` estimator
+``elbo-analytic``       ELBO with analytic KL where registered, ``TraceMeanField_ELBO``
+``iwae:k=K``            IWAE bound :math:`\mathcal{L}_K` (Burda et al. 2015), ``RenyiELBO(alpha=0)``
+``renyi:alpha=A,k=K``   Rényi bound :math:`\mathcal{L}_\alpha` (Li & Turner 2016), ``RenyiELBO``
+``tracegraph``          ELBO, ``TraceGraph_ELBO`` (score-function terms with baselines)
+``beta:beta=B``         :math:`\mathbb{E}_q[\log p(x|z)] - B\,\mathrm{KL}` (Higgins et al. 2017)
+``warmup:epochs=N``     ELBO with the KL weight annealed linearly over N epochs
+``free-bits:lambda=L``  KL floor of L nats per latent dimension (Kingma et al. 2016)
+``dreg:k=K``            IWAE bound, doubly reparameterized gradient (Tucker et al. 2018)
+``stl``                 ELBO, sticking-the-landing gradient (Roeder et al. 2017)
+======================  =============================================================
 
 The context argument ``num_particles`` (``TrainConfig.num_particles``) is the number of
 independent estimates averaged per step: draws of ``z`` for the ELBO objectives, and
@@ -331,6 +331,8 @@ class RenyiObjective(_QuietGuess, pyro.infer.RenyiELBO):
         self.last_terms: Terms = {}
 
     def differentiable_loss(self, model: Fn, guide: Fn, *args: Any, **kwargs: Any) -> torch.Tensor:
+        r""":math:`-\sum_n \mathcal{L}_\alpha(x_n)` as a tensor to differentiate, averaged over
+        ``num_particles`` independent estimates of ``k`` draws each (a scalar, nats)."""
         return _mean_of_estimates(self, self._bound, model, guide, args, kwargs)
 
     def _bound(self, model_trace: Trace, guide_trace: Trace) -> tuple[torch.Tensor, Any]:
@@ -411,6 +413,8 @@ class TraceGraphELBO(pyro.infer.TraceGraph_ELBO):
         self.last_terms: Terms = {}
 
     def differentiable_loss(self, model: Fn, guide: Fn, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """Minus the ELBO with ``TraceGraph_ELBO``'s surrogate (score-function terms with
+        baselines) as its gradient; a scalar, nats summed over the batch."""
         elbo: Any = 0.0
         surrogate_loss: Any = 0.0
         recon: Any = 0.0

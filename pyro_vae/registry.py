@@ -105,6 +105,7 @@ class Registry(Generic[T]):
         return add
 
     def names(self) -> list[str]:
+        """The registered names, sorted."""
         return sorted(self._entries)
 
     def __contains__(self, name: object) -> bool:
@@ -114,6 +115,7 @@ class Registry(Generic[T]):
         return iter(self._entries[n] for n in self.names())
 
     def entry(self, name: str) -> Entry[T]:
+        """The entry (class, summary, spec parameters) of ``name``; :class:`SpecError` if none."""
         if name not in self._entries:
             raise SpecError(
                 f"unknown {self.kind} {name!r}; valid {self.kind} names are: "

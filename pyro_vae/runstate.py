@@ -41,9 +41,15 @@ __all__ = ["Partial", "Position", "Stateful", "capture", "restore"]
 
 
 class Stateful(Protocol):
-    def state_dict(self) -> dict[str, Any]: ...
+    """Anything with torch's ``state_dict`` / ``load_state_dict`` pair (modules, optimizers)."""
 
-    def load_state_dict(self, state: dict[str, Any]) -> Any: ...
+    def state_dict(self) -> dict[str, Any]:
+        """The object's state as a dict of tensors and plain values."""
+        ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> Any:
+        """Restore the state that :meth:`state_dict` returned."""
+        ...
 
 
 @dataclass
