@@ -87,6 +87,7 @@ class Replay(nn.Module):
 
     @property
     def recorded(self) -> list[_Key]:
+        """The input shapes whose step is replayed, in the order they were recorded."""
         return list(self._graphs)
 
     def forward(self, x: torch.Tensor, *labels: torch.Tensor) -> torch.Tensor:

@@ -156,6 +156,15 @@ def test_same_seed_gives_the_same_metrics_bit_for_bit(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- Ctrl-C
 
 
+@pytest.fixture
+def python_sigint() -> Iterator[None]:
+    """Python's own Ctrl-C handler for the test (the runner may have SIGINT ignored)."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+@pytest.mark.usefixtures("python_sigint")
 def test_ctrl_c_mid_epoch_writes_that_state_and_resumes_bit_identically(
     faulty_net: str, tmp_path: Path
 ) -> None:
@@ -175,10 +184,23 @@ FLAGS = ["--hidden", "16", "--latent-dim", "2", "--quiet", "--seed", "7"]
 FLAGS += ["--eval-num-samples", "2", "--eval-num-points", "10", "--batch-size", "50"]
 
 
+def _default_sigint() -> None:
+    """In the child before exec: Ctrl-C's default disposition, whatever the parent's (a shell
+    runs background jobs with SIGINT ignored, and the child would inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(args: list[str]) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "pyro_vae", "train", *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=_default_sigint,
+    )
     assert proc.stdout is not None
     assert proc.stdout.readline().startswith("pyro-vae train:")  # imports done, data loading
     return proc
