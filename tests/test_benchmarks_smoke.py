@@ -34,4 +34,5 @@ def test_distributed_benchmark_smoke(tmp_path: Path) -> None:
     cmd = [sys.executable, "benchmarks/distributed.py", "--smoke", "--out", str(out)]
     subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, timeout=600)
     rows = json.loads(out.read_text())["rows"]
-    assert [r["processes"] for r in rows] == [1, 2] and all(r["images_per_s"] > 0 for r in rows)
+    assert [r["processes"] for r in rows] == [1, 1, 2] and all(r["images_per_s"] > 0 for r in rows)
+    assert [r["step"] for r in rows] == ["replayed", "Pyro program", "Pyro program (DDP)"]

@@ -80,11 +80,20 @@ def modules() -> list[str]:
     return names
 
 
+def _builtin(cls: Any) -> bool:
+    """A component pyro-vae ships, not one a plugin registered (tutorial 5 registers some in
+    the build's own process, and they have no page to link to)."""
+    return str(getattr(cls, "__module__", "")).split(".")[0] == "pyro_vae"
+
+
 def registered_classes() -> dict[str, list[tuple[str, type]]]:
-    """``{"priors": [(name, cls), ...], ...}`` from the registries themselves."""
+    """``{"priors": [(name, cls), ...], ...}`` of the shipped components, from the registries."""
     from pyro_vae.components import REGISTRIES
 
-    return {kind: [(e.name, e.cls) for e in reg] for kind, reg in REGISTRIES.items()}  # type: ignore[misc]
+    return {
+        kind: [(e.name, e.cls) for e in reg if _builtin(e.cls)]  # type: ignore[misc]
+        for kind, reg in REGISTRIES.items()
+    }
 
 
 def _module_members(name: str) -> list[str]:
@@ -127,7 +136,7 @@ def data_entry(module: Any, name: str) -> list[str]:
     docs = ModuleAnalyzer.for_module(module.__name__).find_attr_docs().get(("", name))
     text = " ".join(docs or []).strip() or _comment_above(module, name)
     if isinstance(obj, Registry):
-        listed = ", ".join(f"``{n}``" for n in obj.names())
+        listed = ", ".join(f"``{e.name}``" for e in obj if _builtin(e.cls))
         text = (
             f"The registry of every {obj.kind} (:class:`~pyro_vae.registry.Registry`): {listed}; "
             "see :doc:`../components`. " + text
@@ -290,6 +299,7 @@ def components_page() -> str:
                 _qualify_roles(_summary(e.cls), inspect.getmodule(e.cls)),
             ]
             for e in registry
+            if _builtin(e.cls)
         ]
         parts += [
             _title(f"{kind.capitalize()} (``{kind}``)", "-"),
