@@ -25,17 +25,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyro
 import torch
 
@@ -71,12 +74,18 @@ def _sync(device: torch.device) -> None:
 
 
 def training_row(
-    x: torch.Tensor, arch: str, batch: int, repeats: int, device: torch.device
+    x: torch.Tensor,
+    arch: str,
+    batch: int,
+    repeats: int,
+    device: torch.device,
+    eager_column: bool = True,
 ) -> dict[str, Any]:
     """Median images/s of each contender, one epoch of each in turn, ``repeats`` rounds."""
     x = x[: max(batch, int(x.shape[0] * ARCHITECTURES[arch][4]))]
     loops = {}
-    for name, replay in (("pyro-vae", True), ("pyro-vae (Pyro program every step)", False)):
+    kinds = [("pyro-vae", True), ("pyro-vae (Pyro program every step)", False)]
+    for name, replay in kinds[: 2 if eager_column else 1]:
         vae, _ = _models(arch, device, seed=0)
         tc = TrainConfig(batch_size=batch, binarize="none", epochs=10**6, lr=1e-3, replay=replay)
         opt = fused_adam(list(vae.parameters()), tc.lr)
@@ -137,42 +146,47 @@ def iw_row(x: torch.Tensor, k: int, device: torch.device) -> dict[str, Any]:
     }
 
 
-def memory_probe(which: str, device: str, rows: int) -> None:
-    """Child process: one epoch of MNIST (batch 128, 400-50), print peak RSS in MiB."""
+def memory_probe(which: str, device: str, path: str) -> None:
+    """Child process: one epoch (batch 128, 400-50) on the rows saved at ``path``.
+
+    Prints two figures in MiB: the peak resident memory (``ru_maxrss``) before training and
+    after it; equal figures mean training stayed below the peak of loading. The rows come
+    from a ``.npy`` of bytes, so loading them costs far less than training's peak; reading
+    MNIST's gzip files here would set a peak of their own, the same for both contenders.
+    """
     dev = torch.device(device)
-    x = load_dataset("mnist", progress=False).train[:rows].to(dev)
-    x = torch.bernoulli(x, generator=torch.Generator(device=dev).manual_seed(0))
+    x = torch.from_numpy(np.load(path)).to(dev, torch.float32)  # (N, 1, 28, 28) in {0, 1}
     vae, ref = _models("400-50", dev, seed=0)
+    before = _peak_mib()
     if which == "pyro-vae":
         tc = TrainConfig(batch_size=128, binarize="none", epochs=1)
         opt = fused_adam(list(vae.parameters()), tc.lr)
         _Loop(vae, opt, torch.Generator(device=dev).manual_seed(0), tc, x, False).epoch(1)
     else:
-        train_epoch(
-            ref,
-            torch.optim.Adam(ref.parameters(), lr=1e-3),
-            x,
-            128,
-            torch.Generator(device=dev).manual_seed(0),
-        )
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        opt_ref = torch.optim.Adam(ref.parameters(), lr=1e-3)
+        train_epoch(ref, opt_ref, x, 128, torch.Generator(device=dev).manual_seed(0))
+    print(before, _peak_mib())
+
+
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def memory_rows(device: str, rows: int) -> dict[str, float]:
-    out = {}
-    for which in ("reference", "pyro-vae"):
-        cmd = [
-            sys.executable,
-            __file__,
-            "--memory-probe",
-            which,
-            "--device",
-            device,
-            "--rows",
-            str(rows),
-        ]
-        result = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        out[which] = float(result.stdout.strip().splitlines()[-1])
+    """Peak and training-added resident memory of each contender, in its own process."""
+    x = load_dataset("mnist", progress=False).train[:rows]
+    x = torch.bernoulli(x, generator=torch.Generator().manual_seed(0)).to(torch.uint8)
+    out: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = str(Path(tmp) / "rows.npy")
+        np.save(path, x.numpy())
+        for which in ("reference", "pyro-vae"):
+            cmd = [sys.executable, __file__, "--memory-probe", which, "--device", device]
+            result = subprocess.run(
+                [*cmd, "--rows-file", path], capture_output=True, text=True, check=True
+            )
+            before, peak = map(float, result.stdout.strip().splitlines()[-1].split())
+            out[which], out[f"{which} before training"] = peak, before
     out["ratio"] = out["pyro-vae"] / out["reference"]
     return out
 
@@ -190,7 +204,7 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     for r in result["training"]:
         ips = r["images_per_s"]
-        eager = ips["pyro-vae (Pyro program every step)"]
+        eager = ips.get("pyro-vae (Pyro program every step)", math.nan)
         lines.append(
             f"| {r['architecture']} | {r['batch']} | {ips['pyro-vae']:.0f} | "
             f"{ips['reference']:.0f} | **{r['ratio_vs_reference']:.2f}** | {eager:.0f} | "
@@ -208,9 +222,11 @@ def markdown(result: dict[str, Any]) -> str:
         m = result["memory_mib"]
         lines += [
             "",
-            f"Peak resident memory, one epoch ({result['memory_rows']} rows): pyro-vae "
-            f"{m['pyro-vae']:.0f} MiB, reference {m['reference']:.0f} MiB, "
-            f"ratio {m['ratio']:.2f}",
+            f"Peak resident memory, one epoch ({result['memory_rows']} rows, batch 128, "
+            f"400-50): pyro-vae {m['pyro-vae']:.0f} MiB, reference {m['reference']:.0f} MiB, "
+            f"ratio {m['ratio']:.2f}; the peak before training (rows loaded, models built): "
+            f"pyro-vae {m['pyro-vae before training']:.0f} MiB, reference "
+            f"{m['reference before training']:.0f} MiB",
         ]
     return "\n".join(lines) + "\n"
 
@@ -222,15 +238,23 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=10240, help="MNIST rows per timed epoch")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--batches", default="32,128,512")
+    p.add_argument("--architectures", default=";".join(ARCHITECTURES), help="; separated names")
+    p.add_argument(
+        "--no-eager-column",
+        action="store_true",
+        help="time only the default path and the references (the eager contender's epochs, "
+        "interleaved, were seen to slow the others' by 20-40%%)",
+    )
     p.add_argument("--iw-k", type=int, default=5000)
     p.add_argument("--iw-points", type=int, default=20)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/speed.json"))
     p.add_argument("--smoke", action="store_true")
     p.add_argument("--memory-probe", choices=("pyro-vae", "reference"))
+    p.add_argument("--rows-file", help="(internal) the .npy of rows a memory probe trains on")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     if args.memory_probe:
-        memory_probe(args.memory_probe, args.device, args.rows)
+        memory_probe(args.memory_probe, args.device, args.rows_file)
         return
     if args.smoke:
         args.rows, args.repeats, args.batches, args.iw_k, args.iw_points = 256, 1, "32", 20, 4
@@ -240,8 +264,8 @@ def main() -> None:
     x = x.to(device)
     load_start = os.getloadavg()
     training = [
-        training_row(x, arch, int(b), args.repeats, device)
-        for arch in ARCHITECTURES
+        training_row(x, arch, int(b), args.repeats, device, not args.no_eager_column)
+        for arch in args.architectures.split(";")
         for b in args.batches.split(",")
     ]
     iw = iw_row(x[: args.iw_points], args.iw_k, device)
