@@ -160,6 +160,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "runs dir (checks the path, measures nothing)",
     )
     args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.smoke:
         args.rows = args.rows or list(SMOKE_ROWS)
         args.stage_scale, args.epochs = 1e-6, 1
@@ -238,12 +239,14 @@ def layer_active_units(
 
     (Burda et al. 2015, eq. 19). For the bottom layer :math:`\mathbb{E}_q[z_1]` is the
     guide's mean; for a layer above it is :math:`\mathbb{E}_{q(z_1|x)} \mathbb{E}[z_2|z_1]`,
-    averaged over ``draws`` draws of the layers below.
+    averaged over ``draws`` draws of the layers below. The guide families must have a
+    closed-form ``mean`` (normal, lowrank, full).
     """
     if vae.model.num_classes:
         raise ValueError("layer_active_units: a conditional VAE is not supported")
     names = latent_site_names(1 + len(vae.config.upper_latent_dims))
     dims = (vae.config.latent_dim, *vae.config.upper_latent_dims)
+    draws = draws if len(dims) > 1 else 1  # E_q[z] of one layer is the guide's mean: no draws
     means = []
     for xb in x.split(batch_size):
         b = xb.shape[0]
@@ -328,7 +331,7 @@ def run_row(name: str, args: argparse.Namespace, runs_dir: Path) -> dict[str, An
         "wall_seconds": round(train_seconds + eval_seconds, 1),
         "device": str(device),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "command": _command(),
+        "command": _command(args.argv),
         "smoke": bool(args.smoke),
         "per_point_ll": [round(v, 4) for v in ll.tolist()] if n <= 2000 else None,
         "eval_points_seed": EVAL_SEED,
@@ -336,10 +339,10 @@ def run_row(name: str, args: argparse.Namespace, runs_dir: Path) -> dict[str, An
     }
 
 
-def _command() -> str:
+def _command(argv: Sequence[str]) -> str:
     data = os.environ.get("PYRO_VAE_DATA")
     prefix = f"PYRO_VAE_DATA={shlex.quote(data)} " if data else ""
-    return f"{prefix}python -m benchmarks.reproduce_iwae {shlex.join(sys.argv[1:])}".rstrip()
+    return f"{prefix}python -m benchmarks.reproduce_iwae {shlex.join(argv)}".rstrip()
 
 
 def _difference(a: dict[str, Any], b: dict[str, Any]) -> tuple[float, float, bool]:
