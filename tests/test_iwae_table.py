@@ -22,7 +22,7 @@ from benchmarks.reproduce_iwae import (
     ordering,
     row_config,
 )
-from pyro_vae import VAE, fit, load_dataset
+from pyro_vae import VAE, Dataset, fit, load_dataset
 from pyro_vae.checkpoint import read_tensors
 from pyro_vae.cli import build_parser, run_config
 from pyro_vae.config import ConfigError, RunConfig, TrainConfig, VAEConfig, load_toml
@@ -130,6 +130,12 @@ def _tiny(tmp_path: Path, **train: object) -> RunConfig:
     return RunConfig(VAEConfig(latent_dim=2, hidden=(16,)), TrainConfig(**{**base, **train}))  # type: ignore[arg-type]
 
 
+def _small() -> Dataset:
+    """300 digits to train on, 50 to validate and 50 to test: a few steps per epoch."""
+    ds = load_dataset("digits")
+    return Dataset(ds.name, ds.train[:300], ds.valid[:50], ds.test[:50])
+
+
 def _param_groups(run_dir: Path) -> list[dict[str, object]]:
     _, meta = read_tensors(run_dir / "checkpoint.safetensors")
     groups: list[dict[str, object]] = meta["param_groups"]
@@ -146,16 +152,20 @@ def test_betas_eps_and_scheduled_lr_reach_the_optimizer(tmp_path: Path) -> None:
         lr_stage_scale=1e-6,
         lr=1e-2,
     )
-    fit(config, progress=False)
+    fit(config, dataset=_small(), progress=False)
     (group,) = _param_groups(tmp_path / "run")
     assert group["betas"] == [0.8, 0.99] and group["eps"] == 1e-4
     assert group["lr"] == pytest.approx(1e-2 * 10 ** (-1 / 7), rel=1e-12)  # epoch 2 = stage 1
 
 
 def test_schedule_changes_training_from_its_second_epoch(tmp_path: Path) -> None:
-    constant = fit(_tiny(tmp_path, out=str(tmp_path / "a")), progress=False, write=False)
+    ds = _small()
+    constant = fit(_tiny(tmp_path), dataset=ds, progress=False, write=False)
     burda = fit(
-        _tiny(tmp_path, lr_schedule="burda", lr_stage_scale=1e-6), progress=False, write=False
+        _tiny(tmp_path, lr_schedule="burda", lr_stage_scale=1e-6),
+        dataset=ds,
+        progress=False,
+        write=False,
     )
     assert constant.history[0]["train_loss"] == burda.history[0]["train_loss"]  # same lr
     assert constant.history[1]["train_loss"] != burda.history[1]["train_loss"]
@@ -163,10 +173,14 @@ def test_schedule_changes_training_from_its_second_epoch(tmp_path: Path) -> None
 
 def test_resume_mid_schedule_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     schedule = {"lr_schedule": "burda", "lr_stage_scale": 1e-6, "epochs": 4}
-    whole = fit(_tiny(tmp_path, out=str(tmp_path / "whole"), **schedule), progress=False)
+    ds = _small()
+    whole = fit(
+        _tiny(tmp_path, out=str(tmp_path / "whole"), **schedule), dataset=ds, progress=False
+    )
     first = _tiny(tmp_path, out=str(tmp_path / "parts"), **{**schedule, "epochs": 2})
-    fit(first, progress=False)
-    resumed = fit(resume_config(tmp_path / "parts", epochs=4), resume=True, progress=False)
+    fit(first, dataset=ds, progress=False)
+    again = resume_config(tmp_path / "parts", epochs=4)
+    resumed = fit(again, dataset=ds, resume=True, progress=False)
     assert resumed.history == whole.history
     for run in ("whole", "parts"):
         (group,) = _param_groups(tmp_path / run)
