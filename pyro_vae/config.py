@@ -93,6 +93,12 @@ class TrainConfig:
     on_nan: str = "stop"  # stop | skip: what a step with a non-finite loss or gradient does
     max_skipped_steps: int = 100  # with --on-nan skip: stop once more steps than this were skipped
     replay: bool = True  # replay each step's recorded graph (pyro_vae.replay), or run Pyro
+    adam_beta1: float = 0.9  # Adam's decay rate of the running mean of the gradient
+    adam_beta2: float = 0.999  # Adam's decay rate of the running mean of the squared gradient
+    adam_eps: float = 1e-8  # Adam's epsilon, added to the denominator (the IWAE paper: 1e-4)
+    lr_schedule: str = "constant"  # constant | burda: 3**i epochs at lr*10**(-i/7), i=0..7
+    lr_stage_scale: float = 1.0  # burda: stage i lasts ceil(scale*3**i) epochs (1: 3280 in all)
+    train_on: str = "train"  # train | train+valid: the rows trained on (paper: all 60k MNIST)
 
     def __post_init__(self) -> None:
         if self.binarize not in ("none", "dynamic"):
@@ -108,6 +114,7 @@ class TrainConfig:
         _check_train_extras(self)
         if not isinstance(self.replay, bool):
             raise ConfigError(f"replay must be true or false, got {self.replay!r}")
+        _check_optimisation(self)
         if not isinstance(self.objective, str) or not self.objective.strip():
             raise ConfigError(f"objective must be a non-empty spec string, got {self.objective!r}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
@@ -131,6 +138,24 @@ def _check_train_extras(tc: TrainConfig) -> None:
     steps = tc.max_skipped_steps
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ConfigError(f"max_skipped_steps must be an int >= 0, got {steps!r}")
+
+
+def _check_optimisation(tc: TrainConfig) -> None:
+    """Checks of Adam's hyper-parameters, the learning-rate schedule and the training rows."""
+    for name in ("adam_beta1", "adam_beta2"):
+        value = getattr(tc, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+            raise ConfigError(f"{name} must be a number in [0, 1), got {value!r}")
+    eps = tc.adam_eps
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < math.inf:
+        raise ConfigError(f"adam_eps must be a positive finite number, got {eps!r}")
+    if tc.lr_schedule not in ("constant", "burda"):
+        raise ConfigError(f"lr_schedule must be 'constant' or 'burda', got {tc.lr_schedule!r}")
+    scale = tc.lr_stage_scale
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < math.inf:
+        raise ConfigError(f"lr_stage_scale must be a positive finite number, got {scale!r}")
+    if tc.train_on not in ("train", "train+valid"):
+        raise ConfigError(f"train_on must be 'train' or 'train+valid', got {tc.train_on!r}")
 
 
 def _check_positive_ints(name: str, value: Any, allow_empty: bool = False) -> None:

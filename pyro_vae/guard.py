@@ -36,15 +36,21 @@ __all__ = ["ON_NAN_MODES", "StepGuard", "fused_adam"]
 ON_NAN_MODES = ("stop", "skip")
 
 
-def fused_adam(params: list[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
+def fused_adam(
+    params: list[torch.nn.Parameter],
+    lr: float,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+) -> torch.optim.Adam:
     """Adam with ``fused=True`` where torch supports it for these parameters, else plain Adam.
 
     The fused kernel is what lets :class:`StepGuard` skip a bad step without a host sync.
+    ``betas`` and ``eps`` are Adam's (Kingma & Ba 2015); the defaults are torch's.
     """
     try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
+        return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps, fused=True)
     except (RuntimeError, TypeError, ValueError):  # an older torch, or a device without it
-        return torch.optim.Adam(params, lr=lr)
+        return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps)
 
 
 def _total_norm(grads: list[torch.Tensor]) -> torch.Tensor:

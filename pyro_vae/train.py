@@ -81,6 +81,7 @@ from pyro_vae.guard import StepGuard, fused_adam
 from pyro_vae.objectives import batch_terms, build_objective
 from pyro_vae.replay import Replay
 from pyro_vae.runstate import Partial, Position, Stateful, capture, restore
+from pyro_vae.schedules import learning_rate
 from pyro_vae.vae import VAE
 
 __all__ = [
@@ -98,6 +99,8 @@ __all__ = [
     "resolve_device",
     "resume_config",
     "split_labels",
+    "training_labels",
+    "training_split",
     "with_classes",
 ]
 
@@ -165,6 +168,27 @@ def evaluation_split(dataset: Dataset, split: str, binarize: str) -> torch.Tenso
         seed = TEST_BINARIZATION_SEED if split == "test" else VALID_BINARIZATION_SEED
         return static_binarize(x, seed)
     return x
+
+
+def training_split(dataset: Dataset, train_on: str = "train") -> torch.Tensor:
+    """The rows trained on: the train split, or (``train+valid``) train and valid stacked.
+
+    Burda et al. (2015) train on all 60,000 MNIST training images, i.e. ``train+valid``
+    here; the valid split is then still scored each epoch, but it is no longer held out.
+    """
+    if train_on == "train":
+        return dataset.split("train")
+    if train_on == "train+valid":
+        return torch.cat([dataset.split("train"), dataset.split("valid")])  # (N_t + N_v, ...)
+    raise ValueError(f"train_on must be 'train' or 'train+valid', got {train_on!r}")
+
+
+def training_labels(vae: VAE, dataset: Dataset, train_on: str = "train") -> torch.Tensor | None:
+    """The labels of :func:`training_split`'s rows for a conditional VAE, else None."""
+    if not vae.config.conditional:
+        return None
+    parts = [split_labels(vae, dataset, s) for s in train_on.split("+")]
+    return torch.cat([y for y in parts if y is not None])  # (N,)
 
 
 def _check_data(vae: VAE, dataset: Dataset, tc: TrainConfig) -> None:
@@ -454,11 +478,13 @@ def _fit(
         torch.manual_seed(tc.seed + 7919 * world.rank)  # each rank its own guide noise
     _check_data(vae, dataset, tc)
     vae.to(device)
-    opt = fused_adam(list(vae.parameters()), tc.lr)
+    betas = (tc.adam_beta1, tc.adam_beta2)
+    opt = fused_adam(list(vae.parameters()), tc.lr, betas=betas, eps=tc.adam_eps)
     gen = torch.Generator(device=device).manual_seed(tc.seed)
-    train_x = dataset.split("train").to(device)
+    train_x = training_split(dataset, tc.train_on).to(device)
     valid_x = evaluation_split(dataset, "valid", tc.binarize).to(device)
-    train_y, valid_y = (_to(split_labels(vae, dataset, s), device) for s in ("train", "valid"))
+    train_y = _to(training_labels(vae, dataset, tc.train_on), device)
+    valid_y = _to(split_labels(vae, dataset, "valid"), device)
     loop = _Loop(vae, opt, gen, tc, train_x, progress and world.is_main, world, train_y)
     history: list[dict[str, Any]] = []
     if run_dir is not None:
@@ -701,6 +727,9 @@ class _Loop:
         self.bar.set_description(f"epoch {epoch}/{tc.epochs}")
         if hasattr(self.objective, "set_epoch"):  # e.g. a KL warm-up: a function of the epoch
             self.objective.set_epoch(epoch)
+        lr = learning_rate(tc.lr, tc.lr_schedule, epoch, tc.lr_stage_scale)  # of the epoch alone
+        for group in self.opt.param_groups:
+            group["lr"] = lr
         start = time.perf_counter()
         self.gen_start = self.gen.get_state()
         self.snapshot = self._copy_state()

@@ -1,0 +1,469 @@
+r"""Reproduce Burda, Grosse & Salakhutdinov (2015), Table 1 (MNIST): test NLL and active units.
+
+Run from the repository root, one or more rows by config name (``configs/NAME.toml``)::
+
+    PYRO_VAE_DATA=/path/to/data python -m benchmarks.reproduce_iwae iwae-two-layer-k5
+    python -m benchmarks.reproduce_iwae all                       # the 12 rows, full schedule
+    python -m benchmarks.reproduce_iwae vae-one-layer-k5 iwae-one-layer-k5 \
+        --stage-scale 0.0004 --train-points 5000 --eval-points 1000     # a CPU-sized record
+
+Each row trains through :func:`pyro_vae.fit` (the code path of ``pyro-vae train --config
+configs/NAME.toml``) with the paper's setup: dynamic binarization, the 60,000 MNIST training
+images (``train_on = "train+valid"``), batch 20, Adam with beta = (0.9, 0.999) and eps =
+1e-4, and the schedule of 3^i epochs at 1e-3 * 10^(-i/7), i = 0..7 (3280 epochs;
+:mod:`pyro_vae.schedules`). ``--stage-scale s`` shortens it: stage i lasts ceil(s * 3^i)
+epochs, at least one, so any s <= 1/2187 is 8 epochs, one per rate.
+
+Then it scores the test set, binarized once with a fixed seed
+(:func:`pyro_vae.train.evaluation_split`):
+
+- NLL: minus the mean IW bound :math:`\mathcal{L}_{5000}` (eq. 8 of the paper) over the test
+  set, or over a seeded subset of ``--eval-points`` points, with its standard error over
+  the points;
+- active units (section 5.2): unit u is active when
+  :math:`\mathrm{Cov}_x(\mathbb{E}_{u \sim q(u|x)}[u]) > 10^{-2}`, counted per stochastic
+  layer ("16+5" for two layers). For the upper layer the expectation is over
+  :math:`q(z_1|x)` too, by averaging :math:`\mathbb{E}[z_2|z_1]` over ``--au-draws`` draws of
+  :math:`z_1`.
+
+It prints our figures beside the paper's and writes ``--out`` (JSON) and a markdown table
+beside it. Rows already in ``--out`` are kept (a row run again replaces its entry), each
+with its own budget, command and timings, so rows can be run one after another.
+``--resume`` continues interrupted training runs in ``--runs-dir``. ``--smoke`` checks the
+whole path in seconds on the small ``digits`` data set (no figure of it means anything).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import math
+import os
+import shlex
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pyro
+import pyro.poutine as poutine
+import torch
+
+from benchmarks.quality import machine
+from pyro_vae import VAE, Dataset, fit, load_dataset
+from pyro_vae.cli import subset
+from pyro_vae.config import RunConfig, load_toml
+from pyro_vae.evaluate import log_likelihood
+from pyro_vae.schedules import burda_stage_epochs, schedule_epochs
+from pyro_vae.structure import latent_site_names
+from pyro_vae.train import evaluation_split, mean_terms, training_split
+
+__all__ = [
+    "PAPER_ACTIVE_UNITS",
+    "PAPER_NLL",
+    "ROWS",
+    "layer_active_units",
+    "main",
+    "markdown",
+    "ordering",
+    "row_config",
+]
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+DEFAULT_OUT = Path("benchmarks/results/iwae_table.json")
+
+# Burda et al. (2015), Table 1, MNIST with dynamic binarization, test NLL in nats (k = 1/5/50).
+PAPER_NLL: dict[tuple[str, str], tuple[float, float, float]] = {
+    ("vae", "one-layer"): (86.76, 86.47, 86.35),
+    ("iwae", "one-layer"): (86.76, 85.54, 84.78),
+    ("vae", "two-layer"): (85.33, 85.01, 84.78),
+    ("iwae", "two-layer"): (85.33, 83.89, 82.90),
+}
+# Active units of the same table, as recalled from the paper (not re-checked against it).
+PAPER_ACTIVE_UNITS: dict[tuple[str, str], tuple[str, str, str]] = {
+    ("vae", "one-layer"): ("19", "20", "20"),
+    ("iwae", "one-layer"): ("19", "22", "25"),
+    ("vae", "two-layer"): ("16+5", "17+5", "17+5"),
+    ("iwae", "two-layer"): ("16+5", "21+5", "26+7"),
+}
+KS = (1, 5, 50)
+ROWS = tuple(
+    f"{model}-{layers}-k{k}" for model, layers in PAPER_NLL for k in KS
+)  # the config names of Table 1
+THRESHOLD = 1e-2  # the paper's activity threshold
+EVAL_SEED = 0  # the test subset and the evaluation's noise
+SMOKE_ROWS = ("vae-two-layer-k5", "iwae-one-layer-k5")
+
+
+def _row_key(name: str) -> tuple[str, str, int]:
+    """("iwae", "two-layer", 5) of the row name "iwae-two-layer-k5"."""
+    model, rest = Path(name).stem.split("-", 1)
+    layers, k = rest.rsplit("-k", 1)
+    return model, layers, int(k)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.reproduce_iwae",
+        description="Burda et al. (2015) Table 1 (MNIST): our test NLL and active units "
+        "beside the paper's.",
+    )
+    p.add_argument(
+        "rows", nargs="*", help=f"config names in configs/ (or 'all'): {', '.join(ROWS)}"
+    )
+    p.add_argument(
+        "--stage-scale",
+        type=float,
+        default=None,
+        help="shorten the schedule: stage i lasts ceil(S * 3**i) epochs (default: the "
+        "config's, 1 = the paper's 3280 epochs)",
+    )
+    p.add_argument(
+        "--epochs", type=int, default=None, help="stop after N epochs (default: the schedule's)"
+    )
+    p.add_argument(
+        "--train-points",
+        type=int,
+        default=None,
+        help="train on a seeded subset of N of the training images (default: all)",
+    )
+    p.add_argument("--eval-samples", type=int, default=5000, help="k of the IW bound")
+    p.add_argument(
+        "--eval-points",
+        type=int,
+        default=None,
+        help="score a seeded subset of N test points (default: the whole test set)",
+    )
+    p.add_argument("--au-draws", type=int, default=100, help="draws of z1 for E_q[z2] (AU)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument(
+        "--runs-dir", type=Path, default=Path("runs/iwae-table"), help="training runs go here"
+    )
+    p.add_argument("--resume", action="store_true", help="continue runs in --runs-dir")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="JSON results (rows are merged); the markdown table goes beside it as .md "
+        "(default: benchmarks/results/iwae_table.json; with --smoke a temporary file)",
+    )
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="seconds: 1 epoch on 200 digits images, k=20 on 30 test points, into a temporary "
+        "runs dir (checks the path, measures nothing)",
+    )
+    args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    if args.smoke:
+        args.rows = args.rows or list(SMOKE_ROWS)
+        args.stage_scale, args.epochs = 1e-6, 1
+        args.train_points = args.train_points or 200
+        args.eval_samples, args.eval_points, args.au_draws = 20, 30, 5
+    if args.rows == ["all"]:
+        args.rows = list(ROWS)
+    if not args.rows:
+        p.error("name at least one row (a config in configs/) or 'all'")
+    for name, value in (
+        ("--epochs", args.epochs),
+        ("--train-points", args.train_points),
+        ("--eval-points", args.eval_points),
+    ):
+        if value is not None and value < 1:
+            p.error(f"{name} must be a positive int, got {value}")
+    if args.eval_samples < 1 or args.au_draws < 1:
+        p.error("--eval-samples and --au-draws must be positive")
+    if args.stage_scale is not None and not 0 < args.stage_scale < math.inf:
+        p.error(f"--stage-scale must be a positive number, got {args.stage_scale}")
+    return args
+
+
+def row_config(
+    name: str,
+    *,
+    stage_scale: float | None = None,
+    epochs: int | None = None,
+    out: Path | None = None,
+    device: str | None = None,
+) -> RunConfig:
+    """The row's TOML config with the schedule shortened and the run directory set.
+
+    The epochs are the (shortened) schedule's unless ``epochs`` is given; the IW NLL of
+    ``fit``'s own summary is switched off (this script scores the test set itself).
+    """
+    path = Path(name) if name.endswith(".toml") else CONFIGS / f"{name}.toml"
+    config = load_toml(path)
+    tc = config.train
+    scale = tc.lr_stage_scale if stage_scale is None else stage_scale
+    total = schedule_epochs(tc.lr_schedule, scale)
+    changes: dict[str, Any] = {
+        "lr_stage_scale": scale,
+        "epochs": epochs or total or tc.epochs,
+        "eval_num_points": 0,
+    }
+    if out is not None:
+        changes["out"] = str(out)
+    if device is not None:
+        changes["device"] = device
+    return dataclasses.replace(config, train=dataclasses.replace(tc, **changes))
+
+
+def _dataset(config: RunConfig, train_points: int | None, smoke: bool) -> tuple[Dataset, str]:
+    """The data set and a description of the rows trained on."""
+    ds = load_dataset("digits" if smoke else config.train.dataset, progress=False)
+    rows = training_split(ds, config.train.train_on)
+    what = f"{config.train.train_on} of {ds.name} ({rows.shape[0]} images)"
+    if train_points is None or train_points >= rows.shape[0]:
+        return ds, what
+    idx = subset(rows.shape[0], train_points, config.train.seed)
+    # the subset is the train split and train_on is set to "train" by the caller
+    sub = Dataset(ds.name, rows[idx], ds.valid, ds.test)
+    return sub, f"a seeded subset of {train_points} of the {what}"
+
+
+@torch.no_grad()
+def layer_active_units(
+    vae: VAE, x: torch.Tensor, draws: int = 100, batch_size: int = 100, threshold: float = 1e-2
+) -> tuple[list[int], list[list[float]]]:
+    r"""Active units per stochastic layer (bottom up) and the variances they come from.
+
+    .. math::
+
+        A_u = \mathrm{Cov}_x\big(\mathbb{E}_{u \sim q(u|x)}[u]\big) > \text{threshold}
+
+    (Burda et al. 2015, eq. 19). For the bottom layer :math:`\mathbb{E}_q[z_1]` is the
+    guide's mean; for a layer above it is :math:`\mathbb{E}_{q(z_1|x)} \mathbb{E}[z_2|z_1]`,
+    averaged over ``draws`` draws of the layers below. The guide families must have a
+    closed-form ``mean`` (normal, lowrank, full).
+    """
+    if vae.model.num_classes:
+        raise ValueError("layer_active_units: a conditional VAE is not supported")
+    names = latent_site_names(1 + len(vae.config.upper_latent_dims))
+    dims = (vae.config.latent_dim, *vae.config.upper_latent_dims)
+    draws = draws if len(dims) > 1 else 1  # E_q[z] of one layer is the guide's mean: no draws
+    means = []
+    for xb in x.split(batch_size):
+        b = xb.shape[0]
+        reps = xb.repeat(draws, *([1] * (xb.dim() - 1)))  # (draws * B, ...)
+        trace = poutine.trace(vae.guide).get_trace(reps)
+        parts = []
+        for name, dim in zip(names, dims, strict=True):
+            mean = trace.nodes[name]["fn"].mean.reshape(draws, b, dim)  # (draws, B, dim)
+            parts.append(mean.double().mean(0))  # (B, dim)
+        means.append(torch.cat(parts, dim=1))
+    variances = torch.cat(means).var(0, correction=1)  # (units,)
+    per_layer = list(variances.split(list(dims)))
+    counts = [int((v > threshold).sum()) for v in per_layer]
+    return counts, [v.tolist() for v in per_layer]
+
+
+def run_row(name: str, args: argparse.Namespace, runs_dir: Path) -> dict[str, Any]:
+    """Train and score one row; the result record of :func:`main`'s JSON."""
+    model, layers, k = _row_key(name)
+    config = row_config(
+        name,
+        stage_scale=args.stage_scale,
+        epochs=args.epochs,
+        out=runs_dir / name,
+        device=args.device,
+    )
+    dataset, trained_on = _dataset(config, args.train_points, args.smoke)
+    if args.train_points is not None or args.smoke:
+        config = dataclasses.replace(
+            config, train=dataclasses.replace(config.train, train_on="train", dataset=dataset.name)
+        )
+    wall = time.perf_counter()
+    result = fit(config, dataset=dataset, resume=args.resume, progress=not args.smoke)
+    train_seconds = time.perf_counter() - wall
+    vae, device = result.vae.eval(), next(result.vae.parameters()).device
+    start = time.perf_counter()
+    test_x = evaluation_split(dataset, "test", config.train.binarize).to(device)
+    n = test_x.shape[0] if args.eval_points is None else min(args.eval_points, test_x.shape[0])
+    idx = subset(test_x.shape[0], n, EVAL_SEED).to(device)
+    with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
+        pyro.set_rng_seed(EVAL_SEED)
+        terms = mean_terms(vae, test_x)
+        ll = log_likelihood(
+            vae.model, vae.guide, test_x[idx], num_samples=args.eval_samples, progress=False
+        ).double()  # (n,)
+        counts, variances = layer_active_units(vae, test_x, draws=args.au_draws)
+    eval_seconds = time.perf_counter() - start
+    paper_i = KS.index(k) if k in KS else None
+    return {
+        "row": name,
+        "model": model,
+        "layers": layers,
+        "k": k,
+        "objective": config.train.objective,
+        "num_particles": config.train.num_particles,
+        "test_nll": -float(ll.mean()),
+        "test_nll_se": float(ll.std() / math.sqrt(n)) if n > 1 else math.nan,
+        "test_elbo": terms["elbo"],
+        "paper_nll": None if paper_i is None else PAPER_NLL[(model, layers)][paper_i],
+        "active_units": "+".join(map(str, counts)),
+        "active_units_per_layer": counts,
+        "paper_active_units": None
+        if paper_i is None
+        else PAPER_ACTIVE_UNITS[(model, layers)][paper_i],
+        "budget": {
+            "epochs": config.train.epochs,
+            "lr_schedule": config.train.lr_schedule,
+            "lr_stage_scale": config.train.lr_stage_scale,
+            "stage_epochs": burda_stage_epochs(config.train.lr_stage_scale)
+            if config.train.lr_schedule == "burda"
+            else None,
+            "steps": result.history[-1]["step"] if result.history else 0,
+            "trained_on": trained_on,
+            "batch_size": config.train.batch_size,
+            "eval_num_samples": args.eval_samples,
+            "eval_num_points": n,
+            "au_draws": args.au_draws,
+        },
+        "final_train_elbo": result.history[-1]["train_elbo"] if result.history else None,
+        "train_seconds": round(train_seconds, 1),
+        "eval_seconds": round(eval_seconds, 1),
+        "wall_seconds": round(train_seconds + eval_seconds, 1),
+        "device": str(device),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "command": _command(args.argv),
+        "smoke": bool(args.smoke),
+        "per_point_ll": [round(v, 4) for v in ll.tolist()] if n <= 2000 else None,
+        "eval_points_seed": EVAL_SEED,
+        "active_unit_variances": [[round(v, 5) for v in layer] for layer in variances],
+    }
+
+
+def _command(argv: Sequence[str]) -> str:
+    data = os.environ.get("PYRO_VAE_DATA")
+    prefix = f"PYRO_VAE_DATA={shlex.quote(data)} " if data else ""
+    return f"{prefix}python -m benchmarks.reproduce_iwae {shlex.join(argv)}".rstrip()
+
+
+def _difference(a: dict[str, Any], b: dict[str, Any]) -> tuple[float, float, bool]:
+    """NLL(a) - NLL(b) and its standard error: paired over points where both were scored."""
+    diff = a["test_nll"] - b["test_nll"]
+    pa, pb = a.get("per_point_ll"), b.get("per_point_ll")
+    same = a["budget"]["eval_num_points"] == b["budget"]["eval_num_points"]
+    if pa and pb and same and len(pa) == len(pb) > 1:
+        d = torch.tensor(pb, dtype=torch.float64) - torch.tensor(pa, dtype=torch.float64)
+        return diff, float(d.std() / math.sqrt(d.numel())), True
+    return diff, math.hypot(a["test_nll_se"], b["test_nll_se"]), False
+
+
+def ordering(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The paper's ordering, checked on the rows present: IWAE < VAE (NLL) for k > 1, and
+    two layers < one layer; each check with the difference and its standard error."""
+    by = {(r["model"], r["layers"], r["k"]): r for r in rows}
+    checks = []
+    pairs = []
+    for layers in ("one-layer", "two-layer"):
+        for k in sorted({r["k"] for r in rows if r["k"] > 1}):
+            pairs.append((("iwae", layers, k), ("vae", layers, k), "IWAE beats VAE"))
+    for model in ("vae", "iwae"):
+        for k in sorted({r["k"] for r in rows}):
+            pairs.append(((model, "two-layer", k), (model, "one-layer", k), "two layers beat one"))
+    for better, worse, claim in pairs:
+        if better in by and worse in by:
+            diff, se, paired = _difference(by[better], by[worse])
+            checks.append(
+                {
+                    "claim": claim,
+                    "better": by[better]["row"],
+                    "worse": by[worse]["row"],
+                    "nll_difference": diff,
+                    "se": se,
+                    "paired": paired,
+                    "holds": diff < 0,
+                }
+            )
+    return checks
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The results as a markdown table with the paper's figures beside ours."""
+    m = result["machine"]
+    lines = [
+        "# Burda et al. (2015), Table 1 (MNIST): reproduction",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, pyro {m['pyro']}, "
+        f"pyro-vae {m['pyro_vae']} (commit {m['git_commit']}), Python {m['python']}.",
+        "",
+        "NLL = minus the mean IW bound (k = eval k) on the test set binarized once; "
+        "± one standard error over the test points. Paper's active units are recalled "
+        "from the paper, not re-checked.",
+        "",
+        "| row | NLL (ours) | NLL (paper) | AU (ours) | AU (paper) | epochs (stages) | "
+        "trained on | eval k / points | train s | eval s | date |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        b = r["budget"]
+        stages = "+".join(map(str, b["stage_epochs"])) if b["stage_epochs"] else "constant"
+        lines.append(
+            f"| {r['row']}{' (smoke)' if r['smoke'] else ''} | {r['test_nll']:.2f} ± "
+            f"{r['test_nll_se']:.2f} | {r['paper_nll']} | {r['active_units']} | "
+            f"{r['paper_active_units']} | {b['epochs']} ({stages}) | {b['trained_on']} | "
+            f"{b['eval_num_samples']} / {b['eval_num_points']} | {r['train_seconds']} | "
+            f"{r['eval_seconds']} | {r['date'][:10]} |"
+        )
+    lines += ["", "Commands:", ""]
+    for command in dict.fromkeys(r["command"] for r in result["rows"]):
+        lines.append(f"    {command}")
+    checks = result["ordering"]
+    if checks:
+        lines += ["", "The paper's ordering on these rows (NLL difference, better − worse):", ""]
+        for c in checks:
+            kind = "paired over the same test points" if c["paired"] else "unpaired"
+            lines.append(
+                f"- {c['claim']}: {c['better']} − {c['worse']} = {c['nll_difference']:+.2f} ± "
+                f"{c['se']:.2f} nats ({kind}): {'holds' if c['holds'] else 'does NOT hold'}"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _load(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    rows: list[dict[str, Any]] = json.loads(path.read_text())["rows"]
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        runs_dir = Path(tmp) if args.smoke else args.runs_dir
+        if args.out is None:
+            args.out = Path(tmp) / "iwae_table.json" if args.smoke else DEFAULT_OUT
+        rows = [r for r in _load(args.out) if r["row"] not in args.rows]
+        for name in args.rows:
+            record = run_row(name, args, runs_dir)
+            rows.append(record)
+            rows.sort(key=lambda r: ROWS.index(r["row"]) if r["row"] in ROWS else len(ROWS))
+            result = {"machine": machine(), "rows": rows, "ordering": ordering(rows)}
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(result, indent=1) + "\n")
+            args.out.with_suffix(".md").write_text(markdown(result))
+            print(
+                f"{name}: NLL {record['test_nll']:.2f} ± {record['test_nll_se']:.2f} (paper "
+                f"{record['paper_nll']}), active units {record['active_units']} (paper "
+                f"{record['paper_active_units']}), {record['wall_seconds']} s",
+                flush=True,
+            )
+    for c in ordering(rows):
+        print(
+            f"{c['claim']}: {c['better']} - {c['worse']} = {c['nll_difference']:+.2f} ± "
+            f"{c['se']:.2f}: {'holds' if c['holds'] else 'does NOT hold'}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
