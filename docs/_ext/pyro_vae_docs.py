@@ -364,6 +364,11 @@ def provenance(md: Path) -> dict[str, str]:
         except json.JSONDecodeError:
             loaded = {}
         meta = loaded if isinstance(loaded, dict) else {}
+    rows = [r for r in meta.get("rows", []) if isinstance(r, dict)]
+    for key in ("command", "date"):  # per-row records (reproduce_iwae): their distinct values
+        values = list(dict.fromkeys(str(r[key]) for r in rows if key in r))
+        if key not in meta and values:
+            meta[key] = "; ".join(values)
     found: dict[str, str] = {}
     command = re.search(r"Command: `([^`]+)`", text)
     if command:
