@@ -428,3 +428,19 @@ def test_valid_data_pass_and_the_vae_runs(spec: str) -> None:
         assert images.shape[1:] == SHAPE and bool(torch.isfinite(images).all())
     ll = log_likelihood(vae.model, vae.guide, x, num_samples=5)  # (K, N) particle shapes
     assert ll.shape == (3,) and bool(torch.isfinite(ll).all())
+
+
+def test_bernoulli_logits_equals_torchs_bernoulli_in_value_and_gradient() -> None:
+    """The in-place negation changes nothing: same log-density and gradient, broadcast too."""
+    from pyro_vae.models.likelihoods import BernoulliLogits
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(7, 3, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    x = torch.bernoulli(torch.full((3, 5), 0.4, dtype=torch.float64), generator=g)  # broadcast
+    ours = BernoulliLogits(logits=logits).to_event(1).log_prob(x)  # (7, 3)
+    (grad_ours,) = torch.autograd.grad(ours.sum(), logits)
+    theirs = torch.distributions.Bernoulli(logits=logits).log_prob(x).sum(-1)
+    (grad_theirs,) = torch.autograd.grad(theirs.sum(), logits)
+    assert ours.shape == (7, 3)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+    torch.testing.assert_close(grad_ours, grad_theirs, rtol=0, atol=0)
