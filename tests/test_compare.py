@@ -4,24 +4,15 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 from pyro_vae import RunConfig, TrainConfig, VAEConfig
 from pyro_vae.cli import main
 from pyro_vae.compare import compare, run_dir_name, split_specs, t_interval
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors: one torch thread avoids oversubscribing a shared machine (restored)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def test_split_specs_keeps_multi_parameter_specs_whole() -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from statistics import NormalDist
 
@@ -23,14 +22,7 @@ from linear_gaussian import LinearGaussian
 from pyro_vae import VAE, VAEConfig, diagnostic_plots, diagnostics, elbo_terms, load_dataset
 from pyro_vae.cli import main, subset
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors: one torch thread avoids oversubscribing a shared machine (restored)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 Z = 4.5

@@ -29,7 +29,6 @@ nats per point (the rotation that makes the guide exact is a slow, flat directio
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -37,14 +36,7 @@ from linear_gaussian import LinearGaussian
 
 from pyro_vae import Dataset, RunConfig, TrainConfig, VAEConfig, fit
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors: one torch thread avoids oversubscribing a shared machine (restored)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def _ml_log_likelihood(x: torch.Tensor, latent: int, sigma2: float) -> float:
