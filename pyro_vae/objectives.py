@@ -152,8 +152,28 @@ def _trace_terms(model_trace: Trace, guide_trace: Trace) -> tuple[torch.Tensor, 
     return _tensor(recon), _tensor(kl)
 
 
+class _ValueOfDifferentiableLoss(pyro.infer.ELBO):
+    """``loss`` is ``differentiable_loss`` without the graph: one code path for both."""
+
+    differentiable_loss: Callable[..., torch.Tensor]  # the subclass's (annotation only)
+
+    def loss(self, model: Fn, guide: Fn, *args: Any, **kwargs: Any) -> float:
+        with torch.no_grad():
+            return float(self.differentiable_loss(model, guide, *args, **kwargs))
+
+
+class _GradsOfDifferentiableLoss(_ValueOfDifferentiableLoss):
+    """``loss_and_grads`` is ``differentiable_loss`` differentiated (for ``pyro.infer.SVI``)."""
+
+    def loss_and_grads(self, model: Fn, guide: Fn, *args: Any, **kwargs: Any) -> float:
+        loss = self.differentiable_loss(model, guide, *args, **kwargs)
+        if loss.requires_grad:
+            loss.backward()
+        return float(loss.detach())
+
+
 @OBJECTIVES.register("elbo")
-class TraceELBO(pyro.infer.Trace_ELBO):
+class TraceELBO(_ValueOfDifferentiableLoss, pyro.infer.Trace_ELBO):
     r"""Pyro's ``Trace_ELBO`` without host synchronisation, keeping the two terms.
 
     Estimates :math:`\mathrm{ELBO} = \mathbb{E}_q[\log p(x, z) - \log q(z|x)]` with
@@ -184,10 +204,6 @@ class TraceELBO(pyro.infer.Trace_ELBO):
         # value of the ELBO estimate, gradient of the surrogate (as Trace_ELBO)
         return _with_gradient_of(loss, surrogate)
 
-    def loss(self, model: Fn, guide: Fn, *args: Any, **kwargs: Any) -> float:
-        with torch.no_grad():
-            return float(self.differentiable_loss(model, guide, *args, **kwargs))
-
 
 def _particle(model_trace: Trace, guide_trace: Trace) -> tuple[Any, Any, Any]:
     """One particle's ELBO, surrogate ELBO and reconstruction, as device tensors."""
@@ -216,7 +232,7 @@ def _particle(model_trace: Trace, guide_trace: Trace) -> tuple[Any, Any, Any]:
 
 
 @OBJECTIVES.register("elbo-analytic")
-class MeanFieldELBO(pyro.infer.TraceMeanField_ELBO):
+class MeanFieldELBO(_ValueOfDifferentiableLoss, pyro.infer.TraceMeanField_ELBO):
     r"""The ELBO with analytic KL where one is registered: Pyro's ``TraceMeanField_ELBO``.
 
     .. math::
@@ -245,10 +261,6 @@ class MeanFieldELBO(pyro.infer.TraceMeanField_ELBO):
         recon, kl = _tensor(recon), _tensor(kl)
         self.last_terms = {"reconstruction": recon.detach(), "kl": kl.detach()}
         return kl - recon  # the estimate is its own surrogate (fully reparameterized)
-
-    def loss(self, model: Fn, guide: Fn, *args: Any, **kwargs: Any) -> float:
-        with torch.no_grad():
-            return float(self.differentiable_loss(model, guide, *args, **kwargs))
 
 
 def _mean_field_particle(model_trace: Trace, guide_trace: Trace) -> tuple[Any, Any]:
@@ -297,7 +309,7 @@ class _QuietGuess(pyro.infer.ELBO):
 
 
 @OBJECTIVES.register("renyi")
-class RenyiObjective(_QuietGuess, pyro.infer.RenyiELBO):
+class RenyiObjective(_QuietGuess, _GradsOfDifferentiableLoss, pyro.infer.RenyiELBO):
     r"""The Rényi bound of Li & Turner (2016), through Pyro's ``RenyiELBO``, per data point.
 
     .. math::
@@ -368,16 +380,6 @@ class RenyiObjective(_QuietGuess, pyro.infer.RenyiELBO):
         value = log_mean.sum() / (1.0 - self.alpha)
         return value, (weights * surrogate).sum() / self.k
 
-    def loss(self, model: Fn, guide: Fn, *args: Any, **kwargs: Any) -> float:
-        with torch.no_grad():
-            return float(self.differentiable_loss(model, guide, *args, **kwargs))
-
-    def loss_and_grads(self, model: Fn, guide: Fn, *args: Any, **kwargs: Any) -> float:
-        loss = self.differentiable_loss(model, guide, *args, **kwargs)
-        if loss.requires_grad:
-            loss.backward()
-        return float(loss.detach())
-
 
 @OBJECTIVES.register("iwae")
 class IWAE(RenyiObjective):
@@ -399,7 +401,7 @@ class IWAE(RenyiObjective):
 
 
 @OBJECTIVES.register("tracegraph")
-class TraceGraphELBO(pyro.infer.TraceGraph_ELBO):
+class TraceGraphELBO(_ValueOfDifferentiableLoss, pyro.infer.TraceGraph_ELBO):
     r"""The ELBO through Pyro's ``TraceGraph_ELBO``, for latents that cannot be reparameterized.
 
     The gradient of a non-reparameterizable site uses the score function (REINFORCE;
@@ -427,10 +429,6 @@ class TraceGraphELBO(pyro.infer.TraceGraph_ELBO):
         p = self.num_particles
         self.last_terms = {"reconstruction": recon / p, "kl": kl / p}
         return _with_gradient_of(-_tensor(elbo) / p, _tensor(surrogate_loss) / p)
-
-    def loss(self, model: Fn, guide: Fn, *args: Any, **kwargs: Any) -> float:
-        with torch.no_grad():
-            return float(self.differentiable_loss(model, guide, *args, **kwargs))
 
 
 class _ScaleLatents(Messenger):
@@ -549,7 +547,7 @@ def _data_frame(site: Any) -> Any:
 
 
 @OBJECTIVES.register("free-bits")
-class FreeBitsELBO(pyro.infer.Trace_ELBO):
+class FreeBitsELBO(_ValueOfDifferentiableLoss, pyro.infer.Trace_ELBO):
     r"""The ELBO with free bits: a KL floor of λ nats per latent dimension (Kingma et al. 2016).
 
     .. math::
@@ -612,12 +610,8 @@ class FreeBitsELBO(pyro.infer.Trace_ELBO):
         mean = unit.mean(dim)  # (..., L): batch-averaged KL per dimension
         return scale * unit.sum(), scale * n * mean.clamp(min=self.free_bits).sum()
 
-    def loss(self, model: Fn, guide: Fn, *args: Any, **kwargs: Any) -> float:
-        with torch.no_grad():
-            return float(self.differentiable_loss(model, guide, *args, **kwargs))
 
-
-class _PathDerivativeELBO(_QuietGuess):
+class _PathDerivativeELBO(_QuietGuess, _GradsOfDifferentiableLoss):
     r"""Shared machinery of STL and DReG: log weights whose φ-gradient is the path derivative.
 
     For a reparameterized draw :math:`z = z(\epsilon, \phi)` the log weight
@@ -672,16 +666,6 @@ class _PathDerivativeELBO(_QuietGuess):
             return self._estimate(*self._path_log_weights(model_trace, guide_trace))
 
         return _mean_of_estimates(self, bound, model, guide, args, kwargs)
-
-    def loss(self, model: Fn, guide: Fn, *args: Any, **kwargs: Any) -> float:
-        with torch.no_grad():
-            return float(self.differentiable_loss(model, guide, *args, **kwargs))
-
-    def loss_and_grads(self, model: Fn, guide: Fn, *args: Any, **kwargs: Any) -> float:
-        loss = self.differentiable_loss(model, guide, *args, **kwargs)
-        if loss.requires_grad:
-            loss.backward()
-        return float(loss.detach())
 
 
 @OBJECTIVES.register("stl")
