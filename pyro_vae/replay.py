@@ -127,11 +127,10 @@ class Replay(nn.Module):
                 _restore(self.terms, buffers)
             if isinstance(graph, str):
                 return graph
-            state = _rng_state(x.device)
             with torch.no_grad():
-                want = self.terms(x, *labels)  # (3,) the program
+                with torch.random.fork_rng(devices=devices):  # its draws are undone after
+                    want = self.terms(x, *labels)  # (3,) the program
                 _restore(self.terms, buffers)
-                _set_rng_state(x.device, state)
                 got = graph(x, *labels)  # (3,) its replay, on the same draws
                 _restore(self.terms, buffers)
         if not torch.allclose(got, want, rtol=1e-5, atol=1e-5, equal_nan=True):
@@ -169,14 +168,3 @@ def _in_torch(filename: str) -> bool:
     """A tracer warning raised by PyTorch's own shape checks, which a per-shape recording
     keeps valid (e.g. ``binary_cross_entropy_with_logits`` comparing sizes)."""
     return Path(filename).resolve().is_relative_to(_TORCH_DIR)
-
-
-def _rng_state(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
-    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-    return torch.get_rng_state(), cuda
-
-
-def _set_rng_state(device: torch.device, state: tuple[torch.Tensor, torch.Tensor | None]) -> None:
-    torch.set_rng_state(state[0])
-    if state[1] is not None:
-        torch.cuda.set_rng_state(state[1], device)
