@@ -64,6 +64,23 @@ def _normal_log_prob(z: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) ->
     return (-0.5 * ((z - loc) / scale).square() - scale.log() - _HALF_LOG_2PI).sum(-1)
 
 
+def _check_components(vae: Any, network: str) -> Any:
+    """``vae.config`` if ``vae`` is a ``pyro_vae.VAE`` with the components a reference
+    implements (``network``, prior ``normal``, likelihood ``bernoulli``, guide ``normal``)."""
+    config = getattr(vae, "config", None)
+    if config is None or not hasattr(vae, "guide") or not hasattr(vae, "model"):
+        raise TypeError(f"vae must be a pyro_vae.VAE, got {type(vae).__name__}")
+    wanted = {"network": network, "prior": "normal", "likelihood": "bernoulli", "guide": "normal"}
+    for field, name in wanted.items():
+        got = str(getattr(config, field)).split(":", 1)[0]
+        if got != name:
+            raise ValueError(
+                f"the reference implements {field} {name!r} only; vae has {field} "
+                f"{getattr(config, field)!r}"
+            )
+    return config
+
+
 class ReferenceVAE(nn.Module):
     r"""A Gaussian-latent, Bernoulli-likelihood VAE written directly in PyTorch.
 
@@ -106,17 +123,7 @@ class ReferenceVAE(nn.Module):
         ``mlp``, prior ``normal``, likelihood ``bernoulli`` and guide ``normal``. The copy has
         ``vae``'s dtype and device; later training of either leaves the other unchanged.
         """
-        config = getattr(vae, "config", None)
-        if config is None or not hasattr(vae, "guide") or not hasattr(vae, "model"):
-            raise TypeError(f"vae must be a pyro_vae.VAE, got {type(vae).__name__}")
-        wanted = {"network": "mlp", "prior": "normal", "likelihood": "bernoulli", "guide": "normal"}
-        for field, name in wanted.items():
-            got = str(getattr(config, field)).split(":", 1)[0]
-            if got != name:
-                raise ValueError(
-                    f"the reference implements {field} {name!r} only; vae has {field} "
-                    f"{getattr(config, field)!r}"
-                )
+        config = _check_components(vae, network="mlp")
         ref = cls(
             math.prod(config.data_shape),
             config.hidden,
@@ -325,13 +332,7 @@ class ConvReferenceVAE(ReferenceVAE):
     @classmethod
     def from_pyro_vae(cls, vae: Any) -> ConvReferenceVAE:
         """A reference with ``vae``'s conv networks and their current weights (copied)."""
-        config = getattr(vae, "config", None)
-        if config is None or str(config.network).split(":", 1)[0] != "conv":
-            raise ValueError("ConvReferenceVAE needs a pyro_vae.VAE with network 'conv'")
-        wanted = {"prior": "normal", "likelihood": "bernoulli", "guide": "normal"}
-        for field, name in wanted.items():
-            if str(getattr(config, field)).split(":", 1)[0] != name:
-                raise ValueError(f"the reference implements {field} {name!r} only")
+        _check_components(vae, network="conv")
         return cls(vae)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
