@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro.infer.util import is_validation_enabled
 from torch import nn
 from torch.nn import functional as F
 
@@ -102,6 +103,8 @@ class Model(nn.Module):
         if n is None:
             raise ValueError("model needs data x, or batch_size to draw new data")
         check_labels(y, n, self.num_classes)
+        if x is not None and is_validation_enabled():  # off in the training loop (checked once)
+            self.likelihood.check_support(x)  # SupportError with advice, not torch's dump
         with pyro.plate("data", n):
             z = pyro.sample(self.site_names[-1], self.prior())  # (N, L_top)
             for name, layer in zip(

@@ -58,14 +58,19 @@ def traces(
     return prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace)
 
 
-def _data_frame_dim(site: Site, n: int) -> int | None:
-    """The (negative) dim of the plate over data points: named ``data``, else of size ``n``."""
-    frames = [f for f in site["cond_indep_stack"] if f.vectorized]
+def _data_frame_dim(site: Site, n: int, particle_dim: int | None = None) -> int | None:
+    """The (negative) dim of the plate over data points.
+
+    The plate named ``data``, else the outermost plate of size ``n`` (the rows of x are the
+    outermost batch dimension in a program; an inner plate, over pixels say, may have the
+    same size by chance). The particle plate is never the data plate.
+    """
+    frames = [f for f in site["cond_indep_stack"] if f.vectorized and f.dim != particle_dim]
     for f in frames:
         if f.name == "data" and f.size == n:
             return int(f.dim)
-    sized = [f for f in frames if f.size == n]
-    return int(sized[-1].dim) if sized else None
+    sized = [int(f.dim) for f in frames if f.size == n]
+    return min(sized) if sized else None
 
 
 def per_point(
@@ -78,7 +83,7 @@ def per_point(
     """
     if "mask" in site and site["mask"] is not None and site["mask"] is not True:
         value = value * site["mask"]
-    data_dim = _data_frame_dim(site, n)
+    data_dim = _data_frame_dim(site, n, particle_dim)
     ndim = max(value.dim(), -(data_dim or 0), -(particle_dim or 0))
     value = value.reshape((1,) * (ndim - value.dim()) + tuple(value.shape))
     keep = [ndim + d for d in (particle_dim, data_dim) if d is not None]

@@ -9,9 +9,10 @@ import pyro.poutine as poutine
 import pytest
 import torch
 
-from pyro_vae import VAE, VAEConfig, elbo_terms
+from pyro_vae import VAE, VAEConfig, elbo_terms, log_likelihood
 from pyro_vae.checkpoint import CheckpointError, load, save
 from pyro_vae.decomposition import traces
+from pyro_vae.models.likelihoods import SupportError
 from pyro_vae.objectives import TraceELBO
 
 CONFIG = VAEConfig(data_shape=(1, 8, 8), latent_dim=3, hidden=(32, 16))
@@ -178,3 +179,28 @@ def test_check_data_names_shape_and_support() -> None:
         vae.check_data(torch.zeros(3, 64))
     with pytest.raises(ValueError, match="--binarize dynamic"):
         vae.check_data(torch.full((3, 1, 8, 8), 0.5))
+
+
+def test_grey_data_in_the_pyro_program_gets_the_advice_not_torch_s_dump() -> None:
+    """The same SupportError as check_data, through elbo_terms, log_likelihood and SVI."""
+    vae = VAE(CONFIG)
+    grey = torch.rand(4, 1, 8, 8)
+    svi = pyro.infer.SVI(
+        vae.model, vae.guide, pyro.optim.Adam({"lr": 1e-3}), pyro.infer.Trace_ELBO()
+    )
+    calls = (
+        lambda: elbo_terms(vae.model, vae.guide, grey),
+        lambda: log_likelihood(vae.model, vae.guide, grey, num_samples=3),
+        lambda: svi.step(grey),
+    )
+    for call in calls:
+        with pytest.raises(SupportError, match=r"binary data.*--binarize dynamic"):
+            call()
+    with pyro.validation_enabled(False):  # the training loop checks its data once, up front
+        assert elbo_terms(vae.model, vae.guide, grey)["elbo"].shape == (4,)
+
+
+def test_grey_data_in_chunks_still_gets_the_support_error() -> None:
+    vae = VAE(CONFIG)
+    with pytest.raises(SupportError, match="--binarize dynamic"):
+        log_likelihood(vae.model, vae.guide, torch.rand(9, 1, 8, 8), num_samples=3, batch_size=4)
