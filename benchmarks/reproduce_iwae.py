@@ -330,7 +330,7 @@ def run_row(name: str, args: argparse.Namespace, runs_dir: Path) -> dict[str, An
         "eval_seconds": round(eval_seconds, 1),
         "wall_seconds": round(train_seconds + eval_seconds, 1),
         "device": str(device),
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": _command(args.argv),
         "smoke": bool(args.smoke),
         "per_point_ll": [round(v, 4) for v in ll.tolist()] if n <= 2000 else None,
