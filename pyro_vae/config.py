@@ -103,6 +103,7 @@ class TrainConfig:
     lr_schedule: str = "constant"  # constant | burda: 3**i epochs at lr*10**(-i/7), i=0..7
     lr_stage_scale: float = 1.0  # burda: stage i lasts ceil(scale*3**i) epochs (1: 3280 in all)
     train_on: str = "train"  # train | train+valid: the rows trained on (paper: all 60k MNIST)
+    data_on_device: str = "auto"  # auto | yes | no: data in GPU memory (auto: if it fits)
 
     def __post_init__(self) -> None:
         if self.binarize not in ("none", "dynamic"):
@@ -137,6 +138,10 @@ def _check_train_extras(tc: TrainConfig) -> None:
     """Checks of the seed and the non-finite-step policy (see :mod:`pyro_vae.guard`)."""
     if isinstance(tc.seed, bool) or not isinstance(tc.seed, int) or not 0 <= tc.seed < 2**32:
         raise ConfigError(f"seed must be an int in [0, 2**32), got {tc.seed!r}")
+    if tc.data_on_device not in ("auto", "yes", "no"):
+        raise ConfigError(
+            f"data_on_device must be 'auto', 'yes' or 'no', got {tc.data_on_device!r}"
+        )
     if tc.on_nan not in ("stop", "skip"):
         raise ConfigError(f"on_nan must be 'stop' or 'skip', got {tc.on_nan!r}")
     steps = tc.max_skipped_steps

@@ -26,6 +26,7 @@ it, and turns every mismatch into a :class:`~pyro_vae.checkpoint.CheckpointError
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from dataclasses import dataclass
@@ -216,7 +217,7 @@ def _restore_rngs(
     tensors: dict[str, torch.Tensor], meta: dict[str, Any], gen: torch.Generator
 ) -> None:
     torch.set_rng_state(tensors["rng.torch"])
-    gen.set_state(tensors["rng.data"])
+    _restore_data_rng(tensors["rng.data"], gen)
     if "rng.cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.cuda"])
     pos, has_gauss, cached = meta["rng_numpy"]
@@ -224,6 +225,19 @@ def _restore_rngs(
     np.random.set_state(("MT19937", keys, int(pos), int(has_gauss), float(cached)))
     version, py_state, gauss = meta["rng_python"]
     random.setstate((int(version), tuple(int(v) for v in py_state), gauss))
+
+
+def _restore_data_rng(state: torch.Tensor, gen: torch.Generator) -> None:
+    """The data generator's state; or, when the data RNG moved between CPU and GPU (a
+    resume on another device, or data kept in host memory this time), a seed derived from
+    the saved state: CPU and CUDA generators have different state formats and streams, so
+    the run goes on reproducibly, but not with the draws the other device would have made.
+    """
+    if state.numel() == gen.get_state().numel():
+        gen.set_state(state)
+        return
+    digest = hashlib.sha256(state.numpy().tobytes()).digest()
+    gen.manual_seed(int.from_bytes(digest[:8], "little"))
 
 
 def _read_partial(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Partial | None:

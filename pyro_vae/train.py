@@ -93,6 +93,7 @@ __all__ = [
     "TrainingError",
     "TrainingInterrupted",
     "TrainingNotice",
+    "data_home",
     "evaluation_split",
     "fit",
     "mean_terms",
@@ -108,6 +109,7 @@ __all__ = [
 RESUME_OVERRIDES = (
     "epochs",
     "device",
+    "data_on_device",
     "on_nan",
     "max_skipped_steps",
     "eval_num_samples",
@@ -159,6 +161,30 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise TrainingError(f"--device {name} was asked for, but torch sees no CUDA device")
     return torch.device(name)
+
+
+def data_home(
+    nbytes: int, device: torch.device, policy: str = "auto", free: int | None = None
+) -> torch.device:
+    """Where the data live: on ``device`` once, or in host memory with each batch copied.
+
+    On a GPU, ``auto`` keeps the data there when they take at most half of its free memory
+    (``free`` bytes, read from the device when not given); the other half is left for the
+    activations. ``yes`` and ``no`` decide outright. On the CPU the two places are one.
+    """
+    if device.type == "cpu" or policy == "yes":
+        return device
+    if policy == "no":
+        return torch.device("cpu")
+    if free is None:
+        free, _ = torch.cuda.mem_get_info(device)
+    return device if nbytes <= free // 2 else torch.device("cpu")
+
+
+def _placed(x: torch.Tensor, home: torch.device) -> torch.Tensor:
+    """``x`` at ``home``; in pinned host memory when it stays off the GPU it is used on."""
+    x = x.to(home)
+    return x.pin_memory() if home.type == "cpu" and torch.cuda.is_available() else x
 
 
 def evaluation_split(dataset: Dataset, split: str, binarize: str) -> torch.Tensor:
@@ -240,11 +266,14 @@ def mean_terms(
     scores its share ``x[rank::world_size]`` and the sums are added across ranks.
     """
     world = world or World()
-    sums = torch.zeros(3, dtype=torch.float64, device=x.device)
+    device = next(vae.parameters()).device  # x may wait in host memory (see data_home)
+    sums = torch.zeros(3, dtype=torch.float64, device=device)
     xs, ys = world.share(x), None if y is None else world.share(y)
     with torch.no_grad():
         for i, xb in enumerate(xs.split(batch_size)):
-            labels = () if ys is None else (ys[i * batch_size : i * batch_size + xb.shape[0]],)
+            rows = slice(i * batch_size, i * batch_size + xb.shape[0])
+            labels = () if ys is None else (ys[rows].to(device, non_blocking=True),)
+            xb = xb.to(device, non_blocking=True)  # (b, *data_shape); a no-op when there
             t = elbo_terms(vae.model, vae.guide, xb, *labels)
             parts = (t["elbo"], t["reconstruction"], t["kl"])
             sums += torch.stack([v.double().sum() for v in parts])
@@ -480,11 +509,15 @@ def _fit(
     vae.to(device)
     betas = (tc.adam_beta1, tc.adam_beta2)
     opt = fused_adam(list(vae.parameters()), tc.lr, betas=betas, eps=tc.adam_eps)
-    gen = torch.Generator(device=device).manual_seed(tc.seed)
-    train_x = training_split(dataset, tc.train_on).to(device)
-    valid_x = evaluation_split(dataset, "valid", tc.binarize).to(device)
-    train_y = _to(training_labels(vae, dataset, tc.train_on), device)
-    valid_y = _to(split_labels(vae, dataset, "valid"), device)
+    train_x = training_split(dataset, tc.train_on)  # (N, *data_shape), host memory
+    valid_x = evaluation_split(dataset, "valid", tc.binarize)
+    home = data_home(train_x.nbytes + valid_x.nbytes, device, tc.data_on_device)
+    if home != device and progress and world.is_main:
+        print(f"pyro-vae: the data stay in host memory; each batch is copied to {device}")
+    gen = torch.Generator(device=home).manual_seed(tc.seed)  # data order and binarization
+    train_x, valid_x = _placed(train_x, home), _placed(valid_x, home)
+    train_y = _to(training_labels(vae, dataset, tc.train_on), home)
+    valid_y = _to(split_labels(vae, dataset, "valid"), home)
     loop = _Loop(vae, opt, gen, tc, train_x, progress and world.is_main, world, train_y)
     history: list[dict[str, Any]] = []
     if run_dir is not None:
@@ -514,7 +547,7 @@ def _fit(
             loop.close()
     if not world.is_main:
         return FitResult(vae, history, {}, run_dir, config, rank=world.rank)
-    summary = summarize(vae, dataset, tc, device)
+    summary = summarize(vae, dataset, tc, device, home)
     if run_dir is not None:
         write_json(run_dir / "summary.json", summary)
     return FitResult(vae, history, summary, run_dir, config)
@@ -621,20 +654,33 @@ def _nonfinite(loop: _Loop, fault: _FaultError, run_dir: Path | None) -> NonFini
     return NonFiniteError(message, fault.epoch, fault.step, diagnosis)
 
 
-def summarize(vae: VAE, dataset: Dataset, tc: TrainConfig, device: torch.device) -> dict[str, Any]:
-    """Test ELBO terms over the whole test split and the IW NLL on a seeded subset."""
-    test_x = evaluation_split(dataset, "test", tc.binarize).to(device)
-    test_y = _to(split_labels(vae, dataset, "test"), device)
+def summarize(
+    vae: VAE,
+    dataset: Dataset,
+    tc: TrainConfig,
+    device: torch.device,
+    home: torch.device | None = None,
+) -> dict[str, Any]:
+    """Test ELBO terms over the whole test split and the IW NLL on a seeded subset.
+
+    The test split is kept at ``home`` (default ``device``) and scored in chunks on ``device``.
+    """
+    test_x = evaluation_split(dataset, "test", tc.binarize).to(home or device)
+    test_y = _to(split_labels(vae, dataset, "test"), home or device)
     terms = mean_terms(vae, test_x, y=test_y)
     summary: dict[str, Any] = {f"test_{k}": v for k, v in terms.items()}
     num_points = min(tc.eval_num_points, test_x.shape[0])
     if num_points > 0:
         idx = torch.randperm(test_x.shape[0], generator=torch.Generator().manual_seed(0))
-        idx = idx[:num_points].to(device)
-        labels = () if test_y is None else (test_y[idx],)
+        idx = idx[:num_points].to(test_x.device)
+        labels = () if test_y is None else (test_y[idx].to(device),)
         try:
             ll = log_likelihood(
-                vae.model, vae.guide, test_x[idx], *labels, num_samples=tc.eval_num_samples
+                vae.model,
+                vae.guide,
+                test_x[idx].to(device),
+                *labels,
+                num_samples=tc.eval_num_samples,
             )
         except PointEstimateError:  # a Delta guide: no importance-weighted bound exists
             return summary
@@ -687,6 +733,7 @@ class _Loop:
         train_y: torch.Tensor | None = None,
     ) -> None:
         self.vae, self.opt, self.gen, self.tc, self.train_x = vae, opt, gen, tc, train_x
+        self.device = next(vae.parameters()).device  # train_x may stay in host memory
         self.world = world = world or World()
         self.train_y = train_y  # (N,) labels of a conditional VAE, on the device
         self.objective = build_objective(tc.objective, num_particles=tc.num_particles)
@@ -736,7 +783,7 @@ class _Loop:
         partial, self.position.partial = self.position.partial, None
         first = partial.steps_done + 1 if partial else 1
         sums = partial.sums.clone() if partial else torch.zeros(4, dtype=torch.float64)
-        sums = sums.to(self.train_x.device)  # (4,) loss, reconstruction, KL, rows
+        sums = sums.to(self.device)  # (4,) loss, reconstruction, KL, rows
         self.guard.reset(first - 1, *((partial.first_bad, partial.bad) if partial else ()))
         x, perm = self._data()
         shown, last = first - 1, start
@@ -785,8 +832,8 @@ class _Loop:
     def _step(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """One step on the global batch ``x[idx]``; this rank trains on its share of it."""
         share = self.world.share(idx)  # all of idx for one process
-        xb = x[share]  # (b, *data_shape)
-        labels = () if self.train_y is None else (self.train_y[share],)
+        xb = x[share].to(self.device, non_blocking=True)  # (b, *data_shape)
+        labels = () if self.train_y is None else (self.train_y[share].to(self.device),)
         total = self.loss_fn(xb, *labels)  # negative ELBO summed over the rows
         loss = total / idx.shape[0] * self.world.world_size  # nats per data point (distributed)
         self.opt.zero_grad(set_to_none=True)
@@ -849,7 +896,7 @@ class _Loop:
 
     def write_checkpoint(self, run_dir: Path) -> None:
         """Rank 0 writes the state; every rank's torch RNG goes in (a collective)."""
-        rng = gather_rng_states(self.world, self.train_x.device)
+        rng = gather_rng_states(self.world, self.device)
         if self.world.is_main:
             tensors, meta = self.state()
             tensors.update({f"rng.torch.{r}": s for r, s in enumerate(rng) if r > 0})

@@ -1,0 +1,50 @@
+"""Where the training data live, and resuming when that place changes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from pyro_vae import RunConfig, TrainConfig, VAEConfig, fit
+from pyro_vae.config import ConfigError
+from pyro_vae.runstate import _restore_data_rng
+from pyro_vae.train import data_home, resume_config
+
+GPU = torch.device("cuda")  # a device object only: nothing here touches a GPU
+CPU = torch.device("cpu")
+
+
+def test_data_stay_on_the_gpu_only_when_they_fit_in_half_its_free_memory() -> None:
+    assert data_home(500, GPU, free=1000) == GPU
+    assert data_home(501, GPU, free=1000) == CPU
+    assert data_home(10**12, GPU, "yes", free=1000) == GPU
+    assert data_home(1, GPU, "no", free=1000) == CPU
+    assert data_home(10**12, CPU, free=0) == CPU  # on the CPU the two places are one
+    with pytest.raises(ConfigError, match="data_on_device must be 'auto', 'yes' or 'no'"):
+        TrainConfig(data_on_device="sometimes")
+
+
+def test_a_data_rng_saved_on_another_device_seeds_this_one_reproducibly() -> None:
+    cuda_like = torch.arange(16, dtype=torch.uint8)  # a CUDA generator's state: seed, offset
+    draws = []
+    for _ in range(2):
+        gen = torch.Generator()
+        _restore_data_rng(cuda_like, gen)
+        draws.append(torch.rand(5, generator=gen))
+    torch.testing.assert_close(draws[0], draws[1], rtol=0, atol=0)
+    gen, same = torch.Generator().manual_seed(3), torch.Generator()
+    _restore_data_rng(gen.get_state(), same)  # same format: the stream itself goes on
+    torch.testing.assert_close(torch.rand(5, generator=gen), torch.rand(5, generator=same))
+
+
+def test_resume_may_change_where_the_data_live(tmp_path: Path) -> None:
+    vae = VAEConfig(latent_dim=2, hidden=(16,))
+    tiny = dict(eval_num_samples=2, eval_num_points=10, seed=5)
+    straight = tmp_path / "straight"
+    fit(RunConfig(vae, TrainConfig(epochs=2, out=str(straight), **tiny)), progress=False)  # type: ignore[arg-type]
+    run = tmp_path / "run"
+    fit(RunConfig(vae, TrainConfig(epochs=1, out=str(run), **tiny)), progress=False)  # type: ignore[arg-type]
+    fit(resume_config(run, epochs=2, data_on_device="no"), resume=True, progress=False)
+    assert (run / "metrics.jsonl").read_text() == (straight / "metrics.jsonl").read_text()
