@@ -30,7 +30,17 @@ from pyro_vae import plots
 from pyro_vae.checkpoint import CheckpointError, check_run_dir, load, load_config, write_json
 from pyro_vae.compare import compare, split_specs
 from pyro_vae.components import component_names, describe
-from pyro_vae.config import ConfigError, RunConfig, TrainConfig, VAEConfig, from_dict, load_toml
+from pyro_vae.config import (
+    ConfigError,
+    EvaluateConfig,
+    RunConfig,
+    SampleConfig,
+    TrainConfig,
+    VAEConfig,
+    from_dict,
+    load_toml,
+    resolve_binarize,
+)
 from pyro_vae.data import DataError, load_dataset
 from pyro_vae.decomposition import elbo_terms
 from pyro_vae.distributed import DistributedError
@@ -110,6 +120,23 @@ def _add_config_flags(parser: argparse.ArgumentParser, cls: type, section: str) 
         )
 
 
+def _add_default_flag(
+    parser: argparse.ArgumentParser,
+    name: str,
+    helps: dict[str, str],
+    defaults: object,
+    extra: dict[str, Any],
+) -> None:
+    """``--name`` with its default and help taken from a config dataclass's field."""
+    default = getattr(defaults, name)
+    parser.add_argument(
+        "--" + name.replace("_", "-"),
+        default=default,
+        help=helps.get(name, "") + ("" if default is None else f" (default: {default})"),
+        **extra,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``pyro-vae`` parser: the commands train, evaluate, compare, sample and components."""
     parser = argparse.ArgumentParser(
@@ -139,35 +166,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="score on this data set (NAME|PATH) of the same shape (default: the run's)",
     )
-    ev.add_argument("--split", choices=("test", "valid"), default="test")
-    ev.add_argument("--num-samples", type=int, default=5000, help="k of the IW bound")
-    ev.add_argument(
-        "--num-points",
-        type=int,
-        default=None,
-        help="score a seeded random subset of N points (default: all)",
-    )
-    ev.add_argument("--seed", type=int, default=0, help="seeds the subset and the guide's noise")
-    ev.add_argument("--device", default="auto")
-    ev.add_argument("--psis-samples", type=int, default=1000, help="draws per point for PSIS k-hat")
-    ev.add_argument(
-        "--gaps",
-        type=int,
-        default=0,
-        metavar="N",
-        help="inference gaps on N points (eval.json gaps)",
-    )
-    ev.add_argument(
-        "--mcmc",
-        type=int,
-        default=0,
-        metavar="N",
-        help="NUTS on p(z|x) for N points (eval.json mcmc)",
-    )
-
-    ev.add_argument(
-        "--mcmc-samples", type=int, default=200, help="NUTS draws (and warm-up) per chain"
-    )
+    ev_help, ev_default = _field_help(EvaluateConfig), EvaluateConfig()
+    for flag, extra in (
+        ("split", {"choices": ("test", "valid")}),
+        ("num_samples", {"type": int}),
+        ("num_points", {"type": int}),
+        ("seed", {"type": int}),
+        ("device", {}),
+        ("psis_samples", {"type": int}),
+        ("gaps", {"type": int, "metavar": "N"}),
+        ("mcmc", {"type": int, "metavar": "N"}),
+        ("mcmc_samples", {"type": int}),
+    ):
+        _add_default_flag(ev, flag, ev_help, ev_default, extra)
 
     cp = sub.add_parser("compare", help="train and score objectives over seeds; compare.md")
     cp.add_argument("--objectives", required=True, help="specs, e.g. elbo,iwae:k=5,iwae:k=50")
@@ -177,21 +188,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(cp, TrainConfig, "train")
     cp.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    sa = sub.add_parser("sample", help="draw x from p(x|z)p(z) of a trained run")
+    sa = sub.add_parser("sample", help="images of p(x|z), z ~ p(z), of a trained run")
     sa.add_argument("run_dir", type=Path)
-    sa.add_argument("--num", type=int, default=100)
+    sa_help, sa_default = _field_help(SampleConfig), SampleConfig()
+    for flag, extra in (("num", {"type": int}), ("seed", {"type": int}), ("label", {"type": int})):
+        _add_default_flag(sa, flag, sa_help, sa_default, extra)
+    sa.add_argument("--draw", action="store_true", help=sa_help["draw"])
     sa.add_argument(
         "--out",
         type=Path,
         default=None,
         help="FILE.png (a grid) or FILE.npy (default: RUN_DIR/samples.png)",
-    )
-    sa.add_argument("--seed", type=int, default=0)
-    sa.add_argument(
-        "--label",
-        type=int,
-        default=None,
-        help="class to draw from p(x|z,y) (conditional runs; default: each class in turn)",
     )
 
     co = sub.add_parser("components", help="list the registered priors, likelihoods, ...")
@@ -285,26 +292,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             ],
         )
     )
-    paths = _run_plots(result.run_dir, result)
+    paths = plots.plot_run(result) if result.run_dir is not None else []
     print(f"run directory: {result.run_dir}  (plots: {', '.join(p.name for p in paths)})")
     return 0
-
-
-def _run_plots(run_dir: Path | None, result: Any) -> list[Path]:
-    if run_dir is None:
-        return []
-    vae, tc = result.vae, result.config.train
-    dataset = load_dataset(tc.dataset, progress=False)
-    device = next(vae.parameters()).device
-    x = evaluation_split(dataset, "test", tc.binarize)[:10].to(device)
-    y = split_labels(vae, dataset, "test")
-    return plots.write_run_plots(
-        run_dir,
-        history=result.history,
-        originals=x,
-        recons=vae.reconstruct(x, None if y is None else y[:10].to(device)),
-        sample_images=vae.sample(100),
-    )
 
 
 def _table(title: str, rows: Sequence[tuple[str, float, str]]) -> str:
@@ -331,7 +321,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"(data set {train.dataset!r}). Evaluate it on data of that shape, e.g. --dataset "
             f"{train.dataset}."
         )
-    x = evaluation_split(dataset, args.split, train.binarize)
+    binarize = resolve_binarize(train.binarize, vae.config.likelihood)  # saved runs: resolved
+    x = evaluation_split(dataset, args.split, binarize)
     y = split_labels(vae, dataset, args.split)
     n = x.shape[0] if args.num_points is None else args.num_points
     if not 0 < n <= x.shape[0]:
@@ -430,7 +421,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         check_run_dir(args.run_dir)
     vae = load(args.run_dir)
     torch.manual_seed(args.seed)
-    images = vae.sample(args.num, label=args.label)  # (num, *data_shape)
+    images = vae.sample(args.num, label=args.label, draw=args.draw)  # (num, *data_shape)
     if out.suffix == ".npy":
         np.save(out, images.numpy())
     else:

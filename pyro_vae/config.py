@@ -23,11 +23,14 @@ else:  # Python 3.10: the same parser, from PyPI
 
 __all__ = [
     "ConfigError",
+    "EvaluateConfig",
     "RunConfig",
+    "SampleConfig",
     "TrainConfig",
     "VAEConfig",
     "from_dict",
     "load_toml",
+    "resolve_binarize",
     "to_dict",
 ]
 
@@ -83,7 +86,7 @@ class TrainConfig:
     """How to train: data, optimisation and where the run goes."""
 
     dataset: str = "digits"  # a built-in name (digits, mnist, ...) or a path to .npy/.npz/.csv
-    binarize: str = "dynamic"  # none | dynamic: x ~ Bernoulli(pixel) redrawn every epoch
+    binarize: str = "auto"  # auto | none | dynamic: x ~ Bernoulli(pixel) redrawn every epoch
     epochs: int = 100  # passes over the training split
     batch_size: int = 100  # data points per step
     lr: float = 1e-3  # Adam learning rate
@@ -106,8 +109,10 @@ class TrainConfig:
     data_on_device: str = "auto"  # auto | yes | no: data in GPU memory (auto: if it fits)
 
     def __post_init__(self) -> None:
-        if self.binarize not in ("none", "dynamic"):
-            raise ConfigError(f"binarize must be 'none' or 'dynamic', got {self.binarize!r}")
+        if self.binarize not in ("auto", "none", "dynamic"):
+            raise ConfigError(
+                f"binarize must be 'auto', 'none' or 'dynamic', got {self.binarize!r}"
+            )
         for name in ("epochs", "batch_size", "num_particles", "eval_num_samples"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -127,11 +132,55 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class EvaluateConfig:
+    """The defaults of ``pyro-vae evaluate``'s flags (the command validates the values)."""
+
+    split: str = "test"  # test | valid: the split scored
+    num_samples: int = 5000  # k of the importance-weighted bound
+    num_points: int | None = None  # score a seeded random subset of N points (default: all)
+    seed: int = 0  # seeds the subset and the guide's noise
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    psis_samples: int = 1000  # draws per point for PSIS k-hat
+    gaps: int = 0  # inference gaps on N points (eval.json gaps)
+    mcmc: int = 0  # NUTS on p(z|x) for N points (eval.json mcmc)
+    mcmc_samples: int = 200  # NUTS draws (and warm-up) per chain
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """The defaults of ``pyro-vae sample``'s flags (the command validates the values)."""
+
+    num: int = 100  # images to draw
+    seed: int = 0  # seeds the draws of z (and of x with --draw)
+    label: int | None = None  # class to draw from p(x|z,y) (conditional runs; default: each)
+    draw: bool = False  # draw x ~ p(x|z) instead of showing the mean of p(x|z)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything a run needs: the model and the training. Saved as ``config.json``."""
 
     vae: VAEConfig = field(default_factory=VAEConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        # binarize "auto" is settled here, once, so that every RunConfig (and config.json)
+        # says what the run does: "dynamic" for a Bernoulli likelihood, "none" otherwise
+        binarize = resolve_binarize(self.train.binarize, self.vae.likelihood)
+        if binarize != self.train.binarize:
+            object.__setattr__(self, "train", dataclasses.replace(self.train, binarize=binarize))
+
+
+def resolve_binarize(binarize: str, likelihood: str) -> str:
+    """``--binarize auto``: ``dynamic`` for the ``bernoulli`` likelihood, else ``none``.
+
+    Binarizing is for a likelihood of {0, 1} data; a likelihood of grey levels, counts or
+    real values is given the data as they are. ``none`` and ``dynamic`` are kept as given.
+    """
+    if binarize != "auto":
+        return binarize
+    name = likelihood.split(":", 1)[0].strip() if isinstance(likelihood, str) else ""
+    return "dynamic" if name == "bernoulli" else "none"
 
 
 def _check_train_extras(tc: TrainConfig) -> None:

@@ -31,10 +31,14 @@ from matplotlib.layout_engine import ConstrainedLayoutEngine
 from matplotlib.textpath import TextToPath
 from matplotlib.ticker import MaxNLocator
 
+from pyro_vae.data import Dataset, load_dataset
+from pyro_vae.train import FitResult, evaluation_split, split_labels
+
 __all__ = [
     "SAMPLES_TITLE",
     "curves",
     "image_grid",
+    "plot_run",
     "reconstructions",
     "samples",
     "write_run_plots",
@@ -445,3 +449,30 @@ def write_run_plots(
     if sample_images is not None:
         paths.append(samples(sample_images, out / "samples.png"))
     return paths
+
+
+def plot_run(result: FitResult, dataset: Dataset | None = None) -> list[Path]:
+    """Write the plots of a finished :func:`~pyro_vae.fit` into ``run_dir/plots``.
+
+    The curves of the ELBO, reconstruction and KL per epoch, ten test images beside their
+    reconstructions, and 100 samples: what ``pyro-vae train`` writes. The trainer draws
+    nothing itself; this is the one call that turns its result into pictures. ``dataset``
+    is the data set ``fit`` was given, if any (default: ``config.train.dataset``, loaded).
+    """
+    if result.run_dir is None:
+        raise ValueError("the run was trained with write=False: there is no run directory")
+    vae, tc = result.vae, result.config.train
+    dataset = dataset or load_dataset(tc.dataset, progress=False)
+    device = next(vae.parameters()).device
+    x = evaluation_split(dataset, "test", tc.binarize)[:10].to(device)  # (10, *data_shape)
+    y = split_labels(vae, dataset, "test")
+    with torch.no_grad():
+        recons = vae.reconstruct(x, None if y is None else y[:10].to(device))
+        sample_images = vae.sample(100)
+    return write_run_plots(
+        result.run_dir,
+        history=result.history,
+        originals=x,
+        recons=recons,
+        sample_images=sample_images,
+    )

@@ -189,6 +189,8 @@ def _placed(x: torch.Tensor, home: torch.device) -> torch.Tensor:
 
 def evaluation_split(dataset: Dataset, split: str, binarize: str) -> torch.Tensor:
     """A valid/test split as scored: binarized once with a fixed seed under ``dynamic``."""
+    if binarize not in ("none", "dynamic"):
+        raise ValueError(f"binarize must be 'none' or 'dynamic' here, got {binarize!r}")
     x = dataset.split(split)
     if binarize == "dynamic":
         seed = TEST_BINARIZATION_SEED if split == "test" else VALID_BINARIZATION_SEED
@@ -443,7 +445,9 @@ def fit(
     epoch), ``timing.jsonl`` and ``summary.json`` at the end. Everything is built and
     checked before the directory is touched. ``resume=True`` continues the run in
     ``config.train.out`` from its checkpoint, exactly where it stopped (build ``config`` with
-    :func:`resume_config`). ``dataset`` overrides loading ``config.train.dataset``.
+    :func:`resume_config`). ``dataset`` overrides loading ``config.train.dataset``. The
+    trainer draws no plots; :func:`pyro_vae.plots.plot_run` writes the run's ``plots/`` as
+    the CLI does.
 
     Raises :class:`NonFiniteError` when a step goes non-finite (see the module docstring),
     and :class:`TrainingInterrupted` on Ctrl-C, after writing a checkpoint of the exact state.

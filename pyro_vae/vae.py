@@ -82,8 +82,13 @@ class VAE(nn.Module):
         self.model.likelihood.check_support(x)
 
     @torch.no_grad()
-    def sample(self, num: int, label: int | torch.Tensor | None = None) -> torch.Tensor:
+    def sample(
+        self, num: int, label: int | torch.Tensor | None = None, draw: bool = False
+    ) -> torch.Tensor:
         """Means of p(x|z) for ``num`` ancestral draws of z from the model: ``(num, *data_shape)``.
+
+        With ``draw=True``, a draw x ~ p(x|z) instead of its mean (binary images for a
+        Bernoulli likelihood, noisy ones for a Normal).
 
         A conditional VAE draws from p(x|z, y): ``label`` is one class for all ``num``
         draws, a tensor of ``num`` classes, or None for the classes 0, 1, ..., C-1 in turn.
@@ -93,7 +98,8 @@ class VAE(nn.Module):
         z = model.prior().sample((num,))  # (num, L_top)
         for layer in reversed(model.layers):
             z = layer(z).sample()  # (num, L_l)
-        return model.likelihood(model.decoder(model.decoder_input(z, y))).mean
+        p_x = model.likelihood(model.decoder(model.decoder_input(z, y)))
+        return p_x.sample() if draw else p_x.mean
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:

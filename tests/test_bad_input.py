@@ -261,7 +261,7 @@ SETTING_CASES = [
     (["--on-nan", "ignore"], "on_nan must be 'stop' or 'skip'"),
     (["--max-skipped-steps", "-1"], "max_skipped_steps must be an int >= 0"),
     (["--activation", "sigmoidal"], "valid names are"),
-    (["--binarize", "always"], "binarize must be 'none' or 'dynamic'"),
+    (["--binarize", "always"], "binarize must be 'auto', 'none' or 'dynamic'"),
     (["--device", "tpu"], "device must be auto, cpu, cuda"),
 ]
 

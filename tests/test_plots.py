@@ -283,3 +283,18 @@ def test_no_pyplot(tmp_path: Path) -> None:
     )
     subprocess.run([sys.executable, "-W", "error", "-c", code, str(tmp_path)], check=True)
     assert len(list((tmp_path / "plots").glob("*.png"))) == 3
+
+
+def test_plot_run_draws_what_the_cli_draws_for_a_fit_from_python(tmp_path: Path) -> None:
+    from pyro_vae import RunConfig, TrainConfig, VAEConfig, fit
+
+    tc = TrainConfig(epochs=1, out=str(tmp_path / "run"), eval_num_samples=2, eval_num_points=5)
+    result = fit(RunConfig(VAEConfig(latent_dim=2, hidden=(8,)), tc), progress=False)
+    assert not (tmp_path / "run" / "plots").exists()  # the trainer draws nothing
+    paths = plots.plot_run(result)
+    assert [p.name for p in paths] == ["curves.png", "reconstructions.png", "samples.png"]
+    assert all(p.parent == tmp_path / "run" / "plots" and p.stat().st_size > 0 for p in paths)
+    with pytest.raises(ValueError, match="write=False"):
+        plots.plot_run(
+            fit(RunConfig(VAEConfig(latent_dim=2, hidden=(8,)), tc), write=False, progress=False)
+        )

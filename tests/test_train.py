@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -48,3 +49,29 @@ def test_resume_may_change_where_the_data_live(tmp_path: Path) -> None:
     fit(RunConfig(vae, TrainConfig(epochs=1, out=str(run), **tiny)), progress=False)  # type: ignore[arg-type]
     fit(resume_config(run, epochs=2, data_on_device="no"), resume=True, progress=False)
     assert (run / "metrics.jsonl").read_text() == (straight / "metrics.jsonl").read_text()
+
+
+@pytest.mark.parametrize(
+    ("likelihood", "given", "used"),
+    [
+        ("bernoulli", "auto", "dynamic"),
+        ("continuous-bernoulli", "auto", "none"),
+        ("normal:scale=0.1", "auto", "none"),
+        ("categorical256", "auto", "none"),
+        ("bernoulli", "none", "none"),
+        ("normal", "dynamic", "dynamic"),
+    ],
+)
+def test_binarize_auto_binarizes_only_for_a_bernoulli_likelihood(
+    likelihood: str, given: str, used: str
+) -> None:
+    config = RunConfig(VAEConfig(likelihood=likelihood), TrainConfig(binarize=given))
+    assert config.train.binarize == used  # and so config.json says what the run did
+
+
+def test_a_continuous_likelihood_trains_on_the_grey_levels_by_default(tmp_path: Path) -> None:
+    vae = VAEConfig(latent_dim=2, hidden=(8,), likelihood="continuous-bernoulli")
+    tc = TrainConfig(epochs=1, out=str(tmp_path / "run"), eval_num_samples=2, eval_num_points=5)
+    result = fit(RunConfig(vae, tc), progress=False)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["train"]["binarize"] == "none" == result.config.train.binarize
