@@ -277,24 +277,35 @@ def cmd_train(args: argparse.Namespace) -> int:
     if result.rank != 0:
         return 0
     s = result.summary
-    print(
-        _table(
-            "test split, nats per data point",
-            [
-                ("ELBO", s["test_elbo"], ""),
-                ("reconstruction", s["test_reconstruction"], "E_q[log p(x|z)]"),
-                ("KL", s["test_kl"], "KL(q(z|x) || p(z))"),
-                (
-                    "NLL",
-                    s.get("test_nll", float("nan")),
-                    f"-log p(x), IW k={s.get('nll_num_samples')}, {s.get('nll_num_points')} points",
-                ),
-            ],
-        )
-    )
+    rows = _term_rows(s["test_elbo"], s["test_reconstruction"], s["test_kl"], _is_point(s))
+    if "test_nll" in s:
+        k, n = s["nll_num_samples"], s["nll_num_points"]
+        rows.append(("NLL", s["test_nll"], f"-log p(x), IW k={k}, {n} points"))
+    print(_table("test split, nats per data point", rows))
     paths = plots.plot_run(result) if result.run_dir is not None else []
     print(f"run directory: {result.run_dir}  (plots: {', '.join(p.name for p in paths)})")
     return 0
+
+
+def _is_point(summary: dict[str, Any]) -> bool:
+    return bool(summary.get("point_estimate", False))
+
+
+def _term_rows(
+    elbo: float, reconstruction: float, kl: float, point_estimate: bool
+) -> list[tuple[str, float, str]]:
+    """The ELBO's rows; for a point-mass (Delta) guide, what the same numbers mean there."""
+    if point_estimate:  # log q = 0 at the point z*: no KL, no bound on log p(x)
+        return [
+            ("objective", elbo, "log p(x|z*) + log p(z*) at the guide's point z*"),
+            ("reconstruction", reconstruction, "log p(x|z*)"),
+            ("-log prior", kl, "-log p(z*) (a Delta guide: no KL, no bound on log p(x))"),
+        ]
+    return [
+        ("ELBO", elbo, ""),
+        ("reconstruction", reconstruction, "E_q[log p(x|z)]"),
+        ("KL", kl, "KL(q(z|x) || p(z))"),
+    ]
 
 
 def _table(title: str, rows: Sequence[tuple[str, float, str]]) -> str:
@@ -347,6 +358,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "num_samples": args.num_samples,
         "num_points": n,
         "split": args.split,
+        "point_estimate": ll is None,  # a Delta guide: elbo reads log p(x|z*) + log p(z*)
     }
     elbo = torch.cat([t["elbo"] for t in terms])  # (N,)
     if ll is None or labels:
@@ -373,9 +385,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         _table(
             f"{args.split} split, {n} points, nats per data point",
             [
-                ("ELBO", result["elbo"], ""),
-                ("reconstruction", result["reconstruction"], "E_q[log p(x|z)]"),
-                ("KL", result["kl"], "KL(q(z|x) || p(z))"),
+                *_term_rows(result["elbo"], result["reconstruction"], result["kl"], ll is None),
                 (
                     "NLL",
                     math.nan if nll is None else nll,
@@ -425,9 +435,18 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if out.suffix == ".npy":
         np.save(out, images.numpy())
     else:
-        plots.samples(images, out)
+        plots.samples(images, out, title=_samples_title(vae, args.label, args.draw))
     print(f"wrote {args.num} samples to {out}")
     return 0
+
+
+def _samples_title(vae: VAE, label: int | None, draw: bool) -> str:
+    """What the grid shows: means or draws of p(x|z) or p(x|z, y), z ~ p(z)."""
+    conditional = vae.model.num_classes > 0
+    given = "z" if not conditional else "z, y" if label is None else f"z, y={label}"
+    what = "draws x ~" if draw else "means of"
+    classes = ", y = 0, 1, ... in turn" if conditional and label is None else ""
+    return f"{what} p(x|{given}), z ~ p(z){classes}"
 
 
 def cmd_components(args: argparse.Namespace) -> int:

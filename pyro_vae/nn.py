@@ -108,6 +108,15 @@ def _conv_geometry(data_shape: tuple[int, ...], layers: int) -> tuple[int, int, 
     """``(C, H, W)`` of ``data_shape``, checked to halve cleanly ``layers`` times."""
     factor = 2**layers
     fits = len(data_shape) == 3 and all(n % factor == 0 for n in data_shape[1:])
+    channels_last = len(data_shape) == 3 and data_shape[-1] in (1, 3, 4) and data_shape[0] > 4
+    if not fits and channels_last:
+        h, w, c = data_shape
+        raise ValueError(
+            f"the conv network needs images of shape (C, H, W), channels first, but the data "
+            f"have shape {tuple(data_shape)}, which looks like (H, W, C) with C = {c}. "
+            f"Transpose the array to ({c}, {h}, {w}) before saving it, e.g. "
+            "np.save(path, x.transpose(0, 3, 1, 2)), or use --network mlp."
+        )
     if not fits:
         raise ValueError(
             f"the conv network needs images of shape (C, H, W) with H and W divisible by "

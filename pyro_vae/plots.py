@@ -46,7 +46,7 @@ __all__ = [
 
 ArrayLike: TypeAlias = "np.ndarray | torch.Tensor"
 
-SAMPLES_TITLE = "samples from p(x|z), z ~ p(z)"
+SAMPLES_TITLE = "means of p(x|z), z ~ p(z)"
 
 _DPI = 100
 _TILE_PX = 84  # target on-screen size of one image tile, in pixels
@@ -62,6 +62,11 @@ _CURVE_PANELS = (
     ("elbo", "ELBO"),
     ("reconstruction", r"reconstruction $\mathbb{E}_{q(z|x)}[\log\, p(x|z)]$"),
     ("kl", r"$\mathrm{KL}(q(z|x)\,\|\,p(z))$"),
+)
+_POINT_PANELS = (  # a Delta guide: log q = 0 at the point z*, so the terms read thus
+    ("elbo", r"objective $\log p(x|z^*) + \log p(z^*)$"),
+    ("reconstruction", r"reconstruction $\log p(x|z^*)$"),
+    ("kl", r"$-\log p(z^*)$ at the guide's point"),
 )
 _SPLITS = (("train", "o", "-"), ("valid", "s", "--"))
 
@@ -338,9 +343,11 @@ def reconstructions(
     return _render(both, rows, path, row_labels=labels)
 
 
-def samples(images: ArrayLike, path: str | Path, *, ncols: int = 10) -> Path:
-    """Write prior samples as a grid titled ``"samples from p(x|z), z ~ p(z)"``; see image_grid."""
-    return image_grid(images, path, ncols=ncols, title=SAMPLES_TITLE)
+def samples(
+    images: ArrayLike, path: str | Path, *, ncols: int = 10, title: str = SAMPLES_TITLE
+) -> Path:
+    """Write prior samples as a grid titled ``title`` (the means of p(x|z)); see image_grid."""
+    return image_grid(images, path, ncols=ncols, title=title)
 
 
 def _history_entry(i: int, entry: object) -> tuple[float, dict[str, float]]:
@@ -408,8 +415,13 @@ def _curve_panel(
     ax.grid(alpha=0.3)
 
 
-def curves(history: Sequence[Mapping[str, float]], path: str | Path) -> Path:
+def curves(
+    history: Sequence[Mapping[str, float]], path: str | Path, *, point_estimate: bool = False
+) -> Path:
     """Write training curves to the PNG ``path``: ELBO, reconstruction and KL side by side.
+
+    With ``point_estimate`` (a Delta guide) the panels are titled by what the same numbers
+    are there: log p(x|z*) + log p(z*), log p(x|z*) and -log p(z*).
 
     ``history`` holds one dict per epoch with an ``"epoch"`` key and any of ``train_elbo``,
     ``valid_elbo``, ``train_reconstruction``, ``valid_reconstruction``, ``train_kl`` and
@@ -419,7 +431,8 @@ def curves(history: Sequence[Mapping[str, float]], path: str | Path) -> Path:
     epochs, series = _history_series(history)
     xlim, integer = _epoch_axis(epochs)
     with _figure(1300, 400, constrained=True) as fig:
-        for ax, (key, title) in zip(fig.subplots(1, 3), _CURVE_PANELS, strict=True):
+        panels = _POINT_PANELS if point_estimate else _CURVE_PANELS
+        for ax, (key, title) in zip(fig.subplots(1, 3), panels, strict=True):
             _curve_panel(ax, key, title, series)
             ax.set_xlim(xlim)
             if integer:
@@ -434,6 +447,7 @@ def write_run_plots(
     originals: ArrayLike | None = None,
     recons: ArrayLike | None = None,
     sample_images: ArrayLike | None = None,
+    point_estimate: bool = False,
 ) -> list[Path]:
     """Write a run's plots into ``run_dir/plots`` and return their paths in that order.
 
@@ -443,7 +457,7 @@ def write_run_plots(
     if (originals is None) != (recons is None):
         raise ValueError("originals and recons must be given together or not at all")
     out = Path(run_dir) / "plots"
-    paths = [curves(history, out / "curves.png")]
+    paths = [curves(history, out / "curves.png", point_estimate=point_estimate)]
     if originals is not None and recons is not None:
         paths.append(reconstructions(originals, recons, out / "reconstructions.png"))
     if sample_images is not None:
@@ -475,4 +489,5 @@ def plot_run(result: FitResult, dataset: Dataset | None = None) -> list[Path]:
         originals=x,
         recons=recons,
         sample_images=sample_images,
+        point_estimate=bool(result.summary.get("point_estimate", False)),
     )

@@ -97,7 +97,7 @@ class Registry(Generic[T]):
                     f"a {self.kind} named {name!r} is already registered "
                     f"({_where(old.cls)}); choose another name for {_where(cls)}"
                 )
-            doc = inspect.getdoc(cls) or ""
+            doc = inspect.cleandoc(cls.__dict__.get("__doc__") or "")  # its own, not a base's
             summary = doc.strip().splitlines()[0] if doc.strip() else cls.__name__
             self._entries[name] = Entry(name, cls, summary, _keyword_params(cls))
             return cls
@@ -184,5 +184,13 @@ def _keyword_params(cls: type) -> dict[str, tuple[Any, Any]]:
         if p.kind is inspect.Parameter.KEYWORD_ONLY:
             # a Python keyword is spelled with a trailing underscore (lambda_ -> "lambda")
             key = p.name[:-1] if keyword.iskeyword(p.name[:-1]) else p.name
-            out[key] = (hints.get(p.name, str), p.default)
+            out[key] = (hints.get(p.name, _default_type(p.default)), p.default)
     return out
+
+
+def _default_type(default: Any) -> Any:
+    """An unannotated parameter's type: its default's, when that is a bool, int or float."""
+    for kind in (bool, int, float):
+        if type(default) is kind:
+            return kind
+    return str

@@ -158,9 +158,12 @@ def _upper_layers(
     hidden, act = config.upper_hidden, config.activation
     stages: list[tuple[nn.Module, Posterior]] = []
     layers: list[ConditionalNormal] = []
-    for below, above in itertools.pairwise(dims):
+    for layer, (below, above) in enumerate(itertools.pairwise(dims), start=2):
         encoder = MLP((below,), hidden, act, final_act=True)
-        posterior = GUIDES.build(config.guide, feature_dim=hidden[-1], latent_dim=above)
+        try:
+            posterior = GUIDES.build(config.guide, feature_dim=hidden[-1], latent_dim=above)
+        except ValueError as e:  # name the layer: latent_dim there is upper_latent_dims'
+            raise type(e)(f"stochastic layer z{layer} (upper_latent_dims {above}): {e}") from e
         stages.append((encoder, posterior))
         layers.append(ConditionalNormal(above, below, tuple(reversed(hidden)), act))
     return stages, layers

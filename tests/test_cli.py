@@ -88,6 +88,11 @@ def test_sample_png_and_npy(run_dir: Path, tmp_path: Path) -> None:
     assert np.load(tmp_path / "s.npy").shape == (12, 1, 8, 8)
     assert main(["sample", str(run_dir), "--num", "12", "--out", str(tmp_path / "s.png")]) == 0
     assert (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    means = np.load(tmp_path / "s.npy")
+    assert not np.isin(means, (0.0, 1.0)).all()  # Bernoulli means: probabilities
+    flags = ["--num", "12", "--draw", "--out", str(tmp_path / "d.npy")]
+    assert main(["sample", str(run_dir), *flags]) == 0
+    assert np.isin(np.load(tmp_path / "d.npy"), (0.0, 1.0)).all()  # draws x ~ p(x|z): binary
 
 
 def _snapshot(directory: Path) -> dict[str, bytes]:

@@ -194,3 +194,26 @@ def test_plugin_errors(registries: dict[str, Registry[object]], tmp_path: Path) 
 def test_unknown_names_say_how_to_plug_in() -> None:
     with pytest.raises(SpecError, match=r"valid prior names are: .*--plugin FILE"):
         PRIORS.build("student-t", latent_dim=2)
+
+
+def test_a_plugin_without_annotations_or_docstring_is_read_from_its_defaults(
+    registries: dict[str, Registry[object]],
+) -> None:
+    """Unannotated keywords take their default's type; the summary is the class's own."""
+
+    @PRIORS.register("laplace-test")
+    class LaplacePrior(Prior):
+        def __init__(self, latent_dim, *, b=1.0, shift=0, centred=False):  # type: ignore[no-untyped-def]
+            super().__init__()
+            self.latent_dim, self.b, self.shift, self.centred = latent_dim, b, shift, centred
+
+        def forward(self) -> dist.TorchDistribution:
+            loc = torch.full((self.latent_dim,), float(self.shift))
+            return dist.Laplace(loc, self.b).to_event(1)
+
+    prior = PRIORS.build("laplace-test:b=0.5,shift=2,centred=true", latent_dim=3)
+    assert (prior.b, prior.shift, prior.centred) == (0.5, 2, True)
+    assert type(prior.b) is float and type(prior.shift) is int
+    assert PRIORS.entry("laplace-test").summary == "LaplacePrior"  # not the base class's text
+    with pytest.raises(SpecError, match="b must be"):
+        PRIORS.build("laplace-test:b=wide", latent_dim=3)

@@ -85,6 +85,12 @@ def test_conv_decoder_layout_is_what_the_likelihood_splits() -> None:
         ((1, 28, 28), "conv:layers=3", "divisible by 2**layers = 8"),
         ((1, 28, 28), "conv:channels=0", "channels and layers must be positive"),
         ((1, 28, 28), "conv:width=3", "channels (int, default 32), layers (int, default 2)"),
+        (
+            (32, 32, 3),
+            "conv",
+            "looks like (H, W, C) with C = 3. Transpose the array to (3, 32, 32)",
+        ),
+        ((28, 28, 1), "conv", "x.transpose(0, 3, 1, 2)"),
     ],
 )
 def test_conv_refuses_shapes_it_cannot_halve(

@@ -454,6 +454,14 @@ def test_delta_run_reports_no_nll(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(["train", "--epochs", "1", "--out", str(out), *flags]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert "test_nll" not in summary and math.isfinite(summary["test_elbo"])
+    assert summary["point_estimate"] is True
+    train_out = capsys.readouterr().out
     assert main(["evaluate", str(out), "--num-samples", "4", "--num-points", "30"]) == 0
-    assert json.loads((out / "eval.json").read_text())["nll"] is None
-    assert "not defined: a Delta guide" in capsys.readouterr().out
+    report = json.loads((out / "eval.json").read_text())
+    assert report["nll"] is None and report["point_estimate"] is True
+    evaluate_out = capsys.readouterr().out
+    assert "not defined: a Delta guide" in evaluate_out
+    for printed in (train_out, evaluate_out):  # the terms read as what they are at a point
+        assert "log p(x|z*) + log p(z*)" in printed and "-log p(z*)" in printed
+        assert "ELBO" not in printed and "KL(q(z|x)" not in printed
+    assert "NLL" not in train_out

@@ -148,7 +148,7 @@ def test_samples_writes_titled_png(tmp_path: Path, shape: tuple[int, ...]) -> No
     titled = png_size(plots.samples(torch.rand(12, *shape), tmp_path / "samples.png"))
     plain = png_size(plots.image_grid(torch.rand(12, *shape), tmp_path / "plain.png"))
     assert titled[0] > plain[0]
-    assert plots.SAMPLES_TITLE == "samples from p(x|z), z ~ p(z)"
+    assert plots.SAMPLES_TITLE == "means of p(x|z), z ~ p(z)"
 
 
 def test_samples_bad_shape(tmp_path: Path) -> None:
