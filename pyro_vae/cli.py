@@ -146,7 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train a VAE and write a run directory")
-    train.add_argument("--config", type=Path, help="a TOML file with [vae] and [train] tables")
+    train.add_argument(
+        "--config",
+        type=Path,
+        help="a TOML file with [vae] and [train] tables, or a run (RUN_DIR or its config.json)",
+    )
     _add_config_flags(train, VAEConfig, "vae")
     _add_config_flags(train, TrainConfig, "train")
     train.add_argument(
@@ -183,7 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
     cp = sub.add_parser("compare", help="train and score objectives over seeds; compare.md")
     cp.add_argument("--objectives", required=True, help="specs, e.g. elbo,iwae:k=5,iwae:k=50")
     cp.add_argument("--seeds", type=int, default=3, help="runs per objective, seeds --seed, ...")
-    cp.add_argument("--config", type=Path, help="a TOML file with [vae] and [train] tables")
+    cp.add_argument(
+        "--config",
+        type=Path,
+        help="a TOML file with [vae] and [train] tables, or a run (RUN_DIR or its config.json)",
+    )
     _add_config_flags(cp, VAEConfig, "vae")
     _add_config_flags(cp, TrainConfig, "train")
     cp.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -230,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_config(args: argparse.Namespace) -> RunConfig:
     """Defaults, then ``--config``, then flags given on the command line."""
-    base = load_toml(args.config) if args.config else RunConfig()
+    base = _config_file(args.config) if args.config else RunConfig()
     sections: dict[str, dict[str, Any]] = {"vae": {}, "train": {}}
     for key, value in vars(args).items():
         if "." in key and value is not None:
@@ -239,6 +247,21 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     vae = from_dict(VAEConfig, {**dataclasses.asdict(base.vae), **sections["vae"]}, "vae")
     train = from_dict(TrainConfig, {**dataclasses.asdict(base.train), **sections["train"]}, "train")
     return RunConfig(vae=vae, train=train)
+
+
+def _config_file(path: Path) -> RunConfig:
+    """``--config``: a TOML file, or a run (its directory or ``config.json``) to rebuild."""
+    if path.is_dir() or path.suffix == ".json":
+        directory = path if path.is_dir() else path.parent
+        if not path.is_dir() and path.name != "config.json":
+            raise ConfigError(
+                f"--config {str(path)!r}: a JSON config must be a run's config.json (or pass "
+                "the run directory); other settings files are TOML."
+            )
+        _, raw = load_config(directory)
+        sections = {k: raw[k] for k in ("vae", "train") if isinstance(raw.get(k), dict)}
+        return from_dict(RunConfig, sections, where=str(directory / "config.json"))
+    return load_toml(path)
 
 
 def resume_run_config(args: argparse.Namespace) -> RunConfig:

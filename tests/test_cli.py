@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from pyro_vae.cli import main, subset
+from pyro_vae.config import ConfigError
 
 FAST = [
     "--hidden",
@@ -153,10 +155,28 @@ def test_resume_continues_bit_identically(tmp_path: Path) -> None:
 
 
 def test_console_script_runs(tmp_path: Path) -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "pyro_vae", "train", "--help"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert "--latent-dim" in out and "(default: 8)" in out
+    """The installed ``pyro-vae`` script (next to this Python) and ``python -m pyro_vae``."""
+    script = Path(sys.executable).parent / "pyro-vae"
+    found = script if script.is_file() else shutil.which("pyro-vae")
+    assert found, "the console script pyro-vae is not installed: pip install -e ."
+    for command in ([str(found)], [sys.executable, "-m", "pyro_vae"]):
+        out = subprocess.run(
+            [*command, "train", "--help"], capture_output=True, text=True, check=True
+        ).stdout
+        assert "--latent-dim" in out and "(default: 8)" in out
+
+
+def test_a_run_is_rebuilt_from_its_config_json(run_dir: Path, tmp_path: Path) -> None:
+    """``--config RUN_DIR`` (or its config.json) trains the same run again, bit for bit."""
+    saved = json.loads((run_dir / "config.json").read_text())
+    for given in (run_dir, run_dir / "config.json"):
+        out = tmp_path / given.name
+        assert main(["train", "--config", str(given), "--out", str(out), "--quiet"]) == 0
+        again = json.loads((out / "config.json").read_text())
+        assert again["vae"] == saved["vae"]
+        assert {**again["train"], "out": None} == {**saved["train"], "out": None}
+        assert (out / "metrics.jsonl").read_text() == (run_dir / "metrics.jsonl").read_text()
+    other = tmp_path / "other.json"
+    other.write_text("{}")
+    with pytest.raises(ConfigError, match=r"must be a run's config\.json"):
+        main(["train", "--config", str(other), "--debug"])
