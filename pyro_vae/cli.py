@@ -187,6 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     cp = sub.add_parser("compare", help="train and score objectives over seeds; compare.md")
     cp.add_argument("--objectives", required=True, help="specs, e.g. elbo,iwae:k=5,iwae:k=50")
     cp.add_argument("--seeds", type=int, default=3, help="runs per objective, seeds --seed, ...")
+    cp.epilog = (
+        "The table's IW NLL uses k = 5000 draws (evaluate's default) unless --eval-num-samples "
+        "or a --config file sets k."
+    )
     cp.add_argument(
         "--config",
         type=Path,
@@ -486,6 +490,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.seeds < 1:
         raise ValueError(f"--seeds must be a positive int, got {args.seeds}")
     config = run_config(args)
+    if getattr(args, "train.eval_num_samples") is None and args.config is None:
+        # a report's IW NLL: k = 5000 unless --eval-num-samples (or --config) says otherwise
+        train = dataclasses.replace(config.train, eval_num_samples=EvaluateConfig().num_samples)
+        config = dataclasses.replace(config, train=train)
     seeds = list(range(config.train.seed, config.train.seed + args.seeds))
     out = Path(config.train.out)
     compare(split_specs(args.objectives), seeds, config, out, progress=not args.quiet, log=print)
@@ -516,7 +524,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _notices():
             return COMMANDS[args.command](args)
     except TrainingInterrupted as e:
-        print(f"\npyro-vae: {e}", file=sys.stderr)
+        said = _resume_hint(args) if args.command == "compare" else str(e)
+        print(f"\npyro-vae: {said}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
         # outside the training loop (loading, the final summary, plots): every finished
@@ -559,6 +568,12 @@ def _notices() -> Iterator[None]:
 
 
 def _resume_hint(args: argparse.Namespace) -> str:
+    if args.command == "compare":
+        out = getattr(args, "train.out", None) or TrainConfig().out
+        return (
+            f"interrupted; every run's last checkpoint in {out} is kept. Run the same "
+            "pyro-vae compare command again to continue where it stopped."
+        )
     if args.command != "train":
         return "nothing was changed."
     run = args.resume if isinstance(args.resume, str) else getattr(args, "train.out", None)

@@ -668,9 +668,20 @@ def summarize(
     """Test ELBO terms over the whole test split and the IW NLL on a seeded subset.
 
     The test split is kept at ``home`` (default ``device``) and scored in chunks on ``device``.
+    The guide's draws come from a generator seeded with ``tc.seed`` and forked from the
+    global one, so the summary of a run is the same whether or not it was resumed.
     """
-    test_x = evaluation_split(dataset, "test", tc.binarize).to(home or device)
-    test_y = _to(split_labels(vae, dataset, "test"), home or device)
+    cuda = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(tc.seed)
+        return _summarize(vae, dataset, tc, device, home or device)
+
+
+def _summarize(
+    vae: VAE, dataset: Dataset, tc: TrainConfig, device: torch.device, home: torch.device
+) -> dict[str, Any]:
+    test_x = evaluation_split(dataset, "test", tc.binarize).to(home)
+    test_y = _to(split_labels(vae, dataset, "test"), home)
     terms = mean_terms(vae, test_x, y=test_y)
     summary: dict[str, Any] = {f"test_{k}": v for k, v in terms.items()}
     num_points = min(tc.eval_num_points, test_x.shape[0])

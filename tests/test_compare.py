@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import pyro_vae.train as train_module
 from pyro_vae import RunConfig, TrainConfig, VAEConfig
 from pyro_vae.cli import main
 from pyro_vae.compare import compare, run_dir_name, split_specs, t_interval
@@ -103,3 +105,56 @@ def test_compare_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "--objectives" in capsys.readouterr().err
     assert main(["compare", "--objectives", "elbo,iwea:k=2", *flags]) == 2
     assert "valid objective names" in capsys.readouterr().err
+
+
+def test_compare_reports_the_iw_nll_at_k_5000_by_default(tmp_path: Path) -> None:
+    out = tmp_path / "k"
+    flags = ["--epochs", "1", "--hidden", "16", "--latent-dim", "2", "--eval-num-points", "5"]
+    assert (
+        main(
+            [
+                "compare",
+                "--objectives",
+                "elbo",
+                "--seeds",
+                "1",
+                "--out",
+                str(out),
+                "--quiet",
+                *flags,
+            ]
+        )
+        == 0
+    )
+    saved = json.loads((out / "compare.json").read_text())
+    assert saved["nll_num_samples"] == 5000 == saved["config"]["train"]["eval_num_samples"]
+    assert "test IW NLL (k=5000)" in (out / "compare.md").read_text()
+
+
+def test_a_comparison_stopped_mid_training_resumes_to_the_same_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C in epoch 2 of 2 of its second run; rerun, it matches an unbroken comparison."""
+    straight = compare(["elbo"], [0, 1], _config(tmp_path / "a", epochs=2), tmp_path / "a")
+    out = tmp_path / "b"
+    step, calls = train_module._Loop._step, []
+
+    def ctrl_c_at_step_16_of_seed_1(loop: Any, x: Any, idx: Any) -> Any:
+        if loop.tc.out.endswith("seed1"):
+            calls.append(1)
+            loop.stop_requested = loop.stop_requested or len(calls) == 16  # epoch 2, step 3
+        return step(loop, x, idx)
+
+    monkeypatch.setattr(train_module._Loop, "_step", ctrl_c_at_step_16_of_seed_1)
+    with pytest.raises(train_module.TrainingInterrupted):
+        compare(["elbo"], [0, 1], _config(out, epochs=2), out)
+    monkeypatch.undo()
+    assert not (out / "elbo" / "seed1" / "summary.json").exists()
+    log: list[str] = []
+    resumed = compare(["elbo"], [0, 1], _config(out, epochs=2), out, log=log.append)
+    assert [line.split(": ")[1].split()[0] for line in log] == ["done", "resumed"]
+
+    def timeless(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in row.items() if k != "seconds_per_epoch"} for row in rows]
+
+    assert timeless(resumed["rows"]) == timeless(straight["rows"])

@@ -10,8 +10,9 @@ import torch
 
 from pyro_vae import RunConfig, TrainConfig, VAEConfig, fit
 from pyro_vae.config import ConfigError
+from pyro_vae.data import load_dataset
 from pyro_vae.runstate import _restore_data_rng
-from pyro_vae.train import data_home, resume_config
+from pyro_vae.train import data_home, resume_config, summarize
 
 GPU = torch.device("cuda")  # a device object only: nothing here touches a GPU
 CPU = torch.device("cpu")
@@ -75,3 +76,17 @@ def test_a_continuous_likelihood_trains_on_the_grey_levels_by_default(tmp_path: 
     result = fit(RunConfig(vae, tc), progress=False)
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["train"]["binarize"] == "none" == result.config.train.binarize
+
+
+def test_the_summary_does_not_depend_on_the_global_rng_it_finds(tmp_path: Path) -> None:
+    """A resumed run ends with the summary of an unbroken one, whatever RNG state led there."""
+    tc = TrainConfig(epochs=1, out=str(tmp_path / "run"), eval_num_samples=4, eval_num_points=9)
+    result = fit(RunConfig(VAEConfig(latent_dim=2, hidden=(8,)), tc), progress=False)
+    dataset = load_dataset("digits")
+    summaries = []
+    for seed in (1, 2):
+        expected = torch.manual_seed(seed) and torch.rand(1)  # the caller's next draw
+        torch.manual_seed(seed)
+        summaries.append(summarize(result.vae, dataset, result.config.train, CPU))
+        assert torch.rand(1) == expected  # and summarize leaves the caller's stream alone
+    assert summaries[0] == summaries[1] == result.summary
