@@ -16,6 +16,7 @@ over the old one, so a crash at any moment leaves the old file or the new one.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -71,7 +72,22 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb
 
 
 def write_json(path: str | Path, data: Any) -> None:
-    atomic_write(path, lambda f: f.write(json.dumps(data, indent=2) + "\n"), mode="w")
+    """Atomically write ``data`` as standard JSON: NaN and infinities become ``null``.
+
+    (Python's ``json`` would write ``NaN``/``Infinity``, which other JSON readers refuse.)
+    """
+    text = json.dumps(_finite_or_null(data), indent=2, allow_nan=False)
+    atomic_write(path, lambda f: f.write(text + "\n"), mode="w")
+
+
+def _finite_or_null(data: Any) -> Any:
+    if isinstance(data, float) and not math.isfinite(data):
+        return None
+    if isinstance(data, dict):
+        return {k: _finite_or_null(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite_or_null(v) for v in data]
+    return data
 
 
 def write_tensors(

@@ -48,7 +48,7 @@ from pyro_vae.evaluate import PointEstimateError, log_likelihood
 from pyro_vae.models import SupportError
 from pyro_vae.plugins import PluginError, load_plugin
 from pyro_vae.registry import SpecError
-from pyro_vae.report import diagnose
+from pyro_vae.report import check_settings, diagnose
 from pyro_vae.train import (
     TrainingError,
     TrainingInterrupted,
@@ -367,6 +367,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise ValueError(f"--num-points must be in 1..{x.shape[0]} for this split, got {n}")
     if args.num_samples < 1:
         raise ValueError(f"--num-samples must be a positive int, got {args.num_samples}")
+    check_settings(args.psis_samples, args.gaps, args.mcmc, n)  # before the slow IW bound
     idx = subset(x.shape[0], n, args.seed)
     x = x[idx].to(device)
     labels = () if y is None else (y[idx].to(device),)
@@ -432,11 +433,49 @@ def _diagnostic_rows(result: dict[str, Any]) -> list[tuple[str, float, str]]:
     if "diagnostics_skipped" in result:
         return []
     khat = result["psis_khat"]
-    return [
+    mi = result["mutual_information"]
+    rows = [
         ("active units", result["active_units"], "Cov_x E_q[z_j] > 0.01"),
-        ("I(x; z)", result["mutual_information"] or math.nan, "under q, Hoffman & Johnson"),
+        (
+            "I(x; z)",
+            math.nan if mi is None else mi,
+            "under q, Hoffman & Johnson"
+            if mi is not None
+            else f"not computed: {result.get('mutual_information_reason', 'see eval.json')}",
+        ),
         ("PSIS k-hat", khat["mean"], "mean over points"),
         ("k-hat > 0.7", khat["frac_above_0.7"], "fraction of points"),
+    ]
+    return rows + _gap_rows(result.get("gaps")) + _mcmc_rows(result.get("mcmc"))
+
+
+def _gap_rows(gaps: dict[str, Any] | None) -> list[tuple[str, float, str]]:
+    """Cremer et al. (2018): the two gaps, each a mean over points with its standard error."""
+    if gaps is None:
+        return []
+    n = gaps["num_points"]
+    return [
+        (
+            "approx. gap",
+            gaps["approximation_gap"]["mean"],
+            f"log p(x) - optimized ELBO, +- {gaps['approximation_gap']['se']:.3f} (SE), {n} points",
+        ),
+        (
+            "amortiz. gap",
+            gaps["amortization_gap"]["mean"],
+            f"optimized - amortized ELBO, +- {gaps['amortization_gap']['se']:.3f} (SE)",
+        ),
+    ]
+
+
+def _mcmc_rows(mcmc: dict[str, Any] | None) -> list[tuple[str, float, str]]:
+    """NUTS on p(z|x): the convergence figures over every point and latent dimension."""
+    if mcmc is None:
+        return []
+    points = len(mcmc["points"])
+    return [
+        ("NUTS max r-hat", mcmc["max_r_hat"], f"{points} points, {mcmc['num_chains']} chains"),
+        ("NUTS min ESS", mcmc["min_ess_bulk"], "bulk ESS; moments vs q(z|x) in eval.json"),
     ]
 
 

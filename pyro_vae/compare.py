@@ -94,8 +94,9 @@ def _seconds_per_epoch(run_dir: Path) -> float:
 def _score(run_dir: Path, dataset: Dataset, config: RunConfig) -> dict[str, Any]:
     """The metrics of a finished run, cached in ``compare_metrics.json``."""
     cache = run_dir / "compare_metrics.json"
-    if cache.is_file():
-        return dict(json.loads(cache.read_text()))
+    if cache.is_file():  # JSON holds no NaN: a figure that was not finite reads back as null
+        saved = json.loads(cache.read_text())
+        return {k: math.nan if v is None and k.startswith("test_") else v for k, v in saved.items()}
     summary = json.loads((run_dir / "summary.json").read_text())
     device = resolve_device(config.train.device)
     vae = load(run_dir, map_location=device)

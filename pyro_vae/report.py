@@ -32,7 +32,24 @@ import torch
 from pyro_vae import diagnostic_plots, diagnostics
 from pyro_vae.vae import VAE
 
-__all__ = ["diagnose"]
+__all__ = ["MIN_PSIS_SAMPLES", "check_settings", "diagnose"]
+
+MIN_PSIS_SAMPLES = 100  # draws per point below which the Pareto tail fit is not trusted
+
+
+def check_settings(psis_samples: int, gaps: int, mcmc: int, num_points: int) -> None:
+    """Refuse diagnostic settings that cannot work, before anything slow runs."""
+    for name, value in (("psis_samples", psis_samples), ("gaps", gaps), ("mcmc", mcmc)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+    if psis_samples < MIN_PSIS_SAMPLES:
+        raise ValueError(
+            f"--psis-samples must be at least {MIN_PSIS_SAMPLES}, got {psis_samples}: PSIS fits "
+            "a Pareto tail to the largest 3*sqrt(S) weights, and with fewer draws k-hat is "
+            "inf or noise, which would blame the guide for too few draws (Vehtari et al. 2024)"
+        )
+    if max(gaps, mcmc) > num_points:
+        raise ValueError(f"--gaps and --mcmc can use at most the {num_points} evaluated points")
 
 
 def diagnose(
@@ -55,13 +72,7 @@ def diagnose(
     ``mcmc`` are the numbers of points (the first rows of ``x``) for the inference gaps and
     for NUTS. Returns the eval.json entries listed in the module docstring.
     """
-    for name, value in (("psis_samples", psis_samples), ("gaps", gaps), ("mcmc", mcmc)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name} must be a non-negative int, got {value!r}")
-    if psis_samples < 2:
-        raise ValueError(f"psis_samples must be at least 2, got {psis_samples}")
-    if max(gaps, mcmc) > x.shape[0]:
-        raise ValueError(f"--gaps and --mcmc can use at most the {x.shape[0]} evaluated points")
+    check_settings(psis_samples, gaps, mcmc, x.shape[0])
     model, guide = vae.model, vae.guide
     out: dict[str, Any] = {}
     units = diagnostics.active_units(guide, x)

@@ -158,3 +158,17 @@ def test_a_comparison_stopped_mid_training_resumes_to_the_same_table(
         return [{k: v for k, v in row.items() if k != "seconds_per_epoch"} for row in rows]
 
     assert timeless(resumed["rows"]) == timeless(straight["rows"])
+
+
+def test_compare_json_is_standard_json_with_one_seed(tmp_path: Path) -> None:
+    """No interval for one seed: null, not NaN (which strict JSON readers refuse)."""
+    out = tmp_path / "one"
+    compare(["elbo"], [0], _config(out), out)
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"non-standard JSON constant {constant}")
+
+    saved = json.loads((out / "compare.json").read_text(), parse_constant=refuse)
+    assert saved["rows"][0]["test_elbo"]["low"] is None
+    again = compare(["elbo"], [0], _config(out), out)  # read back from the cache
+    assert math.isfinite(again["rows"][0]["test_nll"]["mean"])
