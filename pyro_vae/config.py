@@ -93,7 +93,7 @@ class TrainConfig:
     seed: int = 0  # seeds model init, data order, binarization and the guide's noise
     device: str = "auto"  # auto | cpu | cuda | cuda:N; auto picks CUDA when present
     num_particles: int = 1  # samples of z per data point in the training ELBO
-    objective: str = "elbo"  # training objective spec, e.g. elbo, iwae:k=5, beta:beta=4
+    objective: str = "elbo"  # e.g. elbo, iwae:k=5, beta:beta=4; all: pyro-vae components
     out: str = "runs/latest"  # run directory
     eval_num_samples: int = 100  # k of the importance-weighted NLL reported after training
     eval_num_points: int = 1000  # test points for that NLL (a seeded random subset)

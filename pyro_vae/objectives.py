@@ -492,7 +492,7 @@ class BetaELBO(TraceELBO):
 
 @OBJECTIVES.register("warmup")
 class KLWarmupELBO(BetaELBO):
-    r"""The ELBO with a linear KL warm-up over ``epochs`` epochs (Sønderby et al. 2016).
+    r"""The ELBO with a KL weight rising linearly to 1 over N epochs (Sønderby et al. 2016).
 
     .. math::
 

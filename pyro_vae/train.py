@@ -523,6 +523,7 @@ def _fit(
     train_y = _to(training_labels(vae, dataset, tc.train_on), home)
     valid_y = _to(split_labels(vae, dataset, "valid"), home)
     loop = _Loop(vae, opt, gen, tc, train_x, progress and world.is_main, world, train_y)
+    loop.probe()  # an objective that cannot score this model fails before a file is written
     history: list[dict[str, Any]] = []
     if run_dir is not None:
         history = _resume_run(run_dir, loop) if resume else _start_run(run_dir, loop, config)
@@ -836,6 +837,23 @@ class _Loop:
             record["kl_weight"] = float(self.objective.kl_weight)
         timing = {"epoch": epoch, "seconds": seconds, "images_per_s": rows / seconds}
         return record, timing
+
+    def probe(self) -> None:
+        """Score the objective once on two rows, touching no RNG, weight, buffer or gradient.
+
+        Some pairings only fail when scored (free bits with a VampPrior: no per-dimension
+        KL); this makes them fail before the run directory is written.
+        """
+        buffers = {name: b.clone() for name, b in self.vae.named_buffers()}
+        xb = self.train_x[:2].to(self.device)  # (2, *data_shape)
+        if self.tc.binarize == "dynamic":
+            xb = (xb > 0.5).to(xb.dtype)  # the model's support; no RNG drawn
+        labels = () if self.train_y is None else (self.train_y[:2].to(self.device),)
+        cuda = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda), torch.no_grad(), pyro.validation_enabled(False):
+            self.module_loss(xb, *labels)
+            for name, b in self.vae.named_buffers():  # e.g. counters a forward pass moves
+                b.copy_(buffers[name])
 
     def _data(self) -> tuple[torch.Tensor, torch.Tensor]:
         """This epoch's data and batch order, both drawn from the data RNG ``self.gen``."""

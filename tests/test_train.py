@@ -90,3 +90,12 @@ def test_the_summary_does_not_depend_on_the_global_rng_it_finds(tmp_path: Path) 
         summaries.append(summarize(result.vae, dataset, result.config.train, CPU))
         assert torch.rand(1) == expected  # and summarize leaves the caller's stream alone
     assert summaries[0] == summaries[1] == result.summary
+
+
+def test_an_objective_that_cannot_score_the_model_fails_before_any_file(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    vae = VAEConfig(latent_dim=2, hidden=(8,), prior="vamp:components=3")
+    tc = TrainConfig(epochs=1, out=str(run), objective="free-bits:lambda=0.5")
+    with pytest.raises(ValueError, match="per-dimension KL needs factorized Normal"):
+        fit(RunConfig(vae, tc), progress=False)
+    assert not run.exists()
