@@ -88,12 +88,19 @@ def test_iwae_converges_to_log_px(lg: LinearGaussian) -> None:
     from pyro_vae import log_weights
 
     lw = log_weights(lg.model, guide, x, 20000)  # (K, N)
-    w = (lw - lw.logsumexp(0)).exp() * lw.shape[0]  # normalized weights, mean 1 per point
-    bias = (w.var(0) / (2 * k)).mean()  # delta-method bias of L_k, averaged over points
+    # delta-method bias of L_k, averaged over points, from 20 batches of 1000 draws: its
+    # mean and standard error (the O(1/k^2) remainder is ~1e-8 here, far below either SE)
+    biases = torch.stack([_bias(batch, k) for batch in lw.split(1000)])  # (20,)
+    bias, bias_se = _mean_se(biases)
     gap = lg.log_px(x) - reps  # (R, N)
     mean, se = _mean_se(gap)
-    assert abs(mean - float(bias)) < Z * se + 0.5 * float(bias)
-    assert mean < 0.01
+    assert abs(mean - bias) < Z * math.hypot(se, bias_se)
+
+
+def _bias(lw: torch.Tensor, k: int) -> torch.Tensor:
+    """Var(w) / (2k E[w]^2) from log weights ``(K, N)``, averaged over the N points."""
+    w = (lw - lw.logsumexp(0)).exp() * lw.shape[0]  # normalized weights, mean 1 per point
+    return (w.var(0) / (2 * k)).mean()
 
 
 def test_elbo_terms_agree_with_trace_elbo() -> None:
