@@ -227,12 +227,28 @@ def _restore_rngs(
     random.setstate((int(version), tuple(int(v) for v in py_state), gauss))
 
 
+# torch.Generator state sizes in bytes: the CPU Mersenne Twister (5056) and the CUDA Philox
+# generator (a uint64 seed and an int64 offset, 16).
+_GENERATOR_STATE_SIZES = frozenset({torch.Generator().get_state().numel(), 16})
+
+
 def _restore_data_rng(state: torch.Tensor, gen: torch.Generator) -> None:
     """The data generator's state; or, when the data RNG moved between CPU and GPU (a
     resume on another device, or data kept in host memory this time), a seed derived from
     the saved state: CPU and CUDA generators have different state formats and streams, so
     the run goes on reproducibly, but not with the draws the other device would have made.
+    Anything that is neither generator's state (a damaged file) is refused.
     """
+    if (
+        state.dtype != torch.uint8
+        or state.dim() != 1
+        or state.numel() not in _GENERATOR_STATE_SIZES
+    ):
+        raise ValueError(
+            f"tensor 'rng.data' must be a CPU or CUDA generator state (uint8, "
+            f"{' or '.join(map(str, sorted(_GENERATOR_STATE_SIZES)))} bytes), got "
+            f"{state.dtype} of shape {tuple(state.shape)}"
+        )
     if state.numel() == gen.get_state().numel():
         gen.set_state(state)
         return
