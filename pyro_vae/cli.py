@@ -38,7 +38,7 @@ from pyro_vae.config import (
     TrainConfig,
     VAEConfig,
     from_dict,
-    load_toml,
+    load_toml_sections,
     resolve_binarize,
 )
 from pyro_vae.data import DataError, load_dataset
@@ -241,20 +241,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_config(args: argparse.Namespace) -> RunConfig:
-    """Defaults, then ``--config``, then flags given on the command line."""
-    base = _config_file(args.config) if args.config else RunConfig()
+    """Defaults, then ``--config``, then flags given on the command line.
+
+    The layers are merged as unresolved sections and the :class:`RunConfig` is built once,
+    from the result, so ``--binarize auto`` is settled by the final likelihood (a flag's
+    over the file's over the default's); an explicit ``binarize`` in any layer wins.
+    """
+    base_vae, base_train = (
+        _config_file(args.config) if args.config else (VAEConfig(), TrainConfig())
+    )
     sections: dict[str, dict[str, Any]] = {"vae": {}, "train": {}}
     for key, value in vars(args).items():
         if "." in key and value is not None:
             section, name = key.split(".", 1)
             sections[section][name] = value
-    vae = from_dict(VAEConfig, {**dataclasses.asdict(base.vae), **sections["vae"]}, "vae")
-    train = from_dict(TrainConfig, {**dataclasses.asdict(base.train), **sections["train"]}, "train")
-    return RunConfig(vae=vae, train=train)
+    vae = from_dict(VAEConfig, {**dataclasses.asdict(base_vae), **sections["vae"]}, "vae")
+    train = {**dataclasses.asdict(base_train), **sections["train"]}
+    return RunConfig(vae=vae, train=from_dict(TrainConfig, train, "train"))
 
 
-def _config_file(path: Path) -> RunConfig:
-    """``--config``: a TOML file, or a run (its directory or ``config.json``) to rebuild."""
+def _config_file(path: Path) -> tuple[VAEConfig, TrainConfig]:
+    """``--config``: a TOML file, or a run (its directory or ``config.json``) to rebuild.
+
+    The sections come back unresolved (see :func:`run_config`). A saved run records the
+    ``binarize`` it used; where that is what ``auto`` gives for its likelihood, it reads
+    as ``auto`` again, so ``--config RUN --likelihood normal`` does not binarize.
+    """
     if path.is_dir() or path.suffix == ".json":
         directory = path if path.is_dir() else path.parent
         if not path.is_dir() and path.name != "config.json":
@@ -264,8 +276,11 @@ def _config_file(path: Path) -> RunConfig:
             )
         _, raw = load_config(directory)
         sections = {k: raw[k] for k in ("vae", "train") if isinstance(raw.get(k), dict)}
-        return from_dict(RunConfig, sections, where=str(directory / "config.json"))
-    return load_toml(path)
+        saved = from_dict(RunConfig, sections, where=str(directory / "config.json"))
+        auto = resolve_binarize("auto", saved.vae.likelihood) == saved.train.binarize
+        train = dataclasses.replace(saved.train, binarize="auto") if auto else saved.train
+        return saved.vae, train
+    return load_toml_sections(path)
 
 
 def resume_run_config(args: argparse.Namespace) -> RunConfig:

@@ -30,6 +30,7 @@ __all__ = [
     "VAEConfig",
     "from_dict",
     "load_toml",
+    "load_toml_sections",
     "resolve_binarize",
     "to_dict",
 ]
@@ -171,6 +172,19 @@ class RunConfig:
             object.__setattr__(self, "train", dataclasses.replace(self.train, binarize=binarize))
 
 
+@dataclass(frozen=True)
+class _Sections:
+    """The two tables of a config layer, checked like a :class:`RunConfig` but unresolved.
+
+    A layer (a TOML file, a saved run) may be overridden by another (the command line's
+    flags), so ``binarize = "auto"`` must wait for the final likelihood: only the merged
+    :class:`RunConfig` settles it.
+    """
+
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
 def resolve_binarize(binarize: str, likelihood: str) -> str:
     """``--binarize auto``: ``dynamic`` for the ``bernoulli`` likelihood, else ``none``.
 
@@ -300,6 +314,16 @@ def _short(value: Any, limit: int = 80) -> str:
 
 def load_toml(path: str | Path) -> RunConfig:
     """Read a TOML config with optional ``[vae]`` and ``[train]`` tables."""
+    return RunConfig(*load_toml_sections(path))
+
+
+def load_toml_sections(path: str | Path) -> tuple[VAEConfig, TrainConfig]:
+    """The checked ``[vae]`` and ``[train]`` tables of a TOML config, as one layer.
+
+    Unlike :func:`load_toml`, ``binarize = "auto"`` (the default) is kept unresolved, so
+    that settings merged on top, e.g. ``pyro-vae train --config FILE --likelihood normal``,
+    settle it from the final likelihood; build the :class:`RunConfig` after merging.
+    """
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
@@ -311,4 +335,5 @@ def load_toml(path: str | Path) -> RunConfig:
             f"config file {str(path)!r} is not valid TOML ({e or 'nested too deeply'}). Expected "
             "[vae] and [train] tables of key = value lines; fix the line named above."
         ) from None
-    return from_dict(RunConfig, data, where=str(path))
+    sections = from_dict(_Sections, data, where=str(path))
+    return sections.vae, sections.train

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pyro_vae.cli import main, subset
+from pyro_vae.cli import build_parser, main, run_config, subset
 from pyro_vae.config import ConfigError
 
 FAST = [
@@ -137,6 +137,53 @@ def test_toml_config_and_unknown_keys(tmp_path: Path, capsys: pytest.CaptureFixt
     bad.write_text("[vae]\nlatent_dimm = 3\n")
     assert main(["train", "--config", str(bad), "--out", str(tmp_path / "r")]) == 2
     assert "unknown key(s) ['latent_dimm']" in capsys.readouterr().err
+
+
+def _trained_binarize(tmp_path: Path, name: str, *flags: str) -> str:
+    """``binarize`` as recorded in the config.json of a one-epoch run with ``flags``."""
+    out = tmp_path / name
+    assert main(["train", "--epochs", "1", "--out", str(out), *FAST, *flags]) == 0
+    return str(json.loads((out / "config.json").read_text())["train"]["binarize"])
+
+
+def test_binarize_auto_is_settled_by_the_final_likelihood(tmp_path: Path) -> None:
+    """``auto`` waits for the merged config: flags over the TOML file over the defaults."""
+    assert _trained_binarize(tmp_path, "normal", "--likelihood", "normal") == "none"
+    toml = tmp_path / "cb.toml"
+    toml.write_text('[vae]\nlikelihood = "continuous-bernoulli"\n')
+    assert _trained_binarize(tmp_path, "cb", "--config", str(toml)) == "none"
+    flags = ("--config", str(toml), "--likelihood", "bernoulli")
+    assert _trained_binarize(tmp_path, "b", *flags) == "dynamic"
+
+
+@pytest.mark.parametrize(
+    ("layers", "binarize"),
+    [
+        ([], "dynamic"),
+        (["--likelihood", "normal", "--binarize", "dynamic"], "dynamic"),  # explicit wins
+        (["--likelihood", "beta"], "none"),
+        (["--config", "{toml}"], "dynamic"),  # the file's explicit binarize
+        (["--config", "{toml}", "--likelihood", "laplace"], "dynamic"),
+        (["--config", "{toml}", "--binarize", "auto", "--likelihood", "laplace"], "none"),
+        (["--config", "{run}", "--likelihood", "normal"], "none"),  # the run's was auto's
+    ],
+)
+def test_binarize_layers(layers: list[str], binarize: str, run_dir: Path, tmp_path: Path) -> None:
+    toml = tmp_path / "d.toml"
+    toml.write_text('[vae]\nlikelihood = "normal"\n[train]\nbinarize = "dynamic"\n')
+    argv = ["train", *(a.format(toml=toml, run=run_dir) for a in layers)]
+    assert run_config(build_parser().parse_args(argv)).train.binarize == binarize
+
+
+def test_poisson_on_grey_digits_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not binarized behind the user's back: the digits are grey levels, not counts."""
+    argv = ["train", "--epochs", "1", "--out", str(tmp_path / "r"), *FAST]
+    assert main([*argv, "--likelihood", "poisson"]) == 2
+    err = capsys.readouterr().err
+    assert "the Poisson likelihood needs counts" in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()
 
 
 def test_resume_continues_bit_identically(tmp_path: Path) -> None:
