@@ -9,6 +9,7 @@ data plate ``(N,)`` and a particle plate ``(K, N)``. Scales are
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import pyro.distributions as dist
 import torch
@@ -164,6 +165,8 @@ class IAF(Posterior):
     Pyro's ``ConditionalAffineAutoregressive``; ``hidden=0`` gives one hidden layer of
     width max(2·latent_dim, 16).
     """
+
+    param_notes: ClassVar[dict[str, str]] = {"hidden": "automatic width, max(2·latent_dim, 16)"}
 
     def __init__(
         self,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import pyro.distributions as dist
 import torch
@@ -240,6 +240,8 @@ class FlowPrior(Prior):
     registered submodules.
     ``hidden=0`` gives one hidden layer of width 3·latent_dim + 1 (Pyro's default).
     """
+
+    param_notes: ClassVar[dict[str, str]] = {"hidden": "automatic width, 3·latent_dim + 1"}
 
     def __init__(
         self, latent_dim: int, *, layers: int = 2, kind: str = "affine", hidden: int = 0

@@ -2,8 +2,10 @@
 
 A spec is ``"name"`` or ``"name:key=value,key=value"``. Each registry maps names to
 component classes; the class's keyword-only constructor parameters are the spec's keys,
-typed by their annotations (``int``, ``float``, ``bool``, ``str``). Errors list the valid
-names or keys, so a typo is a one-line fix.
+typed by their annotations (``int``, ``float``, ``bool``, ``str``). A class may say what a
+special default means in a ``param_notes`` dict (``{"hidden": "automatic width"}``);
+``pyro-vae components`` and the errors show it. Errors list the valid names or keys, so a
+typo is a one-line fix.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import inspect
 import keyword
 import typing
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 __all__ = ["Registry", "Spec", "SpecError", "describe_params", "parse_spec"]
@@ -67,6 +69,7 @@ class Entry(Generic[T]):
     cls: Callable[..., T]
     summary: str
     params: dict[str, tuple[Any, Any]]  # key -> (type, default)
+    notes: dict[str, str] = field(default_factory=dict)  # key -> what its default means
 
 
 class Registry(Generic[T]):
@@ -99,7 +102,8 @@ class Registry(Generic[T]):
                 )
             doc = inspect.cleandoc(cls.__dict__.get("__doc__") or "")  # its own, not a base's
             summary = doc.strip().splitlines()[0] if doc.strip() else cls.__name__
-            self._entries[name] = Entry(name, cls, summary, _keyword_params(cls))
+            params = _keyword_params(cls)
+            self._entries[name] = Entry(name, cls, summary, params, _param_notes(cls, params))
             return cls
 
         return add
@@ -133,7 +137,7 @@ class Registry(Generic[T]):
         kwargs: dict[str, Any] = {}
         for key, raw in parsed.params.items():
             if key not in entry.params:
-                valid = describe_params(entry.params)
+                valid = describe_params(entry.params, entry.notes)
                 raise SpecError(
                     f"{self.kind} {parsed.name!r} has no parameter {key!r}; "
                     f"its parameters are: {valid}"
@@ -152,16 +156,39 @@ class Registry(Generic[T]):
         self.build(spec, **context)
 
 
-def describe_params(params: dict[str, tuple[Any, Any]]) -> str:
-    """``"key (type, default value), ..."`` for a component's spec parameters, or ``none``."""
+def describe_params(params: dict[str, tuple[Any, Any]], notes: dict[str, str] | None = None) -> str:
+    """``"key (type, default value), ..."`` for a component's spec parameters, or ``none``.
+
+    ``notes`` (a class's ``param_notes``) say what a default means: ``default 0 = automatic``.
+    """
     if not params:
         return "none"
     parts = []
     for key, (hint, default) in sorted(params.items()):
         kind = getattr(hint, "__name__", str(hint))
         shown = "required" if default is inspect.Parameter.empty else f"default {default!r}"
-        parts.append(f"{key} ({kind}, {shown})")
+        note = (notes or {}).get(key)
+        parts.append(f"{key} ({kind}, {shown}{' = ' + note if note else ''})")
     return ", ".join(parts)
+
+
+def _param_notes(cls: type, params: dict[str, tuple[Any, Any]]) -> dict[str, str]:
+    """``param_notes`` of ``cls`` and its bases, for its spec parameters.
+
+    A base's note of a parameter the subclass no longer takes is dropped; a key of the
+    class's own ``param_notes`` that names no parameter is a mistake and raises.
+    """
+    own = cls.__dict__.get("param_notes") or {}
+    unknown = sorted(set(own) - set(params))
+    if unknown:
+        raise ValueError(
+            f"{_where(cls)}.param_notes names {unknown}, which are not keyword parameters of "
+            f"its constructor ({sorted(params)})"
+        )
+    notes: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        notes.update(klass.__dict__.get("param_notes") or {})
+    return {k: str(v) for k, v in notes.items() if k in params}
 
 
 def _where(cls: Any) -> str:

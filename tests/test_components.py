@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import ClassVar
 
 import pyro.distributions as dist
 import pytest
@@ -15,7 +16,7 @@ import torch
 
 from pyro_vae import VAE, PluginError, VAEConfig, load, load_plugin, save
 from pyro_vae.cli import main
-from pyro_vae.components import REGISTRIES, describe
+from pyro_vae.components import REGISTRIES, describe, math_to_unicode
 from pyro_vae.models import PRIORS, Prior
 from pyro_vae.plugins import plugin_records
 from pyro_vae.registry import Registry, SpecError
@@ -59,6 +60,52 @@ def test_components_lists_every_entry_with_summary_and_parameters(
     assert "parameters: min_scale (float, default 0.001)" in out  # normal-decoder, ...
     assert "parameters: channels (int, default 32), layers (int, default 2)" in out
     assert ":math:" not in out and "``" not in out  # docstring markup is stripped
+
+
+def test_components_shows_math_as_plain_text(capsys: pytest.CaptureFixture[str]) -> None:
+    """No LaTeX command reaches the terminal; the densities read in Unicode."""
+    assert main(["components"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"\\[A-Za-z,;:!]", out) is None, re.findall(r".*\\.*", out)
+    assert "p(z) = N(z; μ, diag σ²)" in out  # learned-normal
+    assert "p(x|z) = ∏_d σ(ℓ_d)^(x_d)(1-σ(ℓ_d))^(1-x_d)" in out  # bernoulli
+    assert "q(z|x) = N(z; μ, FFᵀ + D)" in out  # lowrank
+
+
+@pytest.mark.parametrize(
+    ("tex", "text"),
+    [
+        (r"\mathcal{N}(z; \mu(x), \mathrm{diag}\,\sigma(x)^2)", "N(z; μ(x), diag σ(x)²)"),
+        (r"\prod_d \lambda_d^{x_d} e^{-\lambda_d} / x_d!", "∏_d λ_d^(x_d) e^(-λ_d) / x_d!"),
+        (r"L L^\top + \tfrac12 \frac{a}{b_{ij}}", "L Lᵀ + 1/2 (a)/(b_(ij))"),
+        (r"\unknowncommand{x}", "unknowncommandx"),  # never a backslash
+    ],
+)
+def test_math_to_unicode(tex: str, text: str) -> None:
+    assert math_to_unicode(tex) == text
+
+
+def test_components_says_what_hidden_0_means(capsys: pytest.CaptureFixture[str]) -> None:
+    """``hidden=0`` of the flow prior and the IAF guide is an automatic width, not zero."""
+    assert main(["components"]) == 0
+    out = capsys.readouterr().out
+    assert "hidden (int, default 0 = automatic width, 3·latent_dim + 1)" in out  # flow
+    assert "hidden (int, default 0 = automatic width, max(2·latent_dim, 16))" in out  # iaf
+    with pytest.raises(SpecError, match=r"default 0 = automatic width"):
+        PRIORS.build("flow:hiden=3", latent_dim=2)
+
+
+def test_param_notes_must_name_parameters(registries: dict[str, Registry[object]]) -> None:
+    class Typo(Prior):
+        """A prior whose note names no parameter."""
+
+        param_notes: ClassVar[dict[str, str]] = {"widht": "automatic"}
+
+        def __init__(self, latent_dim: int, *, width: int = 0) -> None:
+            super().__init__()
+
+    with pytest.raises(ValueError, match=r"param_notes names \['widht'\]"):
+        PRIORS.register("typo")(Typo)
 
 
 def test_components_json_is_the_names_by_kind(capsys: pytest.CaptureFixture[str]) -> None:
