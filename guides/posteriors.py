@@ -45,7 +45,7 @@ class Posterior(nn.Module):
         raise NotImplementedError
 
 
-GUIDES: Registry[Posterior] = Registry("guide")
+GUIDES: Registry[Posterior] = Registry("guide", config_field="guide")
 
 
 def is_point_mass(d: object) -> bool:

@@ -58,7 +58,7 @@ class Prior(nn.Module):
         """
 
 
-PRIORS: Registry[Prior] = Registry("prior")
+PRIORS: Registry[Prior] = Registry("prior", config_field="prior")
 
 
 def _check_min_scale(min_scale: float) -> None:

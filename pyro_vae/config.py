@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pyro_vae.registry import CONFIG_FIELDS
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # Python 3.10: the same parser, from PyPI
@@ -80,6 +82,31 @@ class VAEConfig:
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
                 raise ConfigError(f"{name} must be a non-empty string, got {value!r}")
+        _check_components(self)
+
+
+def _check_components(config: VAEConfig) -> None:
+    """Each component spec names a registered class whose parameters are valid.
+
+    Raises :class:`~pyro_vae.registry.SpecError` (a ``ValueError``) naming the field (a
+    ``prior`` spec is checked in the priors' registry), what is valid and what was given,
+    here rather than when :class:`~pyro_vae.VAE` builds the parts. Priors, likelihoods and
+    guides are built once with the settings known now (latent sizes, ``data_shape``; the
+    global RNG is left as it was); a network is checked by name and parameters only, since
+    its size follows the data set's shape, set later. A user's own component must be
+    registered (its module imported, or ``--plugin FILE``) before the config is built.
+    """
+    top = config.upper_latent_dims[-1] if config.upper_latent_dims else config.latent_dim
+    contexts: dict[str, dict[str, Any]] = {
+        "prior": {"latent_dim": top},  # the prior is the density of the top layer
+        "likelihood": {"data_shape": config.data_shape},
+        "guide": {"feature_dim": 1, "latent_dim": config.latent_dim},
+        "network": {},
+    }
+    for name, context in contexts.items():
+        registry = CONFIG_FIELDS.get(name)
+        if registry is not None:  # None only while pyro_vae itself is being imported
+            registry.validate(getattr(config, name), **context)
 
 
 @dataclass(frozen=True)

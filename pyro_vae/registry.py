@@ -17,7 +17,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-__all__ = ["Registry", "Spec", "SpecError", "describe_params", "parse_spec"]
+import torch
+
+__all__ = ["CONFIG_FIELDS", "Registry", "Spec", "SpecError", "describe_params", "parse_spec"]
 
 T = TypeVar("T")
 
@@ -72,6 +74,12 @@ class Entry(Generic[T]):
     notes: dict[str, str] = field(default_factory=dict)  # key -> what its default means
 
 
+# The registry of each VAEConfig field that names a component ("prior" -> PRIORS, ...). A
+# registry made with ``config_field=`` enters itself here, so that VAEConfig, a floor below
+# the components, checks its specs without importing them.
+CONFIG_FIELDS: dict[str, Registry[Any]] = {}
+
+
 class Registry(Generic[T]):
     """Names to component classes, for one kind of component (prior, likelihood, ...).
 
@@ -86,9 +94,11 @@ class Registry(Generic[T]):
         PRIORS.build("normal:scale=2", latent_dim=10)
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, *, config_field: str | None = None) -> None:
         self.kind = kind
         self._entries: dict[str, Entry[T]] = {}
+        if config_field is not None:
+            CONFIG_FIELDS[config_field] = self
 
     def register(self, name: str) -> Callable[[type], type]:
         """Class decorator adding ``cls`` under ``name`` (a user's own class works too)."""
@@ -132,6 +142,16 @@ class Registry(Generic[T]):
 
     def build(self, spec: str, /, **context: Any) -> T:
         """Instantiate the component a spec names; ``context`` fills positional needs."""
+        entry, kwargs = self._parse(spec)
+        try:
+            return entry.cls(**context, **kwargs)
+        except SpecError:
+            raise
+        except ValueError as e:
+            raise SpecError(f"{self.kind} {spec!r}: {e}") from None
+
+    def _parse(self, spec: str) -> tuple[Entry[T], dict[str, Any]]:
+        """The entry ``spec`` names and its keyword arguments, converted to their types."""
         parsed = parse_spec(spec)
         entry = self.entry(parsed.name)
         kwargs: dict[str, Any] = {}
@@ -144,16 +164,21 @@ class Registry(Generic[T]):
                 )
             value = _convert(raw, entry.params[key][0], f"{self.kind} {spec!r}: {key}")
             kwargs[key + "_" if keyword.iskeyword(key) else key] = value
-        try:
-            return entry.cls(**context, **kwargs)
-        except SpecError:
-            raise
-        except ValueError as e:
-            raise SpecError(f"{self.kind} {spec!r}: {e}") from None
+        return entry, kwargs
 
     def validate(self, spec: str, /, **context: Any) -> None:
-        """Raise :class:`SpecError` unless ``spec`` builds (context as for :meth:`build`)."""
-        self.build(spec, **context)
+        """Raise :class:`SpecError` unless ``spec`` builds (context as for :meth:`build`).
+
+        With no ``context`` only the name, the parameter names and their types are checked
+        (for components whose constructor needs what is not known yet, such as the data's
+        shape). A build runs under :func:`torch.random.fork_rng`: checking a spec never
+        moves the global RNG, so it cannot change what a seeded run draws.
+        """
+        if not context:
+            self._parse(spec)
+            return
+        with torch.random.fork_rng(devices=[]):
+            self.build(spec, **context)
 
 
 def describe_params(params: dict[str, tuple[Any, Any]], notes: dict[str, str] | None = None) -> str:

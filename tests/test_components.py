@@ -177,7 +177,8 @@ def test_plugin_round_trip_through_the_cli(
     capsys.readouterr()
 
     forget(registries["likelihoods"], "cauchy")  # as in a new process without --plugin
-    for command in (evaluate, ["sample", str(run)], [*train[:3], "--resume", "--quiet"]):
+    again = ["train", "--config", str(run), "--out", str(tmp_path / "again"), "--quiet"]
+    for command in (evaluate, ["sample", str(run)], [*train[:3], "--resume", "--quiet"], again):
         assert main(command) == 2
         err = capsys.readouterr().err
         assert f"--plugin {plugin.resolve()}" in err and "the likelihood 'cauchy'" in err
@@ -236,6 +237,32 @@ def test_plugin_errors(registries: dict[str, Registry[object]], tmp_path: Path) 
     first = load_plugin(EXAMPLES / "custom_prior.py")
     second = load_plugin(EXAMPLES / "custom_prior.py")
     assert PRIORS.entry("student-t").cls is second.StudentTPrior is not first.StudentTPrior
+
+
+@pytest.mark.parametrize(
+    ("field", "spec", "message"),
+    [
+        ("prior", "vampp", "unknown prior 'vampp'; valid prior names are: flow, learned-normal"),
+        ("prior", "vamp:components=0", "prior 'vamp:components=0': components must be a"),
+        ("likelihood", "normal:scale=-1", "likelihood 'normal:scale=-1': scale must be a"),
+        ("guide", "lowrank:rank=two", "guide 'lowrank:rank=two': rank must be int, got 'two'"),
+        ("guide", "iaf", "guide 'iaf': an IAF guide needs latent_dim >= 2, got 1"),
+        ("network", "conv:chanels=3", "network 'conv' has no parameter 'chanels'; its param"),
+    ],
+)
+def test_vae_config_checks_its_component_specs(field: str, spec: str, message: str) -> None:
+    """The public boundary refuses a bad spec, naming the field, the valid and the given."""
+    with pytest.raises(SpecError, match=re.escape(message)):
+        VAEConfig(latent_dim=1, **{field: spec})  # type: ignore[arg-type]
+
+
+def test_checking_specs_leaves_the_rng_and_the_data_shape_alone() -> None:
+    """Priors and guides are built to check them, under a forked RNG; a network, whose size
+    follows the data set's shape (set later), by name and parameters only."""
+    state = torch.get_rng_state()
+    VAEConfig(latent_dim=4, prior="flow:layers=3", guide="iaf", likelihood="normal-decoder")
+    assert torch.equal(torch.get_rng_state(), state)
+    VAEConfig(data_shape=(1, 8, 8), network="conv:channels=8")  # built for 28x28 later
 
 
 def test_unknown_names_say_how_to_plug_in() -> None:
