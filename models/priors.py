@@ -22,6 +22,7 @@ from pyro.nn import AutoRegressiveNN
 from torch import nn
 from torch.nn import functional as F
 
+from pyro_vae.config import ConfigError
 from pyro_vae.guides.posteriors import is_point_mass
 from pyro_vae.registry import Registry
 
@@ -202,7 +203,7 @@ class VampPrior(Prior):
     def bind_guide(self, posterior_at: PosteriorAt, input_shape: tuple[int, ...]) -> None:
         probe = posterior_at(torch.zeros(1, *input_shape))
         if is_point_mass(probe):
-            raise ValueError(
+            raise ConfigError(  # a pairing of two settings that cannot work: the user's to fix
                 "the VampPrior is a mixture of the guide's densities, but this guide family "
                 "is a point mass (delta), which has none. Use another guide family with "
                 "--prior vamp, or another prior with --guide delta."

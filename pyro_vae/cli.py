@@ -79,6 +79,10 @@ _OOM = re.compile(r"out of memory|can't allocate memory|not enough memory", re.I
 _NOT_FLAGS = {"data_shape", "num_classes"}  # set from the data set, not by the user
 
 
+class UsageError(ValueError):
+    """A command-line value that this command cannot use; the message names the flag."""
+
+
 def _field_help(cls: type) -> dict[str, str]:
     """The trailing ``# comment`` of each field in the dataclass source."""
     source = inspect.getsource(cls)
@@ -379,9 +383,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     y = split_labels(vae, dataset, args.split)
     n = x.shape[0] if args.num_points is None else args.num_points
     if not 0 < n <= x.shape[0]:
-        raise ValueError(f"--num-points must be in 1..{x.shape[0]} for this split, got {n}")
+        raise UsageError(f"--num-points must be in 1..{x.shape[0]} for this split, got {n}")
     if args.num_samples < 1:
-        raise ValueError(f"--num-samples must be a positive int, got {args.num_samples}")
+        raise UsageError(f"--num-samples must be a positive int, got {args.num_samples}")
     check_settings(args.psis_samples, args.gaps, args.mcmc, n)  # before the slow IW bound
     idx = subset(x.shape[0], n, args.seed)
     x = x[idx].to(device)
@@ -504,13 +508,14 @@ def _log_px(vae: VAE, x: torch.Tensor, labels: tuple[Any, ...], k: int) -> torch
 
 def cmd_sample(args: argparse.Namespace) -> int:
     if args.num < 1:
-        raise ValueError(f"--num must be a positive int, got {args.num}")
+        raise UsageError(f"--num must be a positive int, got {args.num}")
     out = args.out or args.run_dir / "samples.png"
     if out.suffix not in (".png", ".npy"):
-        raise ValueError(f"--out must end in .png or .npy, got {str(out)!r}")
+        raise UsageError(f"--out must end in .png or .npy, got {str(out)!r}")
     if args.out is None:
         check_run_dir(args.run_dir)
     vae = load(args.run_dir)
+    _check_label(vae, args.label, args.run_dir)
     torch.manual_seed(args.seed)
     images = vae.sample(args.num, label=args.label, draw=args.draw)  # (num, *data_shape)
     if out.suffix == ".npy":
@@ -519,6 +524,24 @@ def cmd_sample(args: argparse.Namespace) -> int:
         plots.samples(images, out, title=_samples_title(vae, args.label, args.draw))
     print(f"wrote {args.num} samples to {out}")
     return 0
+
+
+def _check_label(vae: VAE, label: int | None, run_dir: Path) -> None:
+    """``--label K``: a class of a conditional run, 0 <= K < C."""
+    classes = vae.model.num_classes
+    if label is None:
+        return
+    if not classes:
+        raise UsageError(
+            f"--label {label}: the run in {str(run_dir)!r} is not conditional (it was trained "
+            "without --conditional true), so it draws from p(x|z) and takes no label. Drop "
+            "--label, or train a conditional VAE with --conditional true."
+        )
+    if not 0 <= label < classes:
+        raise UsageError(
+            f"--label must be a class in 0..{classes - 1} for the run in {str(run_dir)!r} "
+            f"({classes} classes), got {label}"
+        )
 
 
 def _samples_title(vae: VAE, label: int | None, draw: bool) -> str:
@@ -540,9 +563,9 @@ def cmd_components(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     if getattr(args, "train.objective") is not None:
-        raise ValueError("compare takes --objectives (a list), not --objective")
+        raise UsageError("compare takes --objectives (a list), not --objective")
     if args.seeds < 1:
-        raise ValueError(f"--seeds must be a positive int, got {args.seeds}")
+        raise UsageError(f"--seeds must be a positive int, got {args.seeds}")
     config = run_config(args)
     if getattr(args, "train.eval_num_samples") is None and args.config is None:
         # a report's IW NLL: k = 5000 unless --eval-num-samples (or --config) says otherwise
@@ -638,6 +661,7 @@ def _resume_hint(args: argparse.Namespace) -> str:
 def _message(e: BaseException, limit: int = 1200) -> str:
     """One paragraph: our own errors as they are, others with their type, cut to ``limit``."""
     kinds = (
+        UsageError,
         DataError,
         ConfigError,
         SpecError,

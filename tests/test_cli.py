@@ -120,6 +120,42 @@ def test_bad_input_exits_with_a_message(
     assert code == 2 and message in err and "Traceback" not in err
 
 
+def _clean_error(capsys: pytest.CaptureFixture[str]) -> str:
+    """The one-paragraph message of a user's error: no exception type, no traceback."""
+    err = capsys.readouterr().err
+    assert err.startswith("pyro-vae: error: ") and "Error:" not in err, err
+    assert "Traceback" not in err
+    return err
+
+
+def test_vamp_with_a_delta_guide_is_a_clean_user_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["train", "--epochs", "1", "--out", str(tmp_path / "r"), *FAST]
+    assert main([*argv, "--prior", "vamp:components=3", "--guide", "delta"]) == 2
+    assert "the VampPrior is a mixture of the guide's densities" in _clean_error(capsys)
+    assert not (tmp_path / "r").exists()
+
+
+def test_sample_label_errors_are_clean(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--label on an unconditional run, a class out of range, and the command's own checks."""
+    assert main(["sample", str(run_dir), "--label", "1", "--out", str(tmp_path / "a.npy")]) == 2
+    assert "--label 1: the run in" in _clean_error(capsys)
+    out = tmp_path / "cond"
+    assert main(["train", "--epochs", "1", "--out", str(out), *FAST, "--conditional", "true"]) == 0
+    capsys.readouterr()
+    flags = ["--num", "3", "--out", str(tmp_path / "s.npy")]
+    assert main(["sample", str(out), "--label", "12", *flags]) == 2
+    assert "--label must be a class in 0..9 for the run in" in _clean_error(capsys)
+    assert main(["sample", str(out), "--label", "-1", *flags]) == 2
+    assert "got -1" in _clean_error(capsys)
+    assert main(["sample", str(out), "--label", "9", *flags]) == 0
+    assert main(["sample", str(out), "--num", "0"]) == 2
+    assert "--num must be a positive int, got 0" in _clean_error(capsys)
+
+
 def test_existing_run_is_left_alone(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     before = _snapshot(run_dir)
     assert main(["train", "--epochs", "1", "--out", str(run_dir), *FAST]) == 2
