@@ -1,6 +1,7 @@
 """The inference side of a VAE: amortized posterior families and the guide program."""
 
 from .guide import Guide
+from .kl import kl_gaussian_diagonal_normal  # registers the closed-form KLs on import
 from .posteriors import (
     GUIDES,
     IAF,
@@ -22,4 +23,5 @@ __all__ = [
     "PointMass",
     "Posterior",
     "is_point_mass",
+    "kl_gaussian_diagonal_normal",
 ]

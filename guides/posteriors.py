@@ -9,6 +9,7 @@ data plate ``(N,)`` and a particle plate ``(K, N)``. Scales are
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import pyro.distributions as dist
 import torch
@@ -44,7 +45,7 @@ class Posterior(nn.Module):
         raise NotImplementedError
 
 
-GUIDES: Registry[Posterior] = Registry("guide")
+GUIDES: Registry[Posterior] = Registry("guide", config_field="guide")
 
 
 def is_point_mass(d: object) -> bool:
@@ -164,6 +165,8 @@ class IAF(Posterior):
     Pyro's ``ConditionalAffineAutoregressive``; ``hidden=0`` gives one hidden layer of
     width max(2·latent_dim, 16).
     """
+
+    param_notes: ClassVar[dict[str, str]] = {"hidden": "automatic width, max(2·latent_dim, 16)"}
 
     def __init__(
         self,

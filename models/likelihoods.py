@@ -98,7 +98,7 @@ class Likelihood(nn.Module):
         raise NotImplementedError
 
 
-LIKELIHOODS: Registry[Likelihood] = Registry("likelihood")
+LIKELIHOODS: Registry[Likelihood] = Registry("likelihood", config_field="likelihood")
 
 
 class BernoulliLogits(dist.Bernoulli):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import pyro.distributions as dist
 import torch
@@ -22,6 +22,7 @@ from pyro.nn import AutoRegressiveNN
 from torch import nn
 from torch.nn import functional as F
 
+from pyro_vae.config import ConfigError
 from pyro_vae.guides.posteriors import is_point_mass
 from pyro_vae.registry import Registry
 
@@ -58,7 +59,7 @@ class Prior(nn.Module):
         """
 
 
-PRIORS: Registry[Prior] = Registry("prior")
+PRIORS: Registry[Prior] = Registry("prior", config_field="prior")
 
 
 def _check_min_scale(min_scale: float) -> None:
@@ -202,7 +203,7 @@ class VampPrior(Prior):
     def bind_guide(self, posterior_at: PosteriorAt, input_shape: tuple[int, ...]) -> None:
         probe = posterior_at(torch.zeros(1, *input_shape))
         if is_point_mass(probe):
-            raise ValueError(
+            raise ConfigError(  # a pairing of two settings that cannot work: the user's to fix
                 "the VampPrior is a mixture of the guide's densities, but this guide family "
                 "is a point mass (delta), which has none. Use another guide family with "
                 "--prior vamp, or another prior with --guide delta."
@@ -240,6 +241,8 @@ class FlowPrior(Prior):
     registered submodules.
     ``hidden=0`` gives one hidden layer of width 3·latent_dim + 1 (Pyro's default).
     """
+
+    param_notes: ClassVar[dict[str, str]] = {"hidden": "automatic width, 3·latent_dim + 1"}
 
     def __init__(
         self, latent_dim: int, *, layers: int = 2, kind: str = "affine", hidden: int = 0

@@ -170,6 +170,9 @@ def load_config(directory: str | Path) -> tuple[VAEConfig, dict[str, Any]]:
             "only format, vae, train and plugins. Remove them, or use a config.json pyro-vae "
             "wrote."
         )
+    # a VAEConfig checks its components in their registries: a plugin's must be there first,
+    # and if it is not, the error names the plugin file recorded at saving
+    require_registered(raw, where=f"the run in {str(directory)!r}")
     try:
         return from_dict(VAEConfig, raw["vae"], where=f"{path} vae"), raw
     except ConfigError as e:

@@ -38,7 +38,7 @@ from pyro_vae.config import (
     TrainConfig,
     VAEConfig,
     from_dict,
-    load_toml,
+    load_toml_sections,
     resolve_binarize,
 )
 from pyro_vae.data import DataError, load_dataset
@@ -77,6 +77,10 @@ USER_ERRORS = (
 _OOM = re.compile(r"out of memory|can't allocate memory|not enough memory", re.IGNORECASE)
 
 _NOT_FLAGS = {"data_shape", "num_classes"}  # set from the data set, not by the user
+
+
+class UsageError(ValueError):
+    """A command-line value that this command cannot use; the message names the flag."""
 
 
 def _field_help(cls: type) -> dict[str, str]:
@@ -241,20 +245,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_config(args: argparse.Namespace) -> RunConfig:
-    """Defaults, then ``--config``, then flags given on the command line."""
-    base = _config_file(args.config) if args.config else RunConfig()
+    """Defaults, then ``--config``, then flags given on the command line.
+
+    The layers are merged as unresolved sections and the :class:`RunConfig` is built once,
+    from the result, so ``--binarize auto`` is settled by the final likelihood (a flag's
+    over the file's over the default's); an explicit ``binarize`` in any layer wins.
+    """
+    base_vae, base_train = (
+        _config_file(args.config) if args.config else (VAEConfig(), TrainConfig())
+    )
     sections: dict[str, dict[str, Any]] = {"vae": {}, "train": {}}
     for key, value in vars(args).items():
         if "." in key and value is not None:
             section, name = key.split(".", 1)
             sections[section][name] = value
-    vae = from_dict(VAEConfig, {**dataclasses.asdict(base.vae), **sections["vae"]}, "vae")
-    train = from_dict(TrainConfig, {**dataclasses.asdict(base.train), **sections["train"]}, "train")
-    return RunConfig(vae=vae, train=train)
+    vae = from_dict(VAEConfig, {**dataclasses.asdict(base_vae), **sections["vae"]}, "vae")
+    train = {**dataclasses.asdict(base_train), **sections["train"]}
+    return RunConfig(vae=vae, train=from_dict(TrainConfig, train, "train"))
 
 
-def _config_file(path: Path) -> RunConfig:
-    """``--config``: a TOML file, or a run (its directory or ``config.json``) to rebuild."""
+def _config_file(path: Path) -> tuple[VAEConfig, TrainConfig]:
+    """``--config``: a TOML file, or a run (its directory or ``config.json``) to rebuild.
+
+    The sections come back unresolved (see :func:`run_config`). A saved run records the
+    ``binarize`` it used; where that is what ``auto`` gives for its likelihood, it reads
+    as ``auto`` again, so ``--config RUN --likelihood normal`` does not binarize.
+    """
     if path.is_dir() or path.suffix == ".json":
         directory = path if path.is_dir() else path.parent
         if not path.is_dir() and path.name != "config.json":
@@ -264,8 +280,11 @@ def _config_file(path: Path) -> RunConfig:
             )
         _, raw = load_config(directory)
         sections = {k: raw[k] for k in ("vae", "train") if isinstance(raw.get(k), dict)}
-        return from_dict(RunConfig, sections, where=str(directory / "config.json"))
-    return load_toml(path)
+        saved = from_dict(RunConfig, sections, where=str(directory / "config.json"))
+        auto = resolve_binarize("auto", saved.vae.likelihood) == saved.train.binarize
+        train = dataclasses.replace(saved.train, binarize="auto") if auto else saved.train
+        return saved.vae, train
+    return load_toml_sections(path)
 
 
 def resume_run_config(args: argparse.Namespace) -> RunConfig:
@@ -364,9 +383,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     y = split_labels(vae, dataset, args.split)
     n = x.shape[0] if args.num_points is None else args.num_points
     if not 0 < n <= x.shape[0]:
-        raise ValueError(f"--num-points must be in 1..{x.shape[0]} for this split, got {n}")
+        raise UsageError(f"--num-points must be in 1..{x.shape[0]} for this split, got {n}")
     if args.num_samples < 1:
-        raise ValueError(f"--num-samples must be a positive int, got {args.num_samples}")
+        raise UsageError(f"--num-samples must be a positive int, got {args.num_samples}")
     check_settings(args.psis_samples, args.gaps, args.mcmc, n)  # before the slow IW bound
     idx = subset(x.shape[0], n, args.seed)
     x = x[idx].to(device)
@@ -489,13 +508,14 @@ def _log_px(vae: VAE, x: torch.Tensor, labels: tuple[Any, ...], k: int) -> torch
 
 def cmd_sample(args: argparse.Namespace) -> int:
     if args.num < 1:
-        raise ValueError(f"--num must be a positive int, got {args.num}")
+        raise UsageError(f"--num must be a positive int, got {args.num}")
     out = args.out or args.run_dir / "samples.png"
     if out.suffix not in (".png", ".npy"):
-        raise ValueError(f"--out must end in .png or .npy, got {str(out)!r}")
+        raise UsageError(f"--out must end in .png or .npy, got {str(out)!r}")
     if args.out is None:
         check_run_dir(args.run_dir)
     vae = load(args.run_dir)
+    _check_label(vae, args.label, args.run_dir)
     torch.manual_seed(args.seed)
     images = vae.sample(args.num, label=args.label, draw=args.draw)  # (num, *data_shape)
     if out.suffix == ".npy":
@@ -504,6 +524,24 @@ def cmd_sample(args: argparse.Namespace) -> int:
         plots.samples(images, out, title=_samples_title(vae, args.label, args.draw))
     print(f"wrote {args.num} samples to {out}")
     return 0
+
+
+def _check_label(vae: VAE, label: int | None, run_dir: Path) -> None:
+    """``--label K``: a class of a conditional run, 0 <= K < C."""
+    classes = vae.model.num_classes
+    if label is None:
+        return
+    if not classes:
+        raise UsageError(
+            f"--label {label}: the run in {str(run_dir)!r} is not conditional (it was trained "
+            "without --conditional true), so it draws from p(x|z) and takes no label. Drop "
+            "--label, or train a conditional VAE with --conditional true."
+        )
+    if not 0 <= label < classes:
+        raise UsageError(
+            f"--label must be a class in 0..{classes - 1} for the run in {str(run_dir)!r} "
+            f"({classes} classes), got {label}"
+        )
 
 
 def _samples_title(vae: VAE, label: int | None, draw: bool) -> str:
@@ -525,9 +563,9 @@ def cmd_components(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     if getattr(args, "train.objective") is not None:
-        raise ValueError("compare takes --objectives (a list), not --objective")
+        raise UsageError("compare takes --objectives (a list), not --objective")
     if args.seeds < 1:
-        raise ValueError(f"--seeds must be a positive int, got {args.seeds}")
+        raise UsageError(f"--seeds must be a positive int, got {args.seeds}")
     config = run_config(args)
     if getattr(args, "train.eval_num_samples") is None and args.config is None:
         # a report's IW NLL: k = 5000 unless --eval-num-samples (or --config) says otherwise
@@ -623,6 +661,7 @@ def _resume_hint(args: argparse.Namespace) -> str:
 def _message(e: BaseException, limit: int = 1200) -> str:
     """One paragraph: our own errors as they are, others with their type, cut to ``limit``."""
     kinds = (
+        UsageError,
         DataError,
         ConfigError,
         SpecError,

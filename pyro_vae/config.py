@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pyro_vae.registry import CONFIG_FIELDS
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # Python 3.10: the same parser, from PyPI
@@ -30,6 +32,7 @@ __all__ = [
     "VAEConfig",
     "from_dict",
     "load_toml",
+    "load_toml_sections",
     "resolve_binarize",
     "to_dict",
 ]
@@ -79,6 +82,31 @@ class VAEConfig:
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
                 raise ConfigError(f"{name} must be a non-empty string, got {value!r}")
+        _check_components(self)
+
+
+def _check_components(config: VAEConfig) -> None:
+    """Each component spec names a registered class whose parameters are valid.
+
+    Raises :class:`~pyro_vae.registry.SpecError` (a ``ValueError``) naming the field (a
+    ``prior`` spec is checked in the priors' registry), what is valid and what was given,
+    here rather than when :class:`~pyro_vae.VAE` builds the parts. Priors, likelihoods and
+    guides are built once with the settings known now (latent sizes, ``data_shape``; the
+    global RNG is left as it was); a network is checked by name and parameters only, since
+    its size follows the data set's shape, set later. A user's own component must be
+    registered (its module imported, or ``--plugin FILE``) before the config is built.
+    """
+    top = config.upper_latent_dims[-1] if config.upper_latent_dims else config.latent_dim
+    contexts: dict[str, dict[str, Any]] = {
+        "prior": {"latent_dim": top},  # the prior is the density of the top layer
+        "likelihood": {"data_shape": config.data_shape},
+        "guide": {"feature_dim": 1, "latent_dim": config.latent_dim},
+        "network": {},
+    }
+    for name, context in contexts.items():
+        registry = CONFIG_FIELDS.get(name)
+        if registry is not None:  # None only while pyro_vae itself is being imported
+            registry.validate(getattr(config, name), **context)
 
 
 @dataclass(frozen=True)
@@ -169,6 +197,19 @@ class RunConfig:
         binarize = resolve_binarize(self.train.binarize, self.vae.likelihood)
         if binarize != self.train.binarize:
             object.__setattr__(self, "train", dataclasses.replace(self.train, binarize=binarize))
+
+
+@dataclass(frozen=True)
+class _Sections:
+    """The two tables of a config layer, checked like a :class:`RunConfig` but unresolved.
+
+    A layer (a TOML file, a saved run) may be overridden by another (the command line's
+    flags), so ``binarize = "auto"`` must wait for the final likelihood: only the merged
+    :class:`RunConfig` settles it.
+    """
+
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
 
 def resolve_binarize(binarize: str, likelihood: str) -> str:
@@ -300,6 +341,16 @@ def _short(value: Any, limit: int = 80) -> str:
 
 def load_toml(path: str | Path) -> RunConfig:
     """Read a TOML config with optional ``[vae]`` and ``[train]`` tables."""
+    return RunConfig(*load_toml_sections(path))
+
+
+def load_toml_sections(path: str | Path) -> tuple[VAEConfig, TrainConfig]:
+    """The checked ``[vae]`` and ``[train]`` tables of a TOML config, as one layer.
+
+    Unlike :func:`load_toml`, ``binarize = "auto"`` (the default) is kept unresolved, so
+    that settings merged on top, e.g. ``pyro-vae train --config FILE --likelihood normal``,
+    settle it from the final likelihood; build the :class:`RunConfig` after merging.
+    """
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
@@ -311,4 +362,5 @@ def load_toml(path: str | Path) -> RunConfig:
             f"config file {str(path)!r} is not valid TOML ({e or 'nested too deeply'}). Expected "
             "[vae] and [train] tables of key = value lines; fix the line named above."
         ) from None
-    return from_dict(RunConfig, data, where=str(path))
+    sections = from_dict(_Sections, data, where=str(path))
+    return sections.vae, sections.train

@@ -584,8 +584,10 @@ def _as_data(array: np.ndarray, what: str) -> torch.Tensor:
     return torch.from_numpy(data)
 
 
-def _from_single(name: str, array: np.ndarray, what: str) -> Dataset:
-    """One array -> 80/10/10 train/valid/test by a seeded permutation."""
+def _from_single(
+    name: str, array: np.ndarray, what: str, labels: torch.Tensor | None = None
+) -> Dataset:
+    """One array -> 80/10/10 train/valid/test by a seeded permutation; labels follow their rows."""
     data = _as_data(array, what)
     n = data.shape[0]
     if n < 3:
@@ -595,7 +597,15 @@ def _from_single(name: str, array: np.ndarray, what: str) -> Dataset:
         )
     n_held = max(1, n // 10)
     train, valid, test = _split_indices(n, (n - 2 * n_held, n_held, n_held))
-    return Dataset(name, data[train], data[valid], data[test])
+    if labels is None:
+        return Dataset(name, data[train], data[valid], data[test])
+    if labels.shape[0] != n:
+        raise DataError(
+            f"{what} has {n} rows but its labels have {labels.shape[0]}. Save one integer label "
+            "per row, in the same order."
+        )
+    splits = (data[train], data[valid], data[test], labels[train], labels[valid], labels[test])
+    return Dataset(name, *splits, num_classes=int(labels.max()) + 1)
 
 
 def _read_error(path: Path, kind: str, exc: BaseException) -> DataError:
@@ -636,11 +646,20 @@ def _load_npz(path: Path) -> Dataset:
     if len(arrays) == 1:
         key, array = next(iter(arrays.items()))
         return _from_single(path.stem, array, f"{path}[{key!r}]")
+    for label_key in _SINGLE_LABEL_KEYS:
+        if set(arrays) == {"x", label_key}:
+            labels = _as_labels(arrays[label_key], f"{path}[{label_key!r}]")
+            return _from_single(path.stem, arrays["x"], f"{path}['x']", labels)
     raise DataError(
         f"{path} holds the arrays {sorted(arrays)}, but expected either the keys 'train', "
-        "'valid' and 'test' (optionally 'train_labels', 'valid_labels', 'test_labels') or a "
-        "single array to split. Rename the arrays when saving with np.savez."
+        "'valid' and 'test' (optionally 'train_labels', 'valid_labels', 'test_labels'), a "
+        "single array to split, or an array 'x' to split with its labels 'y' (or 'labels'). "
+        "Rename the arrays when saving with np.savez."
     )
+
+
+# an .npz of one array "x" and its labels under one of these keys is split like one array
+_SINGLE_LABEL_KEYS = ("y", "labels")
 
 
 def _npz_splits(path: Path, arrays: dict[str, np.ndarray]) -> Dataset:
@@ -759,6 +778,11 @@ def load_dataset(
     progress: bool = True,
 ) -> Dataset:
     """Load a built-in dataset by name, or a user's .npy/.npz/.csv file by path.
+
+    A user's single array is split 80/10/10 by a seeded permutation. An ``.npz`` holds
+    either ``train``, ``valid``, ``test`` (and optionally ``train_labels``, ``valid_labels``,
+    ``test_labels``), one array, or ``x`` with its integer labels ``y`` (or ``labels``),
+    split like one array with each label kept with its row.
 
     Built-in files are read from ``root`` (default :func:`data_root`), under a folder named like
     the dataset, and verified against their published SHA-256. ``download=None`` downloads

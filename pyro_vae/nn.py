@@ -75,7 +75,7 @@ class MLP(nn.Module):
         return self.net(x.reshape(*batch, math.prod(self.in_shape)))  # (..., out_dim)
 
 
-NETWORKS: Registry[tuple[nn.Module, nn.Module]] = Registry("network")
+NETWORKS: Registry[tuple[nn.Module, nn.Module]] = Registry("network", config_field="network")
 
 
 @NETWORKS.register("mlp")

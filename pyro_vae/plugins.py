@@ -136,7 +136,9 @@ def require_registered(raw_config: Mapping[str, Any], where: str = "this run") -
     nothing is imported here.
     """
     vae = raw_config.get("vae", {})
-    recorded = {(r.get("kind"), r.get("name")): r for r in raw_config.get("plugins", []) or []}
+    plugins = raw_config.get("plugins")
+    records = [r for r in plugins if isinstance(r, Mapping)] if isinstance(plugins, list) else []
+    recorded = {(r.get("kind"), r.get("name")): r for r in records}
     missing: list[str] = []
     files: list[str] = []
     for field, registry in COMPONENT_FIELDS.items():

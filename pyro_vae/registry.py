@@ -2,8 +2,10 @@
 
 A spec is ``"name"`` or ``"name:key=value,key=value"``. Each registry maps names to
 component classes; the class's keyword-only constructor parameters are the spec's keys,
-typed by their annotations (``int``, ``float``, ``bool``, ``str``). Errors list the valid
-names or keys, so a typo is a one-line fix.
+typed by their annotations (``int``, ``float``, ``bool``, ``str``). A class may say what a
+special default means in a ``param_notes`` dict (``{"hidden": "automatic width"}``);
+``pyro-vae components`` and the errors show it. Errors list the valid names or keys, so a
+typo is a one-line fix.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ import inspect
 import keyword
 import typing
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-__all__ = ["Registry", "Spec", "SpecError", "describe_params", "parse_spec"]
+import torch
+
+__all__ = ["CONFIG_FIELDS", "Registry", "Spec", "SpecError", "describe_params", "parse_spec"]
 
 T = TypeVar("T")
 
@@ -67,6 +71,13 @@ class Entry(Generic[T]):
     cls: Callable[..., T]
     summary: str
     params: dict[str, tuple[Any, Any]]  # key -> (type, default)
+    notes: dict[str, str] = field(default_factory=dict)  # key -> what its default means
+
+
+# The registry of each VAEConfig field that names a component ("prior" -> PRIORS, ...). A
+# registry made with ``config_field=`` enters itself here, so that VAEConfig, a floor below
+# the components, checks its specs without importing them.
+CONFIG_FIELDS: dict[str, Registry[Any]] = {}
 
 
 class Registry(Generic[T]):
@@ -83,9 +94,11 @@ class Registry(Generic[T]):
         PRIORS.build("normal:scale=2", latent_dim=10)
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, *, config_field: str | None = None) -> None:
         self.kind = kind
         self._entries: dict[str, Entry[T]] = {}
+        if config_field is not None:
+            CONFIG_FIELDS[config_field] = self
 
     def register(self, name: str) -> Callable[[type], type]:
         """Class decorator adding ``cls`` under ``name`` (a user's own class works too)."""
@@ -99,7 +112,8 @@ class Registry(Generic[T]):
                 )
             doc = inspect.cleandoc(cls.__dict__.get("__doc__") or "")  # its own, not a base's
             summary = doc.strip().splitlines()[0] if doc.strip() else cls.__name__
-            self._entries[name] = Entry(name, cls, summary, _keyword_params(cls))
+            params = _keyword_params(cls)
+            self._entries[name] = Entry(name, cls, summary, params, _param_notes(cls, params))
             return cls
 
         return add
@@ -128,18 +142,7 @@ class Registry(Generic[T]):
 
     def build(self, spec: str, /, **context: Any) -> T:
         """Instantiate the component a spec names; ``context`` fills positional needs."""
-        parsed = parse_spec(spec)
-        entry = self.entry(parsed.name)
-        kwargs: dict[str, Any] = {}
-        for key, raw in parsed.params.items():
-            if key not in entry.params:
-                valid = describe_params(entry.params)
-                raise SpecError(
-                    f"{self.kind} {parsed.name!r} has no parameter {key!r}; "
-                    f"its parameters are: {valid}"
-                )
-            value = _convert(raw, entry.params[key][0], f"{self.kind} {spec!r}: {key}")
-            kwargs[key + "_" if keyword.iskeyword(key) else key] = value
+        entry, kwargs = self._parse(spec)
         try:
             return entry.cls(**context, **kwargs)
         except SpecError:
@@ -147,21 +150,70 @@ class Registry(Generic[T]):
         except ValueError as e:
             raise SpecError(f"{self.kind} {spec!r}: {e}") from None
 
+    def _parse(self, spec: str) -> tuple[Entry[T], dict[str, Any]]:
+        """The entry ``spec`` names and its keyword arguments, converted to their types."""
+        parsed = parse_spec(spec)
+        entry = self.entry(parsed.name)
+        kwargs: dict[str, Any] = {}
+        for key, raw in parsed.params.items():
+            if key not in entry.params:
+                valid = describe_params(entry.params, entry.notes)
+                raise SpecError(
+                    f"{self.kind} {parsed.name!r} has no parameter {key!r}; "
+                    f"its parameters are: {valid}"
+                )
+            value = _convert(raw, entry.params[key][0], f"{self.kind} {spec!r}: {key}")
+            kwargs[key + "_" if keyword.iskeyword(key) else key] = value
+        return entry, kwargs
+
     def validate(self, spec: str, /, **context: Any) -> None:
-        """Raise :class:`SpecError` unless ``spec`` builds (context as for :meth:`build`)."""
-        self.build(spec, **context)
+        """Raise :class:`SpecError` unless ``spec`` builds (context as for :meth:`build`).
+
+        With no ``context`` only the name, the parameter names and their types are checked
+        (for components whose constructor needs what is not known yet, such as the data's
+        shape). A build runs under :func:`torch.random.fork_rng`: checking a spec never
+        moves the global RNG, so it cannot change what a seeded run draws.
+        """
+        if not context:
+            self._parse(spec)
+            return
+        with torch.random.fork_rng(devices=[]):
+            self.build(spec, **context)
 
 
-def describe_params(params: dict[str, tuple[Any, Any]]) -> str:
-    """``"key (type, default value), ..."`` for a component's spec parameters, or ``none``."""
+def describe_params(params: dict[str, tuple[Any, Any]], notes: dict[str, str] | None = None) -> str:
+    """``"key (type, default value), ..."`` for a component's spec parameters, or ``none``.
+
+    ``notes`` (a class's ``param_notes``) say what a default means: ``default 0 = automatic``.
+    """
     if not params:
         return "none"
     parts = []
     for key, (hint, default) in sorted(params.items()):
         kind = getattr(hint, "__name__", str(hint))
         shown = "required" if default is inspect.Parameter.empty else f"default {default!r}"
-        parts.append(f"{key} ({kind}, {shown})")
+        note = (notes or {}).get(key)
+        parts.append(f"{key} ({kind}, {shown}{' = ' + note if note else ''})")
     return ", ".join(parts)
+
+
+def _param_notes(cls: type, params: dict[str, tuple[Any, Any]]) -> dict[str, str]:
+    """``param_notes`` of ``cls`` and its bases, for its spec parameters.
+
+    A base's note of a parameter the subclass no longer takes is dropped; a key of the
+    class's own ``param_notes`` that names no parameter is a mistake and raises.
+    """
+    own = cls.__dict__.get("param_notes") or {}
+    unknown = sorted(set(own) - set(params))
+    if unknown:
+        raise ValueError(
+            f"{_where(cls)}.param_notes names {unknown}, which are not keyword parameters of "
+            f"its constructor ({sorted(params)})"
+        )
+    notes: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        notes.update(klass.__dict__.get("param_notes") or {})
+    return {k: str(v) for k, v in notes.items() if k in params}
 
 
 def _where(cls: Any) -> str:

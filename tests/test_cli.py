@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pyro_vae.cli import main, subset
+from pyro_vae.cli import build_parser, main, run_config, subset
 from pyro_vae.config import ConfigError
 
 FAST = [
@@ -120,6 +120,42 @@ def test_bad_input_exits_with_a_message(
     assert code == 2 and message in err and "Traceback" not in err
 
 
+def _clean_error(capsys: pytest.CaptureFixture[str]) -> str:
+    """The one-paragraph message of a user's error: no exception type, no traceback."""
+    err = capsys.readouterr().err
+    assert err.startswith("pyro-vae: error: ") and "Error:" not in err, err
+    assert "Traceback" not in err
+    return err
+
+
+def test_vamp_with_a_delta_guide_is_a_clean_user_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["train", "--epochs", "1", "--out", str(tmp_path / "r"), *FAST]
+    assert main([*argv, "--prior", "vamp:components=3", "--guide", "delta"]) == 2
+    assert "the VampPrior is a mixture of the guide's densities" in _clean_error(capsys)
+    assert not (tmp_path / "r").exists()
+
+
+def test_sample_label_errors_are_clean(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--label on an unconditional run, a class out of range, and the command's own checks."""
+    assert main(["sample", str(run_dir), "--label", "1", "--out", str(tmp_path / "a.npy")]) == 2
+    assert "--label 1: the run in" in _clean_error(capsys)
+    out = tmp_path / "cond"
+    assert main(["train", "--epochs", "1", "--out", str(out), *FAST, "--conditional", "true"]) == 0
+    capsys.readouterr()
+    flags = ["--num", "3", "--out", str(tmp_path / "s.npy")]
+    assert main(["sample", str(out), "--label", "12", *flags]) == 2
+    assert "--label must be a class in 0..9 for the run in" in _clean_error(capsys)
+    assert main(["sample", str(out), "--label", "-1", *flags]) == 2
+    assert "got -1" in _clean_error(capsys)
+    assert main(["sample", str(out), "--label", "9", *flags]) == 0
+    assert main(["sample", str(out), "--num", "0"]) == 2
+    assert "--num must be a positive int, got 0" in _clean_error(capsys)
+
+
 def test_existing_run_is_left_alone(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     before = _snapshot(run_dir)
     assert main(["train", "--epochs", "1", "--out", str(run_dir), *FAST]) == 2
@@ -137,6 +173,53 @@ def test_toml_config_and_unknown_keys(tmp_path: Path, capsys: pytest.CaptureFixt
     bad.write_text("[vae]\nlatent_dimm = 3\n")
     assert main(["train", "--config", str(bad), "--out", str(tmp_path / "r")]) == 2
     assert "unknown key(s) ['latent_dimm']" in capsys.readouterr().err
+
+
+def _trained_binarize(tmp_path: Path, name: str, *flags: str) -> str:
+    """``binarize`` as recorded in the config.json of a one-epoch run with ``flags``."""
+    out = tmp_path / name
+    assert main(["train", "--epochs", "1", "--out", str(out), *FAST, *flags]) == 0
+    return str(json.loads((out / "config.json").read_text())["train"]["binarize"])
+
+
+def test_binarize_auto_is_settled_by_the_final_likelihood(tmp_path: Path) -> None:
+    """``auto`` waits for the merged config: flags over the TOML file over the defaults."""
+    assert _trained_binarize(tmp_path, "normal", "--likelihood", "normal") == "none"
+    toml = tmp_path / "cb.toml"
+    toml.write_text('[vae]\nlikelihood = "continuous-bernoulli"\n')
+    assert _trained_binarize(tmp_path, "cb", "--config", str(toml)) == "none"
+    flags = ("--config", str(toml), "--likelihood", "bernoulli")
+    assert _trained_binarize(tmp_path, "b", *flags) == "dynamic"
+
+
+@pytest.mark.parametrize(
+    ("layers", "binarize"),
+    [
+        ([], "dynamic"),
+        (["--likelihood", "normal", "--binarize", "dynamic"], "dynamic"),  # explicit wins
+        (["--likelihood", "beta"], "none"),
+        (["--config", "{toml}"], "dynamic"),  # the file's explicit binarize
+        (["--config", "{toml}", "--likelihood", "laplace"], "dynamic"),
+        (["--config", "{toml}", "--binarize", "auto", "--likelihood", "laplace"], "none"),
+        (["--config", "{run}", "--likelihood", "normal"], "none"),  # the run's was auto's
+    ],
+)
+def test_binarize_layers(layers: list[str], binarize: str, run_dir: Path, tmp_path: Path) -> None:
+    toml = tmp_path / "d.toml"
+    toml.write_text('[vae]\nlikelihood = "normal"\n[train]\nbinarize = "dynamic"\n')
+    argv = ["train", *(a.format(toml=toml, run=run_dir) for a in layers)]
+    assert run_config(build_parser().parse_args(argv)).train.binarize == binarize
+
+
+def test_poisson_on_grey_digits_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not binarized behind the user's back: the digits are grey levels, not counts."""
+    argv = ["train", "--epochs", "1", "--out", str(tmp_path / "r"), *FAST]
+    assert main([*argv, "--likelihood", "poisson"]) == 2
+    err = capsys.readouterr().err
+    assert "the Poisson likelihood needs counts" in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()
 
 
 def test_resume_continues_bit_identically(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import ClassVar
 
 import pyro.distributions as dist
 import pytest
@@ -15,7 +16,7 @@ import torch
 
 from pyro_vae import VAE, PluginError, VAEConfig, load, load_plugin, save
 from pyro_vae.cli import main
-from pyro_vae.components import REGISTRIES, describe
+from pyro_vae.components import REGISTRIES, describe, math_to_unicode
 from pyro_vae.models import PRIORS, Prior
 from pyro_vae.plugins import plugin_records
 from pyro_vae.registry import Registry, SpecError
@@ -59,6 +60,52 @@ def test_components_lists_every_entry_with_summary_and_parameters(
     assert "parameters: min_scale (float, default 0.001)" in out  # normal-decoder, ...
     assert "parameters: channels (int, default 32), layers (int, default 2)" in out
     assert ":math:" not in out and "``" not in out  # docstring markup is stripped
+
+
+def test_components_shows_math_as_plain_text(capsys: pytest.CaptureFixture[str]) -> None:
+    """No LaTeX command reaches the terminal; the densities read in Unicode."""
+    assert main(["components"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"\\[A-Za-z,;:!]", out) is None, re.findall(r".*\\.*", out)
+    assert "p(z) = N(z; μ, diag σ²)" in out  # learned-normal
+    assert "p(x|z) = ∏_d σ(ℓ_d)^(x_d)(1-σ(ℓ_d))^(1-x_d)" in out  # bernoulli
+    assert "q(z|x) = N(z; μ, FFᵀ + D)" in out  # lowrank
+
+
+@pytest.mark.parametrize(
+    ("tex", "text"),
+    [
+        (r"\mathcal{N}(z; \mu(x), \mathrm{diag}\,\sigma(x)^2)", "N(z; μ(x), diag σ(x)²)"),
+        (r"\prod_d \lambda_d^{x_d} e^{-\lambda_d} / x_d!", "∏_d λ_d^(x_d) e^(-λ_d) / x_d!"),
+        (r"L L^\top + \tfrac12 \frac{a}{b_{ij}}", "L Lᵀ + 1/2 (a)/(b_(ij))"),
+        (r"\unknowncommand{x}", "unknowncommandx"),  # never a backslash
+    ],
+)
+def test_math_to_unicode(tex: str, text: str) -> None:
+    assert math_to_unicode(tex) == text
+
+
+def test_components_says_what_hidden_0_means(capsys: pytest.CaptureFixture[str]) -> None:
+    """``hidden=0`` of the flow prior and the IAF guide is an automatic width, not zero."""
+    assert main(["components"]) == 0
+    out = capsys.readouterr().out
+    assert "hidden (int, default 0 = automatic width, 3·latent_dim + 1)" in out  # flow
+    assert "hidden (int, default 0 = automatic width, max(2·latent_dim, 16))" in out  # iaf
+    with pytest.raises(SpecError, match=r"default 0 = automatic width"):
+        PRIORS.build("flow:hiden=3", latent_dim=2)
+
+
+def test_param_notes_must_name_parameters(registries: dict[str, Registry[object]]) -> None:
+    class Typo(Prior):
+        """A prior whose note names no parameter."""
+
+        param_notes: ClassVar[dict[str, str]] = {"widht": "automatic"}
+
+        def __init__(self, latent_dim: int, *, width: int = 0) -> None:
+            super().__init__()
+
+    with pytest.raises(ValueError, match=r"param_notes names \['widht'\]"):
+        PRIORS.register("typo")(Typo)
 
 
 def test_components_json_is_the_names_by_kind(capsys: pytest.CaptureFixture[str]) -> None:
@@ -130,7 +177,8 @@ def test_plugin_round_trip_through_the_cli(
     capsys.readouterr()
 
     forget(registries["likelihoods"], "cauchy")  # as in a new process without --plugin
-    for command in (evaluate, ["sample", str(run)], [*train[:3], "--resume", "--quiet"]):
+    again = ["train", "--config", str(run), "--out", str(tmp_path / "again"), "--quiet"]
+    for command in (evaluate, ["sample", str(run)], [*train[:3], "--resume", "--quiet"], again):
         assert main(command) == 2
         err = capsys.readouterr().err
         assert f"--plugin {plugin.resolve()}" in err and "the likelihood 'cauchy'" in err
@@ -189,6 +237,32 @@ def test_plugin_errors(registries: dict[str, Registry[object]], tmp_path: Path) 
     first = load_plugin(EXAMPLES / "custom_prior.py")
     second = load_plugin(EXAMPLES / "custom_prior.py")
     assert PRIORS.entry("student-t").cls is second.StudentTPrior is not first.StudentTPrior
+
+
+@pytest.mark.parametrize(
+    ("field", "spec", "message"),
+    [
+        ("prior", "vampp", "unknown prior 'vampp'; valid prior names are: flow, learned-normal"),
+        ("prior", "vamp:components=0", "prior 'vamp:components=0': components must be a"),
+        ("likelihood", "normal:scale=-1", "likelihood 'normal:scale=-1': scale must be a"),
+        ("guide", "lowrank:rank=two", "guide 'lowrank:rank=two': rank must be int, got 'two'"),
+        ("guide", "iaf", "guide 'iaf': an IAF guide needs latent_dim >= 2, got 1"),
+        ("network", "conv:chanels=3", "network 'conv' has no parameter 'chanels'; its param"),
+    ],
+)
+def test_vae_config_checks_its_component_specs(field: str, spec: str, message: str) -> None:
+    """The public boundary refuses a bad spec, naming the field, the valid and the given."""
+    with pytest.raises(SpecError, match=re.escape(message)):
+        VAEConfig(latent_dim=1, **{field: spec})  # type: ignore[arg-type]
+
+
+def test_checking_specs_leaves_the_rng_and_the_data_shape_alone() -> None:
+    """Priors and guides are built to check them, under a forked RNG; a network, whose size
+    follows the data set's shape (set later), by name and parameters only."""
+    state = torch.get_rng_state()
+    VAEConfig(latent_dim=4, prior="flow:layers=3", guide="iaf", likelihood="normal-decoder")
+    assert torch.equal(torch.get_rng_state(), state)
+    VAEConfig(data_shape=(1, 8, 8), network="conv:channels=8")  # built for 28x28 later
 
 
 def test_unknown_names_say_how_to_plug_in() -> None:

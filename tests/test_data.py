@@ -447,8 +447,8 @@ def test_npz_with_splits_and_labels(tmp_path: Path) -> None:
 def test_npz_single_array_and_bad_keys(tmp_path: Path) -> None:
     np.savez(tmp_path / "one.npz", anything=np.ones((20, 3)))
     assert load_dataset(str(tmp_path / "one.npz")).data_shape == (3,)
-    np.savez(tmp_path / "two.npz", x=np.ones((20, 3)), y=np.ones(20))
-    with pytest.raises(DataError, match=r"\['x', 'y'\]"):
+    np.savez(tmp_path / "two.npz", x=np.ones((20, 3)), z=np.ones(20))
+    with pytest.raises(DataError, match=r"\['x', 'z'\].*'x' to split with its labels 'y'"):
         load_dataset(str(tmp_path / "two.npz"))
     np.savez(tmp_path / "part.npz", train=np.ones((20, 3)), test=np.ones((5, 3)))
     with pytest.raises(DataError, match="missing \\['valid'\\]"):
@@ -458,6 +458,39 @@ def test_npz_single_array_and_bad_keys(tmp_path: Path) -> None:
              valid_labels=np.array([0]), test_labels=np.array([1]))  # fmt: skip
     with pytest.raises(DataError, match="non-negative integers"):
         load_dataset(str(tmp_path / "lab.npz"))
+
+
+@pytest.mark.parametrize("key", ["y", "labels"])
+def test_npz_single_array_with_labels(tmp_path: Path, key: str) -> None:
+    """``x`` and its labels are split like one array, each label staying with its row."""
+    rows = np.arange(30, dtype=np.float64)[:, None, None] * np.ones((30, 2, 3))  # row i: i
+    np.savez(tmp_path / "xy.npz", x=rows, **{key: np.arange(30) % 4})
+    ds = load_dataset(str(tmp_path / "xy.npz"))
+    assert ds.data_shape == (1, 2, 3) and ds.num_classes == 4
+    seen = []
+    for split in SPLIT_NAMES:
+        x, y = ds.split(split), ds.labels(split)
+        assert y is not None and y.dtype == torch.int64 and y.shape == (x.shape[0],)
+        index = x[:, 0, 0, 0].long()  # which row of the file each item is
+        assert torch.equal(y, index % 4), split
+        seen += index.tolist()
+    assert sorted(seen) == list(range(30))  # a split of every row (24/3/3)
+    assert [ds.split(s).shape[0] for s in SPLIT_NAMES] == [24, 3, 3]
+    assert torch.equal(ds.train, load_dataset(str(_single(tmp_path, rows))).train)  # same split
+
+
+def _single(tmp_path: Path, rows: np.ndarray) -> Path:
+    np.save(tmp_path / "x.npy", rows)
+    return tmp_path / "x.npy"
+
+
+def test_npz_single_array_with_bad_labels(tmp_path: Path) -> None:
+    np.savez(tmp_path / "short.npz", x=np.ones((20, 3)), y=np.arange(19))
+    with pytest.raises(DataError, match=r"has 20 rows but its labels have 19"):
+        load_dataset(str(tmp_path / "short.npz"))
+    np.savez(tmp_path / "float.npz", x=np.ones((20, 3)), labels=np.ones(20))
+    with pytest.raises(DataError, match=r"float\.npz\['labels'\].*non-negative integers"):
+        load_dataset(str(tmp_path / "float.npz"))
 
 
 def test_csv_with_and_without_header(tmp_path: Path) -> None:

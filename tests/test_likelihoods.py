@@ -189,6 +189,17 @@ def test_continuous_bernoulli_likelihood_scores_the_decoder_logits() -> None:
 # --------------------------------------------------------------------------- real-valued data
 
 
+@pytest.mark.parametrize(("spec", "scale"), [("normal:scale=0.3", 0.3), ("normal", 1.0)])
+def test_normal_fixed_scale(spec: str, scale: float) -> None:
+    """The decoder gives the mean; the scale is the spec's (default 1), not learned."""
+    lik = build(spec)
+    raw = raw_params(1)
+    x = torch.randn(4, *SHAPE, generator=torch.Generator().manual_seed(2), dtype=F64)
+    ref = scipy.stats.norm.logpdf(x.numpy(), raw.reshape(4, *SHAPE).numpy(), scale)
+    np.testing.assert_allclose(lik(raw).log_prob(x).numpy(), summed(ref), rtol=1e-12)
+    assert list(lik.parameters()) == []
+
+
 def test_normal_learned_scale() -> None:
     lik = build("normal-learned:init_scale=0.5,min_scale=0.01")
     raw = raw_params(1)

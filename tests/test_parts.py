@@ -18,6 +18,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 from pyro.poutine.util import prune_subsample_sites
+from torch.distributions import kl_divergence
 
 from pyro_vae import (
     VAE,
@@ -104,7 +105,29 @@ def test_every_analytic_kl_agrees_with_monte_carlo() -> None:
             mc = q.log_prob(z) - p.log_prob(z)  # (M, 4)
         _assert_mean_close(mc, terms["kl"].detach(), f"KL({guide} || {prior})")
         checked.append((guide, prior))
-    assert ("normal", "normal") in checked and ("normal", "learned-normal") in checked
+    assert sorted(checked) == sorted(ANALYTIC_KL_PAIRS)  # a lost registration fails here
+
+
+# (guide, prior) pairs with a closed-form KL: torch's Normal-Normal, and guides/kl.py's
+# full-covariance and low-rank Normals against a diagonal Normal prior
+ANALYTIC_KL_PAIRS = [
+    (guide, prior)
+    for guide in ("normal", "lowrank", "full")
+    for prior in ("normal", "learned-normal")
+]
+
+
+@pytest.mark.parametrize("guide", ["lowrank", "full"])
+def test_correlated_guide_kl_is_the_gaussian_closed_form(guide: str) -> None:
+    """The registered KL equals torch's KL(MVN || MVN) with the prior as a diagonal MVN."""
+    vae = _vae("learned-normal", _small(guide))
+    _perturb(vae, 0.5, seed=2)
+    with torch.no_grad():
+        q = vae.guide.posterior(vae.guide.features(_binary(6)))  # batch (6,)
+        p = vae.model.prior()
+        base = p.base_dist
+        as_mvn = dist.MultivariateNormal(base.loc, scale_tril=torch.diag_embed(base.scale))
+        torch.testing.assert_close(kl_divergence(q, p), kl_divergence(q, as_mvn))
 
 
 def test_two_layers_use_monte_carlo_for_z1_and_analytic_for_z2() -> None:

@@ -297,7 +297,7 @@ def components_page() -> str:
             [
                 f"``{e.name}``",
                 f":py:class:`~{_qualified(e.cls)}`",
-                describe_params(e.params).replace("*", "\\*"),
+                describe_params(e.params, e.notes).replace("*", "\\*"),
                 _qualify_roles(_summary(e.cls), inspect.getmodule(e.cls)),
             ]
             for e in registry
