@@ -386,12 +386,14 @@ def _download_missing(
             tried.extend(failures)
     if failed:
         raise DataError(
+            # The advice comes before the list of tried URLs: a long list must never push it
+            # out of a message that the CLI cuts to one paragraph.
             f"Could not download dataset {dataset!r}: {_describe(failed)} not found in {folder} "
-            f"and every mirror failed. Tried: {'; '.join(tried)}. Expected the published files "
-            f"to be cached or downloadable. Put the files in {folder} yourself, set "
-            "PYRO_VAE_MIRROR to a reachable base URL, or set PYRO_VAE_DATA to a folder with the "
-            "layout mnist/, fashion-mnist/, binarized-mnist/ holding the published files, which "
-            "works offline."
+            f"and every mirror failed. Expected the published files to be cached or "
+            f"downloadable. Put the files in {folder} yourself, set PYRO_VAE_MIRROR to a "
+            "reachable base URL, or set PYRO_VAE_DATA to a folder with the layout mnist/, "
+            "fashion-mnist/, binarized-mnist/ holding the published files, which works "
+            f"offline. Tried: {'; '.join(tried)}."
         )
 
 

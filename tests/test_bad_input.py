@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pyro_vae import data
 from pyro_vae.cli import main
 from pyro_vae.config import TrainConfig, VAEConfig
 from pyro_vae.guides import GUIDES
@@ -177,6 +178,12 @@ def test_missing_data_root_and_offline_download(
     for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy"):
         monkeypatch.delenv(var, raising=False)
     refused(argv, capsys, "Could not download", "PYRO_VAE_DATA")
+    # With many mirrors the list of tried URLs is long; the advice still survives the CLI's
+    # one-paragraph cut (it once came after the list and was cut off).
+    monkeypatch.delenv("PYRO_VAE_MIRROR")
+    monkeypatch.setitem(data._MIRRORS, "mnist", [_closed_port() + "m" * 60 for _ in range(8)])
+    err = refused(argv, capsys, "Could not download", "PYRO_VAE_DATA", "Tried: ")
+    assert len(err) > 1000  # long enough that the cut applies
     assert not out.exists()
 
 
