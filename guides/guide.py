@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from pyro_vae._naming import unique_name
-from pyro_vae.structure import check_labels, latent_site_names, one_hot
+from pyro_vae.structure import check_data_shape, check_labels, latent_site_names, one_hot
 
 from .posteriors import Posterior
 
@@ -38,8 +38,10 @@ class Guide(nn.Module):
         *,
         upper: Sequence[tuple[nn.Module, Posterior]] = (),
         num_classes: int = 0,
+        data_shape: tuple[int, ...] | None = None,
     ) -> None:
         super().__init__()
+        self.data_shape = data_shape  # checked at every call; None: the encoder decides
         self.encoder = encoder
         self.posterior = posterior
         self.upper_encoders = nn.ModuleList(enc for enc, _ in upper)
@@ -59,6 +61,7 @@ class Guide(nn.Module):
         self, x: torch.Tensor, y: torch.Tensor | None = None, batch_size: int | None = None
     ) -> torch.Tensor:
         pyro.module(self.pyro_name, self)
+        check_data_shape(x, self.data_shape)
         check_labels(y, x.shape[0], self.num_classes)
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample(self.site_names[0], self.posterior(self.features(x, y)))  # (N, L1)

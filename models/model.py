@@ -13,7 +13,7 @@ from torch.nn import functional as F
 
 from pyro_vae._naming import unique_name
 from pyro_vae.nn import MLP
-from pyro_vae.structure import check_labels, latent_site_names, one_hot
+from pyro_vae.structure import check_data_shape, check_labels, latent_site_names, one_hot
 
 from .likelihoods import Likelihood
 from .priors import Prior
@@ -75,8 +75,10 @@ class Model(nn.Module):
         *,
         layers: Sequence[ConditionalNormal] = (),
         num_classes: int = 0,
+        data_shape: tuple[int, ...] | None = None,
     ) -> None:
         super().__init__()
+        self.data_shape = data_shape  # checked at every call; None: the decoder decides
         self.prior = prior
         self.decoder = decoder
         self.likelihood = likelihood
@@ -103,6 +105,8 @@ class Model(nn.Module):
         if n is None:
             raise ValueError("model needs data x, or batch_size to draw new data")
         check_labels(y, n, self.num_classes)
+        if x is not None:
+            check_data_shape(x, self.data_shape)
         if x is not None and is_validation_enabled():  # off in the training loop (checked once)
             self.likelihood.check_support(x)  # SupportError with advice, not torch's dump
         with pyro.plate("data", n):

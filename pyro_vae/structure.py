@@ -4,7 +4,30 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["check_labels", "latent_site_names", "one_hot"]
+__all__ = ["check_data_shape", "check_labels", "latent_site_names", "one_hot"]
+
+
+def check_data_shape(x: object, data_shape: tuple[int, ...] | None) -> None:
+    """Refuse data that is not a floating-point batch ``(N, *data_shape)``, naming both.
+
+    Shapes and dtypes only (no host synchronisation), so the model and the guide call it on
+    every run: a wrong batch is refused here, at the program's boundary, and not by a matrix
+    product deep inside the encoder. ``data_shape=None`` checks nothing (a caller's own
+    networks decide).
+    """
+    if data_shape is None or torch.jit.is_tracing():  # a recorded step was checked eagerly
+        return
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"data must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() < 1 or tuple(x.shape[1:]) != tuple(data_shape):
+        expected = ", ".join(map(str, data_shape))
+        raise ValueError(
+            f"data must have shape (N, {expected}) for this model, got {tuple(x.shape)}"
+        )
+    if not x.is_floating_point():
+        raise TypeError(
+            f"data must be a floating-point tensor, got {x.dtype}: convert it with x.float()"
+        )
 
 
 def latent_site_names(num_layers: int) -> list[str]:

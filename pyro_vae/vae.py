@@ -13,7 +13,7 @@ from pyro_vae.config import VAEConfig
 from pyro_vae.guides import GUIDES, Guide, Posterior
 from pyro_vae.models import LIKELIHOODS, PRIORS, ConditionalNormal, Model
 from pyro_vae.nn import MLP, build_networks
-from pyro_vae.structure import check_labels
+from pyro_vae.structure import check_data_shape, check_labels
 
 __all__ = ["VAE"]
 
@@ -61,8 +61,10 @@ class VAE(nn.Module):
         upper, layers = _upper_layers(config)
         dims = (latent, *config.upper_latent_dims)  # z1, z2, ... (just z for one layer)
         prior = PRIORS.build(config.prior, latent_dim=dims[-1])  # the top layer's density
-        self.model = Model(prior, decoder, likelihood, layers=layers, num_classes=classes)
-        self.guide = Guide(encoder, posterior, upper=upper, num_classes=classes)
+        self.model = Model(
+            prior, decoder, likelihood, layers=layers, num_classes=classes, data_shape=shape
+        )
+        self.guide = Guide(encoder, posterior, upper=upper, num_classes=classes, data_shape=shape)
         # the guide exists now: a prior made of it (VampPrior) gets its top stage, whose
         # input is x for one layer and the layer below the top otherwise
         top_input = (dims[-2],) if len(dims) > 1 else shape
@@ -70,15 +72,7 @@ class VAE(nn.Module):
 
     def check_data(self, x: torch.Tensor) -> None:
         """Raise unless ``x`` is a float batch ``(N, *data_shape)`` the likelihood can score."""
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"data must be a torch.Tensor, got {type(x).__name__}")
-        if x.dim() < 1 or tuple(x.shape[1:]) != self.config.data_shape:
-            raise ValueError(
-                f"data must have shape (N, {', '.join(map(str, self.config.data_shape))}) "
-                f"for this model, got {tuple(x.shape)}"
-            )
-        if not x.is_floating_point():
-            raise TypeError(f"data must be a floating-point tensor, got {x.dtype}")
+        check_data_shape(x, self.config.data_shape)
         self.model.likelihood.check_support(x)
 
     @torch.no_grad()

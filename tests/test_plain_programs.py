@@ -95,4 +95,8 @@ def test_data_plate_is_the_outer_one_when_an_inner_plate_has_the_same_size(
     exact = lg.log_px(x)  # (N,)
     ll = log_likelihood(model, guide, x, num_samples=num_samples)
     torch.testing.assert_close(ll, exact, rtol=0, atol=1e-9)
-    torch.testing.assert_close(elbo_terms(model, guide, x)["elbo"], exact, rtol=0, atol=1e-9)
+    # Monte Carlo KL: with the exact posterior every draw's log weight is log p(x) (zero
+    # variance); the analytic KL of this MVN guide (guides/kl.py) would add the
+    # reconstruction term's sampling noise.
+    terms = elbo_terms(model, guide, x, analytic_kl=False)
+    torch.testing.assert_close(terms["elbo"], exact, rtol=0, atol=1e-9)

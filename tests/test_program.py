@@ -200,6 +200,34 @@ def test_grey_data_in_the_pyro_program_gets_the_advice_not_torch_s_dump() -> Non
         assert elbo_terms(vae.model, vae.guide, grey)["elbo"].shape == (4,)
 
 
+@pytest.mark.parametrize(
+    ("x", "kind", "message"),
+    [
+        (torch.zeros(4, 64), ValueError, r"shape \(N, 1, 8, 8\) for this model, got \(4, 64\)"),
+        (_binary(4).long(), TypeError, r"floating-point tensor, got torch.int64"),
+    ],
+    ids=["shape", "dtype"],
+)
+def test_misshapen_or_integer_data_is_refused_at_the_program_boundary(
+    x: torch.Tensor, kind: type[Exception], message: str
+) -> None:
+    """elbo_terms, log_likelihood, SVI and the model alone name the shape or dtype expected,
+    instead of failing in a matrix product inside the encoder."""
+    vae = VAE(CONFIG)
+    svi = pyro.infer.SVI(
+        vae.model, vae.guide, pyro.optim.Adam({"lr": 1e-3}), pyro.infer.Trace_ELBO()
+    )
+    calls = (
+        lambda: elbo_terms(vae.model, vae.guide, x),
+        lambda: log_likelihood(vae.model, vae.guide, x, num_samples=3),
+        lambda: svi.step(x),
+        lambda: vae.model(x),
+    )
+    for call in calls:
+        with pytest.raises(kind, match=message):
+            call()
+
+
 def test_grey_data_in_chunks_still_gets_the_support_error() -> None:
     vae = VAE(CONFIG)
     with pytest.raises(SupportError, match="--binarize dynamic"):
