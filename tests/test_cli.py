@@ -77,6 +77,10 @@ def test_evaluate_writes_eval_json(run_dir: Path, capsys: pytest.CaptureFixture[
     assert abs(result["elbo"] - (result["reconstruction"] - result["kl"])) < 1e-4
     assert result["nll"] <= -result["elbo"] + 1.0  # the IW bound is (nearly) tighter
     assert "NLL" in capsys.readouterr().out
+    # the scored rows are the seeded random subset (worst_points name split rows), not x[:40]
+    scored = set(subset(300, 40, seed=0).tolist())  # digits' test split has 300 rows
+    named = {point["index"] for point in result["worst_points"]}
+    assert named and named <= scored and max(named) >= 40
 
 
 def test_subset_is_seeded_and_random() -> None:
