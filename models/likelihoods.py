@@ -66,9 +66,15 @@ class SupportError(ValueError):
 
 
 class Likelihood(nn.Module):
-    """Base class: ``likelihood(raw) -> Distribution`` with event shape ``data_shape``."""
+    """Base class: ``likelihood(raw) -> Distribution`` with event shape ``data_shape``.
+
+    ``num_params`` is the number of decoder outputs per data dimension. ``binary_data``
+    says the likelihood scores {0, 1} data only, so that ``binarize="auto"`` (the default)
+    binarizes for it: a user's own Bernoulli-like likelihood sets it to ``True`` too.
+    """
 
     num_params: int = 1
+    binary_data: bool = False
 
     def __init__(self, data_shape: tuple[int, ...]) -> None:
         super().__init__()
@@ -125,6 +131,8 @@ class Bernoulli(Likelihood):
     ``--binarize dynamic`` (x ~ Bernoulli(pixel) each epoch, Burda et al. 2015) or a
     continuous likelihood. Kingma & Welling (2014), appendix C.1.
     """
+
+    binary_data = True
 
     def forward(self, raw: torch.Tensor) -> dist.TorchDistribution:
         (logits,) = self.split(raw)  # (..., *data_shape)

@@ -213,15 +213,21 @@ class _Sections:
 
 
 def resolve_binarize(binarize: str, likelihood: str) -> str:
-    """``--binarize auto``: ``dynamic`` for the ``bernoulli`` likelihood, else ``none``.
+    """``--binarize auto``: ``dynamic`` for a likelihood of binary data, else ``none``.
 
-    Binarizing is for a likelihood of {0, 1} data; a likelihood of grey levels, counts or
-    real values is given the data as they are. ``none`` and ``dynamic`` are kept as given.
+    Binarizing is for a likelihood of {0, 1} data (``bernoulli``, or a user's own class
+    with ``binary_data = True``); a likelihood of grey levels, counts or real values is given
+    the data as they are. ``none`` and ``dynamic`` are kept as given.
     """
     if binarize != "auto":
         return binarize
     name = likelihood.split(":", 1)[0].strip() if isinstance(likelihood, str) else ""
-    return "dynamic" if name == "bernoulli" else "none"
+    registry = CONFIG_FIELDS.get("likelihood")  # entered by pyro_vae.models on import
+    if registry is not None and name in registry:
+        binary = bool(getattr(registry.entry(name).cls, "binary_data", False))
+    else:
+        binary = name == "bernoulli"
+    return "dynamic" if binary else "none"
 
 
 def _check_train_extras(tc: TrainConfig) -> None:

@@ -11,6 +11,8 @@ import torch
 from pyro_vae import RunConfig, TrainConfig, VAEConfig, fit
 from pyro_vae.config import ConfigError
 from pyro_vae.data import load_dataset
+from pyro_vae.models import LIKELIHOODS
+from pyro_vae.models.likelihoods import Bernoulli
 from pyro_vae.runstate import _restore_data_rng
 from pyro_vae.train import data_home, resume_config, summarize
 
@@ -68,6 +70,25 @@ def test_binarize_auto_binarizes_only_for_a_bernoulli_likelihood(
 ) -> None:
     config = RunConfig(VAEConfig(likelihood=likelihood), TrainConfig(binarize=given))
     assert config.train.binarize == used  # and so config.json says what the run did
+
+
+def test_binarize_auto_follows_a_users_binary_likelihood(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plugin's Bernoulli-like likelihood (binary_data = True) is binarized for too."""
+    monkeypatch.setattr(LIKELIHOODS, "_entries", dict(LIKELIHOODS._entries))  # test-local
+
+    class Binary(Bernoulli):
+        """A Bernoulli registered under another name, as a user's plugin would."""
+
+    class Grey(Bernoulli):
+        """The same, declaring grey-level data."""
+
+        binary_data = False
+
+    LIKELIHOODS.register("test-binary")(Binary)
+    LIKELIHOODS.register("test-grey")(Grey)
+    for name, used in (("test-binary", "dynamic"), ("test-grey", "none")):
+        config = RunConfig(VAEConfig(likelihood=name), TrainConfig(binarize="auto"))
+        assert config.train.binarize == used
 
 
 def test_a_continuous_likelihood_trains_on_the_grey_levels_by_default(tmp_path: Path) -> None:

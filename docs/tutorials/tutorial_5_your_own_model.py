@@ -84,6 +84,8 @@ class UnitLaplace(Prior):
 class FlooredBernoulli(Likelihood):
     """p(x_d = 1 | z) = eps + (1 - 2 eps) sigmoid(logit_d), for binary data."""
 
+    binary_data = True  # binarize "auto" (the default) binarizes grey data for it
+
     def __init__(self, data_shape: tuple[int, ...], *, eps: float = 0.01) -> None:
         super().__init__(data_shape)
         if not 0 < eps < 0.5:
