@@ -583,7 +583,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _notices():
             return COMMANDS[args.command](args)
     except TrainingInterrupted as e:
-        said = _resume_hint(args) if args.command == "compare" else str(e)
+        said = f"interrupted; {_resume_hint(args)}" if args.command == "compare" else str(e)
         print(f"\npyro-vae: {said}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
@@ -630,7 +630,7 @@ def _resume_hint(args: argparse.Namespace) -> str:
     if args.command == "compare":
         out = getattr(args, "train.out", None) or TrainConfig().out
         return (
-            f"interrupted; every run's last checkpoint in {out} is kept. Run the same "
+            f"every run's last checkpoint in {out} is kept. Run the same "
             "pyro-vae compare command again to continue where it stopped."
         )
     if args.command != "train":

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+import pyro_vae.cli as cli_module
 import pyro_vae.train as train_module
 from pyro_vae import RunConfig, TrainConfig, VAEConfig
 from pyro_vae.cli import main
@@ -172,3 +173,20 @@ def test_compare_json_is_standard_json_with_one_seed(tmp_path: Path) -> None:
     assert saved["rows"][0]["test_elbo"]["low"] is None
     again = compare(["elbo"], [0], _config(out), out)  # read back from the cache
     assert math.isfinite(again["rows"][0]["test_nll"]["mean"])
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt, train_module.TrainingInterrupted])
+def test_ctrl_c_in_compare_says_interrupted_once(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], error: type
+) -> None:
+    """Ctrl-C outside a run (KeyboardInterrupt) or inside one (TrainingInterrupted)."""
+
+    def stop(args: object) -> int:
+        raise error("interrupted at epoch 1, step 2 of 5")
+
+    monkeypatch.setitem(cli_module.COMMANDS, "compare", stop)
+    assert main(["compare", "--objectives", "elbo", "--out", "somewhere"]) == 130
+    err = capsys.readouterr().err
+    assert err.count("interrupted") == 1, err
+    assert "every run's last checkpoint in somewhere is kept" in err
+    assert "Run the same pyro-vae compare command again" in err
