@@ -37,9 +37,16 @@ import pyro.poutine as poutine
 import torch
 from pyro.poutine.util import prune_subsample_sites
 from torch import nn
-from torch.distributions import Distribution, Independent, biject_to, constraints, transform_to
+from torch.distributions import (
+    Distribution,
+    Independent,
+    biject_to,
+    constraints,
+    kl_divergence,
+    transform_to,
+)
 
-from pyro_vae.decomposition import per_point, traces
+from pyro_vae.decomposition import _analytic_kl_allowed, per_point, traces
 from pyro_vae.evaluate import (
     PointEstimateError,
     _max_plate_nesting,
@@ -48,7 +55,7 @@ from pyro_vae.evaluate import (
     log_weights,
 )
 from pyro_vae.guides.posteriors import is_point_mass
-from pyro_vae.objectives import build_objective, kl_per_dimension
+from pyro_vae.objectives import build_objective
 
 __all__ = [
     "ActiveUnits",
@@ -144,17 +151,27 @@ def _per_unit(value: torch.Tensor, site: Site) -> torch.Tensor:
 
 @dataclass
 class KLPerDim:
-    """Mean KL per latent coordinate (nats), concatenated over latent sites in guide order.
+    r"""Mean KL per latent coordinate (nats), concatenated over latent sites in guide order.
 
-    ``method`` is ``"analytic"`` (closed form for factorized Normals), ``"monte-carlo"``
-    (factorized, no closed form) or None when the KL does not split over coordinates;
-    then ``values`` is empty and ``reason`` says why.
+    ``method`` is ``"analytic"`` (closed form, e.g. for Normals) or ``"monte-carlo"``, or
+    None when the KL does not split over coordinates; then ``values`` is empty and
+    ``reason`` says why. ``sites`` maps each latent site to its own values and
+    ``site_of`` names the site of each entry of ``values``. ``marginal`` is True where a
+    correlated Gaussian q (full or low-rank covariance) was split into its marginals
+    :math:`q(z_j|x)`: the values are then per-coordinate marginal KLs, whose sum falls
+    short of the total KL by :math:`\mathrm{KL}(q(z|x)\,\|\,\prod_j q(z_j|x))`.
     """
 
     values: list[float]
     method: str | None
     reason: str | None = None
     sites: dict[str, list[float]] = field(default_factory=dict)
+    marginal: bool = False
+
+    @property
+    def site_of(self) -> list[str]:
+        """The latent site of each entry of ``values``, e.g. ``["z1", "z1", "z2"]``."""
+        return [name for name, values in self.sites.items() for _ in values]
 
 
 def _univariate_base(d: Distribution) -> Distribution | None:
@@ -163,21 +180,51 @@ def _univariate_base(d: Distribution) -> Distribution | None:
     return d if d.event_shape == () else None
 
 
-def _site_kl_per_dim(q_site: Site, p_site: Site) -> tuple[torch.Tensor | None, str]:
-    """``(N, units)`` KL of one draw, and the method (or the reason it does not split)."""
-    q, p = q_site["fn"], p_site["fn"]
-    try:
-        return _per_unit(kl_per_dimension(q, p), q_site), "analytic"
-    except ValueError:
-        pass
-    qb, pb = _univariate_base(q), _univariate_base(p)
-    if qb is None or pb is None:
-        return None, (
-            f"q(z|x) = {type(q).__name__} and p(z) = {type(p).__name__} at site "
-            f"{q_site['name']!r}: the KL does not split over coordinates unless both factorize"
+def _marginals(d: Distribution) -> tuple[Distribution | None, bool]:
+    """Coordinatewise densities of ``d`` (batch ``(..., L)``), and whether they are marginals.
+
+    A factorized ``d`` gives its univariate base; a full or low-rank multivariate Normal
+    gives its Normal marginals :math:`\\mathcal{N}(\\mu_j, \\Sigma_{jj})`.
+    """
+    base = _univariate_base(d)
+    if base is not None:
+        return base, False
+    if isinstance(d, (dist.MultivariateNormal, dist.LowRankMultivariateNormal)):
+        return dist.Normal(d.loc, d.variance.sqrt()), True
+    return None, False
+
+
+def _site_kl_per_dim(
+    name: str, model_trace: Any, guide_trace: Any
+) -> tuple[torch.Tensor | None, str, bool]:
+    """``(N, units)`` KL of one draw at site ``name``, the method (or why it does not split),
+    and whether q was split into marginals.
+
+    Analytic where the univariate KL is registered and the site's prior depends on no
+    latent the guide draws after it (else, as in ``elbo_terms``, Monte Carlo: in a
+    hierarchy p(z1|z2) depends on the z2 that q(z2|z1) draws from this very z1).
+    """
+    q_site, p_site = guide_trace.nodes[name], model_trace.nodes[name]
+    (qm, marginal), pb = _marginals(q_site["fn"]), _univariate_base(p_site["fn"])
+    if qm is None or pb is None:
+        q, p = q_site["fn"], p_site["fn"]
+        return (
+            None,
+            (
+                f"q(z|x) = {type(q).__name__} and p(z) = {type(p).__name__} at site {name!r}: the "
+                "KL does not split over coordinates unless p factorizes and q factorizes or is "
+                "Gaussian"
+            ),
+            False,
         )
+    if _analytic_kl_allowed(name, model_trace, guide_trace):
+        try:
+            kl = kl_divergence(qm, pb)
+            return _per_unit(kl.expand(qm.batch_shape), q_site), "analytic", marginal
+        except NotImplementedError:
+            pass
     z = q_site["value"]
-    return _per_unit(qb.log_prob(z) - pb.log_prob(z), q_site), "monte-carlo"
+    return _per_unit(qm.log_prob(z) - pb.log_prob(z), q_site), "monte-carlo", marginal
 
 
 def kl_per_dim(
@@ -191,60 +238,46 @@ def kl_per_dim(
 ) -> KLPerDim:
     r"""Mean over ``x`` of :math:`\mathrm{KL}(q(z_j|x)\,\|\,p(z_j))` for each coordinate j.
 
-    Where q and p are factorized Normals the KL splits in closed form; where both factorize
-    otherwise it is a Monte Carlo average of :math:`\log q(z_j|x) - \log p(z_j)` over
-    ``num_particles`` draws; otherwise (a full-covariance guide, a mixture prior) there is
-    no per-coordinate KL and the result says why. The values sum to the mean KL.
+    Where the prior factorizes over coordinates, so does the KL of a factorized q: in
+    closed form where torch registers the univariate KL (Normals), else a Monte Carlo
+    average of :math:`\log q(z_j|x) - \log p(z_j)` over ``num_particles`` draws; the
+    values then sum to the mean KL. For a correlated Gaussian q (``full``, ``lowrank``)
+    each value is the KL of the coordinate's *marginal*
+    :math:`q(z_j|x) = \mathcal{N}(\mu_j, \Sigma_{jj})`; their sum is smaller than the KL by
+    :math:`\mathrm{KL}(q(z|x)\,\|\,\prod_j q(z_j|x)) \ge 0`, the dependence q puts between
+    coordinates (``marginal`` is then True). Where the prior does not factorize (mixture,
+    VampPrior, flow) or q is neither (IAF) there is no per-coordinate KL and the result
+    says why. In a hierarchy each site has its own entries (``sites``, ``site_of``); a
+    site whose prior depends on a latent the guide draws after it (z1 under p(z1|z2)) is
+    estimated by Monte Carlo, as in :func:`~pyro_vae.elbo_terms`.
     """
     x = _check_x(x)
     _positive_int("num_particles", num_particles)
     _positive_int("batch_size", batch_size)
     sums: dict[str, torch.Tensor] = {}
-    method = "analytic"
+    methods: set[str] = set()
+    marginal = False
     with torch.no_grad():
         for xb, rows in _chunks(x, args, batch_size):
-            draws = 1 if method == "analytic" else num_particles
-            for _ in range(draws):
+            draws, done = 1, 0
+            while done < draws:
                 model_trace, guide_trace = traces(model, guide, xb, *rows, **kwargs)
-                for name, q_site in _latent_sites(guide_trace):
-                    unit, how = _site_kl_per_dim(q_site, model_trace.nodes[name])
+                units: dict[str, torch.Tensor] = {}
+                for name, _ in _latent_sites(guide_trace):
+                    unit, how, split = _site_kl_per_dim(name, model_trace, guide_trace)
                     if unit is None:
                         return KLPerDim([], None, how)
-                    if how == "monte-carlo" and method == "analytic":
-                        return _monte_carlo_kl_per_dim(
-                            model, guide, x, args, kwargs, num_particles, batch_size
-                        )
+                    units[name], marginal = unit, marginal or split
+                    methods.add(how)
+                if done == 0 and (methods != {"analytic"} or len(units) > 1):
+                    draws = num_particles  # random given x: average over draws
+                for name, unit in units.items():
                     sums[name] = sums.get(name, 0.0) + unit.double().sum(0) / draws
-    return _kl_result(sums, x.shape[0], method)
-
-
-def _monte_carlo_kl_per_dim(
-    model: Fn,
-    guide: Fn,
-    x: torch.Tensor,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    num_particles: int,
-    batch_size: int,
-) -> KLPerDim:
-    sums: dict[str, torch.Tensor] = {}
-    for xb, rows in _chunks(x, args, batch_size):
-        for _ in range(num_particles):
-            model_trace, guide_trace = traces(model, guide, xb, *rows, **kwargs)
-            for name, q_site in _latent_sites(guide_trace):
-                p_site: Site = model_trace.nodes[name]
-                qb, pb = _univariate_base(q_site["fn"]), _univariate_base(p_site["fn"])
-                assert qb is not None and pb is not None
-                z = q_site["value"]
-                unit = _per_unit(qb.log_prob(z) - pb.log_prob(z), q_site)  # (B, units)
-                sums[name] = sums.get(name, 0.0) + unit.double().sum(0) / num_particles
-    return _kl_result(sums, x.shape[0], "monte-carlo")
-
-
-def _kl_result(sums: dict[str, torch.Tensor], n: int, method: str) -> KLPerDim:
-    sites = {name: (total / n).tolist() for name, total in sums.items()}
+                done += 1
+    method = "analytic" if methods == {"analytic"} else "monte-carlo"
+    sites = {name: (total / x.shape[0]).tolist() for name, total in sums.items()}
     values = [v for name in sites for v in sites[name]]
-    return KLPerDim(values, method, None, sites)
+    return KLPerDim(values, method, None, sites, marginal)
 
 
 # -------------------------------------------------------------------------- active units

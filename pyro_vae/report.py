@@ -5,6 +5,9 @@
 - ``active_units`` (int), ``active_unit_variances`` (Cov_x E_q[z_j] per unit);
 - ``kl_per_dim`` (list, mean KL per latent coordinate; empty when the KL does not split over
   coordinates), ``kl_per_dim_method`` (``analytic``, ``monte-carlo`` or null),
+  ``kl_per_dim_sites`` (the latent site of each entry: ``z``, or ``z1``... ``z2``... in a
+  hierarchy), ``kl_per_dim_marginal`` (true for a full or low-rank guide: each entry is
+  the KL of the coordinate's marginal q(z_j|x), and their sum is below the KL),
   ``kl_per_dim_reason`` (why it is empty, when it is);
 - ``mutual_information`` (I_q(x;z), null with ``mutual_information_reason`` when it cannot
   be estimated), ``mutual_information_points`` (N; the estimate is at most log N);
@@ -136,7 +139,12 @@ def _active_units(d: _Data) -> dict[str, Any]:
 
 def _kl_per_dim(d: _Data) -> dict[str, Any]:
     kl = diagnostics.kl_per_dim(d.vae.model, d.vae.guide, d.x, *d.args)
-    out: dict[str, Any] = {"kl_per_dim": kl.values, "kl_per_dim_method": kl.method}
+    out: dict[str, Any] = {
+        "kl_per_dim": kl.values,
+        "kl_per_dim_method": kl.method,
+        "kl_per_dim_sites": kl.site_of,
+        "kl_per_dim_marginal": kl.marginal,
+    }
     if kl.reason:
         out["kl_per_dim_reason"] = kl.reason
     return out
