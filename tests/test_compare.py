@@ -132,6 +132,24 @@ def test_compare_reports_the_iw_nll_at_k_5000_by_default(tmp_path: Path) -> None
     assert "test IW NLL (k=5000)" in (out / "compare.md").read_text()
 
 
+def test_compare_reports_the_points_the_runs_scored(tmp_path: Path) -> None:
+    """eval_num_points 1000 (the default) on digits, whose test split has 300 points: the
+    runs score 300, and compare.json and compare.md say 300. A conditional VAE, whose
+    active units need the test labels."""
+    out = tmp_path / "n"
+    config = RunConfig(
+        VAEConfig(latent_dim=2, hidden=(16,), conditional=True),
+        TrainConfig(epochs=1, device="cpu", eval_num_samples=5, out=str(out)),
+    )
+    assert config.train.eval_num_points == 1000
+    result = compare(["elbo"], [0], config, out)
+    assert [r["nll_num_points"] for r in result["runs"]] == [300]
+    saved = json.loads((out / "compare.json").read_text())
+    assert saved["nll_num_points"] == 300 and saved["nll_num_samples"] == 5
+    assert "IW NLL with k=5 on 300 test points" in (out / "compare.md").read_text()
+    assert isinstance(result["runs"][0]["active_units"], int)
+
+
 def test_a_comparison_stopped_mid_training_resumes_to_the_same_table(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
