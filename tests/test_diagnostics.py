@@ -262,6 +262,15 @@ def test_psis_khat_small_for_a_good_guide_and_large_for_a_poor_one(lg: LinearGau
     pyro.set_rng_seed(2)
     exact = diagnostics.psis_khat(lg.model, lg.exact_guide, x, num_samples=500)
     assert (exact == 0).all()  # equal weights: nothing to fit
+
+    def near_exact(x: torch.Tensor) -> None:  # p(z|x) with its covariance 1% wider
+        mean, cov = lg.posterior(x)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.MultivariateNormal(mean, 1.01 * cov))
+
+    # real weights, bounded above (q wider than p), through arviz.psislw: k-hat well below 0.5
+    near = diagnostics.psis_khat(lg.model, near_exact, x, num_samples=500)
+    assert (near != 0).all() and diagnostics.khat_summary(near)["max"] < 0.5, near
     wide = diagnostics.psis_khat(lg.model, lg.diagonal_guide(1.3), x, num_samples=1000)
     assert diagnostics.khat_summary(wide)["max"] < 0.5  # q wider than p(z|x): bounded weights
     poor = diagnostics.khat_summary(
