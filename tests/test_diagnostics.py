@@ -11,6 +11,7 @@ import json
 import math
 from pathlib import Path
 from statistics import NormalDist
+from typing import Any
 
 import numpy as np
 import pyro
@@ -525,6 +526,35 @@ def test_diagnostic_plots_write_pngs(tmp_path: Path) -> None:
                                    recons=images, worst=[0, 1])  # fmt: skip
     with pytest.raises(ValueError, match="same L"):
         diagnostic_plots.posterior_pairs(np.zeros((5, 2)), np.zeros((5, 3)), tmp_path / "y.png")
+
+
+def test_psis_plot_places_points_at_their_split_indices(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scatter's x are the points' indices in the split (what the tiles and eval.json
+    name), the worst point is circled there, and the legend sits outside the axes."""
+    seen = {}
+
+    def keep(fig: Any, path: Any) -> Path:  # inspect the figure instead of writing it
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        seen["points"] = ax.collections[0].get_offsets()[:, 0].tolist()
+        seen["worst"] = ax.collections[1].get_offsets()[:, 0].tolist()
+        seen["legend_x0"] = ax.get_legend().get_window_extent().x0
+        seen["axes_x1"] = ax.get_window_extent().x1
+        return Path(path)
+
+    monkeypatch.setattr(diagnostic_plots, "_save", keep)
+    khat = np.array([0.1, 0.9, 0.3, 0.2])
+    ids = [250, 7, 120, 31]  # a seeded subset of a split: not 0..3
+    images = np.zeros((1, 1, 8, 8))
+    diagnostic_plots.psis_khat(
+        khat, tmp_path / "k.png", originals=images, recons=images, worst=[1], point_ids=ids
+    )
+    assert seen["points"] == ids and seen["worst"] == [7]
+    assert seen["legend_x0"] >= seen["axes_x1"]
+    with pytest.raises(ValueError, match="point_ids must name the 4 points"):
+        diagnostic_plots.psis_khat(khat, tmp_path / "x.png", point_ids=[1, 2])
 
 
 def test_evaluate_reports_the_diagnostics(tmp_path: Path) -> None:
