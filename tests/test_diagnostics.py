@@ -662,5 +662,17 @@ def test_inputs_are_validated(lg: LinearGaussian) -> None:
         diagnostics.inference_gaps(lg.model, lg.diagonal_guide(), x, lr=0.0)
     with pytest.raises(ValueError, match="one latent site"):
         diagnostics.inference_gaps(lg.model, lambda x: None, x)
+
+    def flow_function(x: torch.Tensor) -> None:  # parameters unreadable, nothing to copy
+        base = dist.Normal(torch.zeros(x.shape[0], 2, dtype=x.dtype), 1.0).to_event(1)
+        identity = dist.transforms.AffineTransform(0.0, 1.0, event_dim=1)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.TransformedDistribution(base, [identity]))
+
+    with pytest.raises(ValueError, match="cannot be read, and it is a plain function"):
+        diagnostics.check_inference_gaps(flow_function, x)
+    delta = VAE(VAEConfig(data_shape=(1, 4, 4), latent_dim=2, hidden=(8,), guide="delta"))
+    with pytest.raises(PointEstimateError, match="no inference gaps"):
+        diagnostics.inference_gaps(delta.model, delta.guide, torch.zeros(2, 1, 4, 4))
     with pytest.raises(ValueError, match="non-empty tensor"):
         diagnostics.active_units(lg.exact_guide, torch.zeros(0, 5))
