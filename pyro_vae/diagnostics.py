@@ -795,7 +795,9 @@ def inference_gaps(
     fit = _Fit(steps, lr, num_particles, -nesting - 1, how == "per-point parameters")
     optimized = x.new_empty(x.shape[0])
     log_px = x.new_empty(x.shape[0])
-    with pyro.get_param_store().scope():  # copies register their params under the guide's name
+    store = pyro.get_param_store()
+    # the same params inside; whatever the copies register (the guide's name) is dropped after
+    with store.scope(store.get_state()):
         for part in _local_parts(guide, x, args, kwargs, how):
             xr, ar = x[part.rows], _rows(args, x, part.rows.start, part.rows.stop)
             _fit(model, part, xr, ar, kwargs, fit)

@@ -379,6 +379,39 @@ def test_inference_gaps_match_the_closed_form(correlated: LinearGaussian, family
     assert gaps["num_points"] == 12 and len(gaps["per_point"]["log_px"]) == 12
 
 
+def test_inference_gaps_read_and_keep_the_param_store(correlated: LinearGaussian) -> None:
+    """A model whose weights live in Pyro's param store is scored with the stored weights:
+    with the exact posterior as both proposals (no optimization steps) every importance
+    weight is p(x), so log p(x) is exact to rounding (zero weights would be tens of nats
+    off). A VAE whose guide is copied per point (IAF) leaves the store as it found it:
+    the same entries, the same tensors."""
+    lg = correlated
+    store = pyro.get_param_store()
+    with store.scope():  # this test's own store
+        stored = pyro.param("gaps_W", lg.W.clone())
+
+        def model(x: torch.Tensor) -> None:
+            w = pyro.param("gaps_W", torch.zeros_like(lg.W))
+            with pyro.plate("data", x.shape[0]):
+                z = pyro.sample("z", dist.Normal(torch.zeros(2, dtype=x.dtype), 1.0).to_event(1))
+                pyro.sample("x", dist.Normal(z @ w.T + lg.b, lg.sigma).to_event(1), obs=x)
+
+        x = lg.sample_x(4)
+        gaps = diagnostics.inference_gaps(model, lg.exact_guide, x, steps=0, num_samples=10)
+        assert gaps["per_point"]["log_px"] == pytest.approx(lg.log_px(x).tolist(), abs=1e-9)
+        assert store["gaps_W"] is stored
+
+        vae = VAE(VAEConfig(data_shape=(1, 4, 4), latent_dim=2, hidden=(8,), guide="iaf"))
+        xs = torch.bernoulli(torch.full((2, 1, 4, 4), 0.4))
+        before = store.get_state()["params"]  # name -> tensor; the VAE not yet registered
+        gaps = diagnostics.inference_gaps(vae.model, vae.guide, xs, steps=3, num_samples=10)
+        assert gaps["settings"]["local_guide"] == "per-point copies of the guide"
+        after = store.get_state()["params"]
+        assert all(after[k] is before[k] for k in before)
+        own = {id(p) for p in vae.parameters()}  # new entries: the VAE's own, never a copy's
+        assert all(id(after[k]) in own for k in after.keys() - before.keys())
+
+
 def test_nuts_recovers_the_exact_posterior(lg: LinearGaussian) -> None:
     """Two points, two chains: r-hat near 1, moments within Bonferroni-corrected MCSEs."""
     x = lg.sample_x(2, seed=5)
