@@ -43,6 +43,7 @@ from pyro_vae.config import (
 )
 from pyro_vae.data import DataError, load_dataset
 from pyro_vae.decomposition import elbo_terms
+from pyro_vae.diagnostics import check_inference_gaps
 from pyro_vae.distributed import DistributedError
 from pyro_vae.evaluate import PointEstimateError, log_likelihood
 from pyro_vae.models import SupportError
@@ -391,6 +392,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     x = x[idx].to(device)
     labels = () if y is None else (y[idx].to(device),)
     vae.check_data(x)
+    if args.gaps:  # a guide the gaps cannot use is refused now, not after the IW bound
+        with contextlib.suppress(PointEstimateError):  # Delta: no diagnostics at all (below)
+            check_inference_gaps(vae.guide, x[:1], *(lab[:1] for lab in labels))
     torch.manual_seed(args.seed)
     with torch.no_grad():
         chunks = zip(x.split(1000), *(lab.split(1000) for lab in labels), strict=True)
@@ -408,10 +412,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "point_estimate": ll is None,  # a Delta guide: elbo reads log p(x|z*) + log p(z*)
     }
     elbo = torch.cat([t["elbo"] for t in terms])  # (N,)
-    if ll is None or labels:
-        # the diagnostics need a guide with a density and an unconditional model
-        why = "a Delta guide has no density" if ll is None else "the VAE is conditional"
-        result["diagnostics_skipped"] = why
+    path = args.run_dir / "eval.json"
+    write_json(path, result)  # the ELBO and NLL are kept whatever the diagnostics do
+    failed: dict[str, str] = {}
+    if ll is None:  # the diagnostics need a guide with a density
+        result["diagnostics_skipped"] = "a Delta guide has no density"
     else:
         result.update(
             diagnose(
@@ -420,14 +425,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 idx.tolist(),
                 elbo,
                 ll,
+                labels=labels[0] if labels else None,
                 psis_samples=args.psis_samples,
                 gaps=args.gaps,
                 mcmc=args.mcmc,
                 mcmc_samples=args.mcmc_samples,
                 plots_dir=args.run_dir / "plots",
+                mcmc_path=args.run_dir / "mcmc.nc",
+                save=lambda partial: write_json(path, {**result, **partial}),
+                strict=args.debug,
             )
         )
-    write_json(args.run_dir / "eval.json", result)
+        failed = result.get("diagnostic_errors", {})
+    write_json(path, result)
     print(
         _table(
             f"{args.split} split, {n} points, nats per data point",
@@ -444,27 +454,37 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             ],
         )
     )
-    print(f"wrote {args.run_dir / 'eval.json'}")
-    return 0
+    print(f"wrote {path}")
+    for name, message in failed.items():
+        print(
+            f"pyro-vae: error: the {name} diagnostic failed ({message}); eval.json holds "
+            "every other figure (run with --debug for the traceback)",
+            file=sys.stderr,
+        )
+    return 1 if failed else 0
 
 
 def _diagnostic_rows(result: dict[str, Any]) -> list[tuple[str, float, str]]:
     if "diagnostics_skipped" in result:
         return []
-    khat = result["psis_khat"]
-    mi = result["mutual_information"]
-    rows = [
-        ("active units", result["active_units"], "Cov_x E_q[z_j] > 0.01"),
-        (
-            "I(x; z)",
-            math.nan if mi is None else mi,
-            "under q, Hoffman & Johnson"
-            if mi is not None
-            else f"not computed: {result.get('mutual_information_reason', 'see eval.json')}",
-        ),
-        ("PSIS k-hat", khat["mean"], "mean over points"),
-        ("k-hat > 0.7", khat["frac_above_0.7"], "fraction of points"),
-    ]
+    rows: list[tuple[str, float, str]] = []
+    if "active_units" in result:
+        rows.append(("active units", result["active_units"], "Cov_x E_q[z_j] > 0.01"))
+    if "mutual_information" in result:
+        mi = result["mutual_information"]
+        rows.append(
+            (
+                "I(x; z)",
+                math.nan if mi is None else mi,
+                "under q, Hoffman & Johnson"
+                if mi is not None
+                else f"not computed: {result.get('mutual_information_reason', 'see eval.json')}",
+            )
+        )
+    if "psis_khat" in result:
+        khat = result["psis_khat"]
+        rows.append(("PSIS k-hat", khat["mean"], "mean over points"))
+        rows.append(("k-hat > 0.7", khat["frac_above_0.7"], "fraction of points"))
     return rows + _gap_rows(result.get("gaps")) + _mcmc_rows(result.get("mcmc"))
 
 
@@ -601,7 +621,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _notices():
             return COMMANDS[args.command](args)
     except TrainingInterrupted as e:
-        said = _resume_hint(args) if args.command == "compare" else str(e)
+        said = f"interrupted; {_resume_hint(args)}" if args.command == "compare" else str(e)
         print(f"\npyro-vae: {said}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
@@ -648,7 +668,7 @@ def _resume_hint(args: argparse.Namespace) -> str:
     if args.command == "compare":
         out = getattr(args, "train.out", None) or TrainConfig().out
         return (
-            f"interrupted; every run's last checkpoint in {out} is kept. Run the same "
+            f"every run's last checkpoint in {out} is kept. Run the same "
             "pyro-vae compare command again to continue where it stopped."
         )
     if args.command != "train":

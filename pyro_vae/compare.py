@@ -4,7 +4,9 @@ r"""Compare training objectives on equal terms: same model, data, budget and see
 own run directory ``OUT/<objective>/seed<S>``, and scores every run the same way: the test
 ELBO, reconstruction and KL over the whole test split, the importance-weighted NLL with
 ``eval_num_samples`` draws on ``eval_num_points`` test points (the training config's
-settings, the same for every run), active units on the test split, and the mean seconds
+settings, the same for every run; at most the whole test split, and compare.json's
+``nll_num_points`` is the number the runs used), active units on the test split (with
+its labels for a conditional VAE), and the mean seconds
 per training epoch. Everything reported is the true ELBO (or IW bound), whatever objective
 trained the model.
 
@@ -34,7 +36,7 @@ from pyro_vae.config import RunConfig, to_dict
 from pyro_vae.data import Dataset, load_dataset
 from pyro_vae.diagnostics import active_units
 from pyro_vae.objectives import build_objective
-from pyro_vae.train import evaluation_split, fit, resolve_device
+from pyro_vae.train import evaluation_split, fit, resolve_device, split_labels
 
 __all__ = ["METRICS", "compare", "markdown_table", "run_dir_name", "split_specs", "t_interval"]
 
@@ -101,6 +103,8 @@ def _score(run_dir: Path, dataset: Dataset, config: RunConfig) -> dict[str, Any]
     device = resolve_device(config.train.device)
     vae = load(run_dir, map_location=device)
     test_x = evaluation_split(dataset, "test", config.train.binarize).to(device)
+    test_y = split_labels(vae, dataset, "test")
+    labels = () if test_y is None else (test_y.to(device),)
     metrics = {
         "test_elbo": summary["test_elbo"],
         "test_reconstruction": summary["test_reconstruction"],
@@ -108,7 +112,7 @@ def _score(run_dir: Path, dataset: Dataset, config: RunConfig) -> dict[str, Any]
         "test_nll": summary.get("test_nll", math.nan),
         "nll_num_samples": summary.get("nll_num_samples"),
         "nll_num_points": summary.get("nll_num_points"),
-        "active_units": active_units(vae.guide, test_x).count,
+        "active_units": active_units(vae.guide, test_x, *labels).count,
         "seconds_per_epoch": _seconds_per_epoch(run_dir),
     }
     write_json(cache, metrics)
@@ -195,8 +199,9 @@ def compare(
         "objectives": objectives,
         "seeds": list(seeds),
         "interval": "95% t-interval over seeds: mean +- t(0.975, n-1) * sd / sqrt(n)",
-        "nll_num_samples": config.train.eval_num_samples,
-        "nll_num_points": config.train.eval_num_points,
+        # what the runs did: eval_num_points is capped by the test split (digits: 300)
+        "nll_num_samples": _runs_setting(runs, "nll_num_samples"),
+        "nll_num_points": _runs_setting(runs, "nll_num_points"),
         "config": to_dict(config),
         "rows": rows,
         "runs": runs,
@@ -205,6 +210,12 @@ def compare(
     (out / "compare.md").write_text(markdown_table(result), encoding="utf-8")
     diagnostic_plots.comparison(rows, out / "compare.png")
     return result
+
+
+def _runs_setting(runs: list[dict[str, Any]], key: str) -> Any:
+    """The runs' common value of ``key`` (a sorted list if they differ; None if none has it)."""
+    values = sorted({r[key] for r in runs if r.get(key) is not None})
+    return values[0] if len(values) == 1 else (values or None)
 
 
 def markdown_table(result: dict[str, Any]) -> str:

@@ -28,18 +28,25 @@ def psis_khat(
     recons: ArrayLike | None = None,
     worst: Sequence[int] = (),
     labels: Sequence[int] | None = None,
+    point_ids: Sequence[int] | None = None,
 ) -> Path:
     """k̂ of every point against its index with the 0.5 and 0.7 thresholds, and the worst points.
 
-    ``worst`` lists indices into ``khat`` (worst first); they are circled. With
-    ``originals`` and ``recons``, the data and reconstructions of exactly those points (one
-    row each, in the order of ``worst``), they are drawn below the scatter, each titled with
-    its k̂ and its label (``labels[j]`` for ``worst[j]``, e.g. its row in the test split;
-    default: its index into ``khat``): what the guide fits worst, and what it makes of it.
+    ``point_ids[i]`` is the x position of ``khat[i]`` (e.g. its index in the test split, the
+    index eval.json and the tiles use; default: ``i``), so a subset is plotted at the
+    points' own indices. ``worst`` lists indices into ``khat`` (worst first); they are
+    circled. With ``originals`` and ``recons``, the data and reconstructions of exactly
+    those points (one row each, in the order of ``worst``), they are drawn below the
+    scatter, each titled with its k̂ and its label (``labels[j]`` for ``worst[j]``;
+    default: its point id): what the guide fits worst, and what it makes of it. The legend
+    sits outside the axes, so it never hides a point.
     """
     k = _to_numpy(khat, "khat").reshape(-1)
     if k.size == 0:
         raise ValueError("khat must hold at least one value")
+    at = np.arange(k.size) if point_ids is None else np.asarray(point_ids, dtype=np.int64)
+    if at.shape != k.shape:
+        raise ValueError(f"point_ids must name the {k.size} points of khat, got {at.size}")
     worst = [int(i) for i in worst]
     if any(not 0 <= i < k.size for i in worst):
         raise ValueError(f"worst must index khat (0..{k.size - 1}), got {worst}")
@@ -51,17 +58,18 @@ def psis_khat(
     with _figure(max(760, 90 * ncols), height, constrained=True) as fig:
         grid = fig.add_gridspec(3 if show else 1, ncols, height_ratios=[3, 1, 1] if show else [1])
         ax = fig.add_subplot(grid[0, :])
-        ax.scatter(np.arange(k.size), k, s=8, color="tab:blue", alpha=0.7, label="points")
+        ax.scatter(at, k, s=8, color="tab:blue", alpha=0.7, label="points")
         if worst:
-            ax.scatter(worst, k[worst], s=30, facecolors="none", edgecolors="k", label="worst")
+            ax.scatter(at[worst], k[worst], s=30, facecolors="none", edgecolors="k", label="worst")
         for level, label, color in _THRESHOLDS:
             ax.axhline(level, color=color, linestyle="--", lw=1, label=label)
-        ax.set(xlabel="data point", ylabel=r"Pareto $\hat k$", title=_khat_title(k))
-        ax.legend(fontsize=8, loc="upper right")
+        xlabel = "data point" if point_ids is None else "data point (index in the split)"
+        ax.set(xlabel=xlabel, ylabel=r"Pareto $\hat k$", title=_khat_title(k))
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
         ax.grid(alpha=0.3)
         if show:
             assert originals is not None and recons is not None
-            names = worst if labels is None else [int(v) for v in labels]
+            names = [int(at[i]) for i in worst] if labels is None else [int(v) for v in labels]
             if len(names) != len(worst):
                 raise ValueError(f"labels must name the {len(worst)} worst points")
             _worst_tiles(fig, grid, originals, recons, worst, names, k)

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+import pyro_vae.cli as cli_module
 import pyro_vae.train as train_module
 from pyro_vae import RunConfig, TrainConfig, VAEConfig
 from pyro_vae.cli import main
@@ -131,6 +132,24 @@ def test_compare_reports_the_iw_nll_at_k_5000_by_default(tmp_path: Path) -> None
     assert "test IW NLL (k=5000)" in (out / "compare.md").read_text()
 
 
+def test_compare_reports_the_points_the_runs_scored(tmp_path: Path) -> None:
+    """eval_num_points 1000 (the default) on digits, whose test split has 300 points: the
+    runs score 300, and compare.json and compare.md say 300. A conditional VAE, whose
+    active units need the test labels."""
+    out = tmp_path / "n"
+    config = RunConfig(
+        VAEConfig(latent_dim=2, hidden=(16,), conditional=True),
+        TrainConfig(epochs=1, device="cpu", eval_num_samples=5, out=str(out)),
+    )
+    assert config.train.eval_num_points == 1000
+    result = compare(["elbo"], [0], config, out)
+    assert [r["nll_num_points"] for r in result["runs"]] == [300]
+    saved = json.loads((out / "compare.json").read_text())
+    assert saved["nll_num_points"] == 300 and saved["nll_num_samples"] == 5
+    assert "IW NLL with k=5 on 300 test points" in (out / "compare.md").read_text()
+    assert isinstance(result["runs"][0]["active_units"], int)
+
+
 def test_a_comparison_stopped_mid_training_resumes_to_the_same_table(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -172,3 +191,20 @@ def test_compare_json_is_standard_json_with_one_seed(tmp_path: Path) -> None:
     assert saved["rows"][0]["test_elbo"]["low"] is None
     again = compare(["elbo"], [0], _config(out), out)  # read back from the cache
     assert math.isfinite(again["rows"][0]["test_nll"]["mean"])
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt, train_module.TrainingInterrupted])
+def test_ctrl_c_in_compare_says_interrupted_once(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], error: type
+) -> None:
+    """Ctrl-C outside a run (KeyboardInterrupt) or inside one (TrainingInterrupted)."""
+
+    def stop(args: object) -> int:
+        raise error("interrupted at epoch 1, step 2 of 5")
+
+    monkeypatch.setitem(cli_module.COMMANDS, "compare", stop)
+    assert main(["compare", "--objectives", "elbo", "--out", "somewhere"]) == 130
+    err = capsys.readouterr().err
+    assert err.count("interrupted") == 1, err
+    assert "every run's last checkpoint in somewhere is kept" in err
+    assert "Run the same pyro-vae compare command again" in err

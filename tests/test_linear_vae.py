@@ -20,10 +20,20 @@ at the true σ (this package's ``normal`` likelihood has a fixed scale; Lucas et
 holds for each fixed σ² as well as for learned σ², whose optimum is the mean of the
 discarded eigenvalues).
 
-Tolerances, stated: after 2,400 Adam steps through :func:`pyro_vae.fit`, the learned
-model's exact log-likelihood is within 0.01 nats per point of :math:`\ell_{ML}/N` (and
-never above it: it is a maximum), and its ELBO, computed in closed form, is within 0.05
-nats per point (the rotation that makes the guide exact is a slow, flat direction).
+Training: 300 epochs of 8 mini-batches (2,400 Adam steps through :func:`pyro_vae.fit`), the
+learning rate decayed on a cosine from 0.1 to 0 (a schedule set for this test on the
+trainer). Without noise, Adam on the closed-form ELBO reaches the optimum to 1e-5 nats
+within about 1,200 steps at 0.05 from these inits; with the one-draw, mini-batch gradients
+of training, a constant rate leaves the parameters fluctuating about it (at 0.02, ELBO
+gaps of 0.01 to 0.06 nats per point, depending on the seed: the rotation that makes the
+guide exact is a flat direction), and the cosine decay lets them settle.
+
+Tolerances, derived from the optimization noise measured once over 13 seeds (0-12) of this
+exact setting: the ML log-likelihood was missed by 2.1e-5 nats on average (sd 0.9e-5,
+max 4.4e-5) and the ELBO by 3.4e-4 (sd 1.3e-4, max 7.0e-4). Each tolerance is that mean
+plus Z = 4.5 standard deviations over seeds: 6e-5 and 9e-4 nats per point. Both figures
+are closed forms (no Monte Carlo error in the check itself), and the model's
+log-likelihood must not exceed the maximum.
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ import pytest
 import torch
 from linear_gaussian import LinearGaussian
 
+import pyro_vae.train as train_module
 from pyro_vae import Dataset, RunConfig, TrainConfig, VAEConfig, fit
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
@@ -70,16 +81,30 @@ def _closed_form_elbo(
     return recon - kl  # (N,)
 
 
-def test_linear_vae_recovers_the_ppca_maximum_likelihood() -> None:
+EPOCHS, LR = 300, 0.1
+Z = 4.5
+ML_LL_GAP = 2.1e-5 + Z * 0.9e-5  # mean + Z sd over 13 seeds, see the module docstring
+ML_ELBO_GAP = 3.4e-4 + Z * 1.3e-4
+
+
+def test_linear_vae_recovers_the_ppca_maximum_likelihood(monkeypatch: pytest.MonkeyPatch) -> None:
+    epochs: list[int] = []
+
+    def cosine(lr: float, schedule: str, epoch: int, stage_scale: float = 1.0) -> float:
+        """The rate of epoch ``epoch``: lr (1 + cos(pi (epoch - 1) / EPOCHS)) / 2."""
+        epochs.append(epoch)
+        return lr * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / EPOCHS))
+
+    monkeypatch.setattr(train_module, "learning_rate", cosine)  # the trainer's per-epoch rate
     lg = LinearGaussian.random(d=5, latent=2, sigma=0.5, seed=0)
     x = lg.sample_x(2000, seed=1)  # (N, D) float64
     data = Dataset("ppca", x.float(), lg.sample_x(100, seed=2).float(), x[:100].float())
     config = RunConfig(
         VAEConfig(data_shape=(5,), latent_dim=2, hidden=(), likelihood="normal:scale=0.5"),
         TrainConfig(
-            epochs=300,
+            epochs=EPOCHS,
             batch_size=250,
-            lr=0.02,
+            lr=LR,
             binarize="none",
             objective="elbo-analytic",
             device="cpu",
@@ -88,6 +113,7 @@ def test_linear_vae_recovers_the_ppca_maximum_likelihood() -> None:
         ),
     )
     vae = fit(config, dataset=data, write=False, progress=False).vae.double()
+    assert sorted(set(epochs)) == list(range(1, EPOCHS + 1))  # the schedule was in force
     decoder = vae.model.decoder.net[0]  # type: ignore[index]
     W, b = decoder.weight.detach(), decoder.bias.detach()  # (D, L), (D,)
     with torch.no_grad():
@@ -96,6 +122,6 @@ def test_linear_vae_recovers_the_ppca_maximum_likelihood() -> None:
     model_ll = float(LinearGaussian(W, b, 0.5).log_px(x).mean())
     ml = _ml_log_likelihood(x, latent=2, sigma2=0.25)
     assert model_ll <= ml + 1e-9
-    assert ml - model_ll < 0.01
+    assert ml - model_ll < ML_LL_GAP
     assert float(elbo) <= model_ll + 1e-9
-    assert ml - float(elbo) < 0.05
+    assert ml - float(elbo) < ML_ELBO_GAP
