@@ -245,20 +245,75 @@ def test_ctrl_c_in_a_subprocess_exits_130_with_a_checkpoint(tmp_path: Path) -> N
     _same_run(tmp_path / "full", run)
 
 
+# 7 steps an epoch (batch 200 of 1297 rows): short epochs, so that 12 of them hold three
+# kills (each about 3 to 4.5 epochs past the checkpoint its process started from) and cost
+# little to train twice
+KILL_EPOCHS = 12
+KILL_FLAGS = [*FLAGS[:-2], "--batch-size", "200"]
+
+
+def _lines(path: Path) -> int:
+    """Lines of ``path`` now (0 while it does not exist)."""
+    try:
+        return len(path.read_text().splitlines())
+    except FileNotFoundError:
+        return 0
+
+
+def _epoch_done(run: Path) -> int:
+    """The epoch of the run's checkpoint (0 while there is none)."""
+    path = run / "checkpoint.safetensors"
+    return int(read_tensors(path)[1]["epoch"]) if path.exists() else 0
+
+
+def _await_lines(proc: subprocess.Popen[str], metrics: Path, count: int) -> float:
+    """Wait until ``metrics`` has ``count`` lines or ``proc`` has ended; return the time."""
+    deadline = time.monotonic() + 120
+    while _lines(metrics) < count and proc.poll() is None:
+        assert time.monotonic() < deadline, "training made no progress in 120 s"
+        time.sleep(0.005)
+    return time.monotonic()
+
+
+def _kill_mid_run(proc: subprocess.Popen[str], run: Path, rng: random.Random) -> None:
+    """SIGKILL ``proc`` at a random moment once it is training, timed in its own epochs.
+
+    The clock starts when this process has itself finished an epoch: ``metrics.jsonl`` holds
+    at most one line past the checkpoint (metrics are written first), so line ``done + 2`` is
+    new. One more epoch measures its length, and the kill lands up to 1.5 epochs later: in
+    a step, an evaluation or a checkpoint write.
+    """
+    metrics, done = run / "metrics.jsonl", _epoch_done(run)
+    began = _await_lines(proc, metrics, done + 2)
+    ended = _await_lines(proc, metrics, done + 3)
+    time.sleep(rng.uniform(0.0, 1.5) * (ended - began))
+    proc.kill()
+    proc.communicate(timeout=60)
+
+
 def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path: Path) -> None:
-    """Three kills at random moments, each followed by a resume; the result is exact."""
+    """Three SIGKILLs at random moments of training, each followed by a resume; every kill
+    leaves a checkpoint that loads, and the resumed run ends byte for byte as the run that
+    was never killed (weights, checkpoint, metrics.jsonl)."""
     run, rng = tmp_path / "run", random.Random(1)
-    killed = 0
-    fresh = ["--epochs", "2", "--out", str(run), *FLAGS]
-    for _ in range(3):
-        resume = (run / "config.json").exists()
-        proc = _start(["--resume", str(run), "--quiet"] if resume else fresh)
-        time.sleep(rng.uniform(0.2, 2.5))
-        proc.kill()
-        proc.communicate(timeout=60)
-        killed += proc.returncode == -signal.SIGKILL
-    assert killed >= 2  # the kills landed while training ran
-    resume = (run / "config.json").exists()
-    assert main(["train", *(["--resume", str(run), "--quiet"] if resume else fresh)]) == 0
-    assert main(["train", "--epochs", "2", "--out", str(tmp_path / "full"), *FLAGS]) == 0
-    _same_run(tmp_path / "full", run)
+    landed: list[tuple[int, int]] = []  # (return code, epoch of the checkpoint left)
+    fresh = ["--epochs", str(KILL_EPOCHS), "--out", str(run), *KILL_FLAGS]
+    for i in range(3):
+        proc = _start(["--resume", str(run), "--quiet"] if i else fresh)
+        before = _epoch_done(run)
+        _kill_mid_run(proc, run, rng)
+        tensors, meta = read_tensors(run / "checkpoint.safetensors")  # never a broken one
+        assert meta["epoch"] >= before and tensors  # the previous checkpoint, or a newer one
+        assert torch.isfinite(torch.cat([p.flatten() for p in load(run).parameters()])).all()
+        landed.append((proc.returncode, meta["epoch"]))
+    killed = [epoch for code, epoch in landed if code == -signal.SIGKILL]
+    assert any(1 <= epoch < KILL_EPOCHS for epoch in killed), landed
+    # a kill inside a write leaves its temporary file: it must not get in the way of resume
+    (run / ".checkpoint.safetensors.stray.tmp").write_bytes(b"half a checkpoint")
+    (run / ".model.safetensors.stray.tmp").write_bytes(b"")
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0
+    full = tmp_path / "full"
+    assert main(["train", "--epochs", str(KILL_EPOCHS), "--out", str(full), *KILL_FLAGS]) == 0
+    _same_run(full, run)
+    for name in RUN_FILES:
+        assert (full / name).read_bytes() == (run / name).read_bytes(), (name, landed)
