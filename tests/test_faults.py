@@ -21,6 +21,8 @@ from pyro_vae import RunConfig, TrainConfig, VAEConfig, fit, load
 from pyro_vae.checkpoint import read_tensors, write_tensors
 from pyro_vae.cli import main
 from pyro_vae.guard import StepGuard, fused_adam
+from pyro_vae.nn import NETWORKS
+from pyro_vae.plugins import PLUGIN_MODULE_PREFIX
 from pyro_vae.train import NonFiniteError, TrainingInterrupted, resume_config
 
 TINY = dict(eval_num_samples=2, eval_num_points=10)
@@ -118,6 +120,104 @@ def test_skipped_steps_change_nothing(faulty_net: str) -> None:
     assert clean.history[0]["train_loss"] != skipped.history[0]["train_loss"]
     for p in skipped.vae.parameters():
         assert torch.isfinite(p).all()
+
+
+NAN_PLUGIN = '''"""A network pair whose encoder or decoder emits NaN on some calls (a fault)."""
+
+import torch
+from torch import nn
+
+from pyro_vae.nn import NETWORKS, MLPPair
+
+
+class NanOnCalls(nn.Module):
+    """``net`` whose output is NaN on calls ``first`` .. ``first + count - 1``. The count is a
+    buffer, so the replay that diagnoses the fault restores it and meets the NaN again."""
+
+    calls: torch.Tensor
+
+    def __init__(self, net: nn.Module, first: int, count: int) -> None:
+        super().__init__()
+        self.net, self.first, self.count = net, first, count
+        self.register_buffer("calls", torch.zeros((), dtype=torch.int64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        hit = (self.calls >= self.first) & (self.calls < self.first + self.count)
+        return torch.where(hit, float("nan"), self.net(x))
+
+
+@NETWORKS.register("nan-mlp")
+class NanPair:
+    """The MLP pair; ``part`` (encoder or decoder) emits NaN on calls ``first`` onwards."""
+
+    def __init__(
+        self, data_shape, latent_dim, hidden, act, decoder_out, *,
+        part: str = "decoder", first: int = 10**9, count: int = 3,
+    ) -> None:
+        pair = MLPPair(data_shape, latent_dim, hidden, act, decoder_out)
+        self.encoder, self.decoder, self.feature_dim = pair.encoder, pair.decoder, pair.feature_dim
+        if part == "encoder":
+            self.encoder = NanOnCalls(pair.encoder, first, count)
+        else:
+            self.decoder = NanOnCalls(pair.decoder, first, count)
+'''
+
+
+@pytest.fixture
+def nan_plugin(tmp_path: Path) -> Iterator[str]:
+    """The plugin file above; its network is unregistered again after the test."""
+    path = tmp_path / "nan_plugin.py"
+    path.write_text(NAN_PLUGIN)
+    yield str(path)
+    NETWORKS._entries.pop("nan-mlp", None)
+    for name in [m for m in sys.modules if m.startswith(PLUGIN_MODULE_PREFIX + "nan_plugin")]:
+        del sys.modules[name]
+
+
+@pytest.mark.parametrize(
+    ("part", "names"),
+    [
+        ("decoder", ("the reconstruction term at site 'x'", "non-finite logits")),
+        ("encoder", ("the KL term at site 'z'", "q(z|x) has non-finite loc, scale")),
+    ],
+)
+def test_nan_injected_through_a_cli_plugin_names_epoch_step_term_and_site(
+    part: str,
+    names: tuple[str, ...],
+    nan_plugin: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``pyro-vae train --plugin`` with a network whose decoder (or encoder) emits NaN at
+    call 20, epoch 2 step 6 (13 steps and one validation call an epoch): exit 2, the
+    message names where and what, and the checkpoint after epoch 1 loads and resumes."""
+    run, clean = tmp_path / "run", tmp_path / "clean"
+    argv = ["train", "--plugin", nan_plugin, "--seed", "5", "--hidden", "16", "--latent-dim"]
+    argv += ["2", "--quiet", "--eval-num-samples", "2", "--eval-num-points", "10"]
+    net = ["--network", f"nan-mlp:part={part}"]
+    assert main([*argv, *net, "--out", str(clean), "--epochs", "1"]) == 0  # never NaN
+    capsys.readouterr()
+    assert main([*argv, *net[:1], f"{net[1]},first=20", "--out", str(run), "--epochs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pyro-vae: error: training stopped") and "Traceback" not in err
+    assert "non-finite at epoch 2, step 6 of 13" in err
+    for name in names:
+        assert name in err, err
+    assert f"{str(run / 'checkpoint.safetensors')!r} (after epoch 1), is intact" in err
+    # the checkpoint left is, byte for byte, the one a run without the fault writes after
+    # epoch 1, and it loads
+    ckpt = (run / "checkpoint.safetensors").read_bytes()
+    assert ckpt == (clean / "checkpoint.safetensors").read_bytes()
+    tensors, meta = read_tensors(run / "checkpoint.safetensors")
+    assert meta["epoch"] == 1 and meta["partial"] is None
+    assert all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point())
+    assert torch.isfinite(torch.cat([p.flatten() for p in load(run).parameters()])).all()
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
+    resume = ["train", "--plugin", nan_plugin, "--resume", str(run), "--on-nan", "skip"]
+    assert main([*resume, "--quiet"]) == 0
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(s)["skipped_steps"] for s in lines] == [0, 3]
 
 
 @pytest.mark.parametrize("fused", [True, False])
