@@ -96,8 +96,24 @@ def write_tensors(
     """Atomically write tensors (moved to CPU, made contiguous) and JSON metadata."""
     cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     meta = {"format": FORMAT, "json": json.dumps(metadata or {})}
-    blob = save_safetensors(cpu, metadata=meta)
+    blob = _canonical(save_safetensors(cpu, metadata=meta))
     atomic_write(path, lambda f: f.write(blob))
+
+
+def _canonical(blob: bytes) -> bytes:
+    """``blob`` with its header rewritten so that equal content gives equal bytes.
+
+    safetensors keeps the metadata in a Rust ``HashMap``, whose order changes from one
+    process to the next (``{"format", "json"}`` or ``{"json", "format"}``); here its keys are
+    sorted and the header is written as compact JSON, space-padded to a multiple of 8 bytes
+    as safetensors does. Tensor entries and data are left exactly as they are.
+    """
+    size = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8 : 8 + size])
+    header["__metadata__"] = dict(sorted(header.get("__metadata__", {}).items()))
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + blob[8 + size :]
 
 
 def read_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

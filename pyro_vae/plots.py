@@ -6,10 +6,18 @@ so nothing needs a display or touches matplotlib's global figure registry or bac
 Every PNG is written atomically: to a temporary file in the destination folder, then moved into
 place with :func:`os.replace`, so a reader never sees a half-written image.
 
-Image inputs are numpy arrays or torch tensors of shape ``(N, C, H, W)`` with ``C`` in
-``{1, 3}``, ``(N, H, W)``, or flat ``(N, D)``. Pixel values are clipped to ``[0, 1]``; one
-channel is drawn with a grey colormap. Flat data whose ``D`` is a perfect square is drawn as
-``sqrt(D) x sqrt(D)`` images; any other ``D`` is drawn as one small line plot per row.
+Image inputs are numpy arrays or torch tensors of shape ``(N, *item)``: any data a VAE can
+be trained on can be drawn. Pixel values are clipped to ``[0, 1]``.
+
+- ``(N, 1, H, W)`` and ``(N, H, W)``: one grey image per item; ``(N, 3, H, W)``: one RGB image.
+- ``(N, C, H, W)`` with any other ``C``, and items of more than three axes such as
+  ``(N, A, B, C, H, W)``: each item is the grey 2-D slices over its last two axes (its
+  channels; for more axes, in C order), laid out left to right and top to bottom in a
+  near-square block, with a thin blue line between slices (white separates items).
+- flat ``(N, D)``: ``sqrt(D) x sqrt(D)`` images when ``D`` is a perfect square, else one
+  small line plot per row.
+
+Only an item with no axis (``(N,)``) or an empty axis is refused.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from typing import TypeAlias
 
 import numpy as np
 import torch
+from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -57,7 +66,8 @@ _LABEL_PT = 10
 _LINE_PANEL_PX = (130, 90)  # one small-multiples line panel: width, height
 _LINE_TICKS_PX = (34, 24)  # room for the y tick labels (left) and x tick labels (below)
 _RECON_COLS = 10
-_SHAPES = "(N, C, H, W) with C in {1, 3}, (N, H, W) or (N, D), with N >= 1"
+_SHAPES = "(N, *item) with N >= 1, at least one item axis and no empty axis, e.g. (N, C, H, W)"
+_SLICE_LINE = "#4a90d9"  # the line between the 2-D slices of one item (see the module doc)
 _CURVE_PANELS = (
     ("elbo", "ELBO"),
     ("reconstruction", r"reconstruction $\mathbb{E}_{q(z|x)}[\log\, p(x|z)]$"),
@@ -87,16 +97,34 @@ def _to_numpy(x: object, name: str) -> np.ndarray:
 
 
 def _tiles(arr: np.ndarray, name: str) -> np.ndarray:
-    """Tiles to draw: images ``(N, H, W)`` / ``(N, H, W, 3)``, or line data ``(N, D)``."""
-    channels_ok = arr.ndim != 4 or arr.shape[1] in (1, 3)
-    if arr.ndim not in (2, 3, 4) or 0 in arr.shape or not channels_ok:
+    """Tiles to draw: images ``(N, H, W)`` / ``(N, H, W, 3)``, or line data ``(N, D)``.
+
+    Items that are not a one- or three-channel image become a block of their grey 2-D
+    slices (see :func:`_slice_blocks`); only an item without axes or an empty axis is refused.
+    """
+    if arr.ndim < 2 or 0 in arr.shape:
         raise ValueError(f"{name} must have shape {_SHAPES}; got shape {tuple(arr.shape)}")
-    if arr.ndim == 4:
+    if arr.ndim == 4 and arr.shape[1] in (1, 3):
         return arr[:, 0] if arr.shape[1] == 1 else arr.transpose(0, 2, 3, 1)
+    if arr.ndim >= 4:
+        return _slice_blocks(arr.reshape(len(arr), -1, *arr.shape[-2:]))
     side = math.isqrt(arr.shape[1])
     if arr.ndim == 2 and side * side == arr.shape[1]:
         return arr.reshape(-1, side, side)
     return arr
+
+
+def _slice_blocks(stack: np.ndarray) -> np.ndarray:
+    """``(N, S, H, W)`` slices as ``(N, H', W')`` tiles: each item's S slices in a near-square
+    block of ``ceil(sqrt(S))`` columns, one NaN pixel (drawn as a blue line) between them."""
+    n, count, h, w = stack.shape
+    cols = math.ceil(math.sqrt(count))
+    rows = math.ceil(count / cols)
+    out = np.full((n, rows * (h + 1) - 1, cols * (w + 1) - 1), np.nan)
+    for s in range(count):
+        y, x = (s // cols) * (h + 1), (s % cols) * (w + 1)
+        out[:, y : y + h, x : x + w] = stack[:, s]
+    return out
 
 
 def _positive(value: int, name: str) -> int:
@@ -229,7 +257,7 @@ def _render_images(
         ax.set_axis_off()
         ax.imshow(
             mosaic,
-            cmap="gray" if mosaic.ndim == 2 else None,
+            cmap=colormaps["gray"].with_extremes(bad=_SLICE_LINE) if mosaic.ndim == 2 else None,
             vmin=0.0,
             vmax=1.0,
             interpolation="nearest",
@@ -305,10 +333,12 @@ def image_grid(
 ) -> Path:
     """Write ``images`` as a grid of ``ncols`` columns to the PNG ``path``; return ``path``.
 
-    ``images`` has shape ``(N, C, H, W)`` with ``C`` in ``{1, 3}``, ``(N, H, W)``, or
-    ``(N, D)`` (square images when ``D`` is a perfect square, else one line plot per row).
-    Values are clipped to ``[0, 1]``; one channel is drawn in grey. Raises ValueError for any
-    other shape or a non-positive ``ncols``.
+    ``images`` has shape ``(N, *item)``: ``(N, C, H, W)`` with ``C`` in ``{1, 3}`` and
+    ``(N, H, W)`` are drawn as images (one channel in grey), any other ``C`` or more item
+    axes as a block of each item's grey 2-D slices, ``(N, D)`` as square images when ``D``
+    is a perfect square, else one line plot per row (see the module docstring). Values are
+    clipped to ``[0, 1]``. Raises ValueError for an item without axes (``(N,)``), an empty
+    axis, or a non-positive ``ncols``.
     """
     tiles = _tiles(_to_numpy(images, "images"), "images")
     ncols = min(_positive(ncols, "ncols"), len(tiles))

@@ -1,10 +1,16 @@
 """Every kind of bad input: a non-zero exit, one paragraph saying what and what to do, no
 traceback, and nothing half-done (a new run directory is not created, an existing one is
-left byte for byte as it was)."""
+left as it was: the same names, bytes and modification times, see :func:`snapshot`).
+
+Each case that can be aimed at an existing run is: bad data through ``evaluate`` and
+through ``--resume``, bad settings, component specs and TOML through ``--out RUN`` and
+``--resume RUN``, damaged checkpoints and data files through every command that reads them.
+"""
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 import shutil
@@ -29,8 +35,20 @@ FAST += ["--eval-num-points", "10"]
 SHARED = os.environ.get("PYRO_VAE_DATA")
 
 
-def snapshot(directory: Path) -> dict[str, bytes]:
-    return {str(p): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+def snapshot(directory: Path) -> dict[str, tuple[bytes, int]]:
+    """``directory`` and everything under it: names, bytes (b"" for a folder) and mtimes.
+
+    A folder's mtime changes when an entry is created, renamed or removed in it, so a file
+    written and deleted again (a temporary file) shows too.
+    """
+    paths = [directory, *sorted(directory.rglob("*"))]
+    return {
+        str(p.relative_to(directory)): (
+            p.read_bytes() if p.is_file() else b"",
+            p.stat().st_mtime_ns,
+        )
+        for p in paths
+    }
 
 
 def refused(argv: list[str], capsys: pytest.CaptureFixture[str], *needles: str) -> str:
@@ -126,6 +144,40 @@ def test_bad_data_for_train(
     assert not out.exists()
 
 
+def _point_at(run: Path, dataset: str) -> None:
+    """Make ``run``'s config.json name ``dataset`` (as if its data file were replaced)."""
+    raw = json.loads((run / "config.json").read_text())
+    raw["train"]["dataset"] = dataset
+    (run / "config.json").write_text(json.dumps(raw))
+
+
+@pytest.mark.parametrize("command", ["evaluate", "resume"])
+@pytest.mark.parametrize(
+    ("case", "make", "needle"),
+    [(c, m, n[0]) for c, m, _, n in DATA_CASES if c != "grey-for-bernoulli"],  # binarized
+    ids=[c for c, *_ in DATA_CASES if c != "grey-for-bernoulli"],
+)
+def test_bad_data_aimed_at_an_existing_run(
+    command: str,
+    case: str,
+    make: Callable[[Path], str],
+    needle: str,
+    run: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Each bad data file, given to evaluate or found by a resume: refused, run untouched."""
+    data = make(tmp_path)
+    if command == "resume":
+        _point_at(run, data)
+        argv = ["train", "--resume", str(run), "--epochs", "2", "--quiet"]
+    else:
+        argv = ["evaluate", str(run), "--num-samples", "2", "--dataset", data]
+    before = snapshot(run)
+    refused(argv, capsys, needle)
+    assert snapshot(run) == before
+
+
 def test_bad_data_on_resume_leaves_the_run_unchanged(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -203,6 +255,8 @@ def _damage(kind: str, path: Path) -> None:
 @pytest.mark.skipif(not SHARED, reason="needs PYRO_VAE_DATA with mnist/")
 @pytest.mark.parametrize(
     ("kind", "needle"),
+    # a re-compressed file with a wrong magic number differs in size from the published one,
+    # so the size check refuses it first; test_synthetic_idx_files reaches the magic check
     [("truncated", "wrong size"), ("flipped", "failed its checksum"), ("magic", "wrong size")],
 )
 def test_damaged_builtin_files(
@@ -228,7 +282,167 @@ def test_damaged_builtin_files(
     assert not out.exists()
 
 
+# Small synthetic MNIST files (the real ones are not needed): 10 010 training images, the
+# fewest that leave train rows after the fixed 10 000-image validation split.
+IDX_FILES = {
+    "train-images-idx3-ubyte.gz": (2051, (10_010, 28, 28)),
+    "train-labels-idx1-ubyte.gz": (2049, (10_010,)),
+    "t10k-images-idx3-ubyte.gz": (2051, (20, 28, 28)),
+    "t10k-labels-idx1-ubyte.gz": (2049, (20,)),
+}
+TARGET = "t10k-labels-idx1-ubyte.gz"
+
+
+def idx_gz(magic: int, dims: tuple[int, ...], payload: bytes | None = None) -> bytes:
+    """An IDX file of unsigned bytes, gzipped without compression (``compresslevel=0``), so
+    that its size depends on its length only: a changed header byte keeps the size."""
+    size = int(np.prod(dims))
+    if payload is None:
+        payload = (np.arange(size) % (10 if len(dims) == 1 else 256)).astype(np.uint8).tobytes()
+    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in dims)
+    return gzip.compress(header + payload, compresslevel=0, mtime=0)
+
+
+@pytest.fixture(scope="module")
+def idx_bytes() -> dict[str, bytes]:
+    return {name: idx_gz(*spec) for name, spec in IDX_FILES.items()}
+
+
+def publish(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
+    """Make the files now in ``folder`` the published MNIST files (size and SHA-256)."""
+    infos = {
+        p.name: data._FileInfo(p.stat().st_size, "", hashlib.sha256(p.read_bytes()).hexdigest())
+        for p in folder.iterdir()
+    }
+    monkeypatch.setitem(data._FILES, "mnist", infos)
+
+
+def _flip_middle(raw: bytes) -> bytes:
+    return raw[: len(raw) // 2] + bytes([raw[len(raw) // 2] ^ 0xFF]) + raw[len(raw) // 2 + 1 :]
+
+
+# (damage to the test labels, whether the damaged file is published, what refuses it).
+# Published files are verified by size and SHA-256 before they are parsed, so damage to a
+# published file is refused by those checks; the gzip, magic and byte-count checks are
+# reached by a file whose published checksum matches but whose content is wrong, which is
+# what publishing the damaged file simulates.
+IDX_CASES: list[tuple[str, Callable[[bytes], bytes], bool, tuple[str, ...]]] = [
+    ("truncated", lambda raw: raw[: len(raw) // 2], False, ("wrong size", "Delete")),
+    ("flipped", _flip_middle, False, ("failed its checksum", "Delete")),
+    (
+        "magic-right-size",
+        lambda raw: idx_gz(2051, (20,)),
+        False,
+        ("failed its checksum", "Delete"),
+    ),
+    (
+        "magic-published",
+        lambda raw: idx_gz(2051, (20,)),
+        True,
+        ("not an IDX file of the expected kind", "expected magic number 2049", "got magic 2051"),
+    ),
+    (
+        "bad-gzip-published",
+        lambda raw: raw[:-12],
+        True,
+        ("Could not decompress", "truncated or corrupted"),
+    ),
+    (
+        "dims-published",
+        lambda raw: idx_gz(2049, (21,), gzip.decompress(raw)[8:]),
+        True,
+        ("is inconsistent", "dimensions (21,)"),
+    ),
+]
+
+
+def synthetic_root(
+    tmp_path: Path, idx_bytes: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """A data root (also ``$PYRO_VAE_DATA``) holding the synthetic MNIST files, published."""
+    folder = tmp_path / "root" / "mnist"
+    folder.mkdir(parents=True)
+    for name, raw in idx_bytes.items():
+        (folder / name).write_bytes(raw)
+    publish(monkeypatch, folder)
+    monkeypatch.setenv("PYRO_VAE_DATA", str(folder.parent))
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("case", "damage", "published", "needles"), IDX_CASES, ids=[c[0] for c in IDX_CASES]
+)
+def test_synthetic_idx_files(
+    case: str,
+    damage: Callable[[bytes], bytes],
+    published: bool,
+    needles: tuple[str, ...],
+    idx_bytes: dict[str, bytes],
+    run: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Damaged MNIST files in a data root of small synthetic ones: ``train`` and ``evaluate``
+    on an existing run are refused by the check named, and nothing is written."""
+    folder = synthetic_root(tmp_path, idx_bytes, monkeypatch)
+    assert data.load_dataset("mnist").test.shape == (20, 1, 28, 28)  # loads before the damage
+    damaged = damage(idx_bytes[TARGET])
+    if case == "magic-right-size":
+        assert len(damaged) == len(idx_bytes[TARGET])  # only the magic number differs
+    (folder / TARGET).write_bytes(damaged)
+    if published:
+        publish(monkeypatch, folder)
+    out, before = tmp_path / "new", snapshot(run)
+    refused(["train", "--out", str(out), "--dataset", "mnist", *FAST], capsys, *needles)
+    refused(["evaluate", str(run), "--num-samples", "2", "--dataset", "mnist"], capsys, *needles)
+    assert not out.exists() and snapshot(run) == before
+
+
+def test_synthetic_idx_files_load_through_the_cli(
+    idx_bytes: dict[str, bytes],
+    run: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The undamaged synthetic root loads through the CLI: evaluate gets as far as the shape
+    check (the run was trained on 8x8 digits), so the refusals above are the damage's."""
+    synthetic_root(tmp_path, idx_bytes, monkeypatch)
+    before = snapshot(run)
+    ev = ["evaluate", str(run), "--num-samples", "2", "--dataset", "mnist"]
+    refused(ev, capsys, "items of shape (1, 28, 28)")
+    assert snapshot(run) == before
+
+
 # --------------------------------------------------------------------------- train: settings
+
+# train aimed at a new directory, at an existing run (--out) or resuming it (--resume)
+TARGETS = ["new", "out", "resume"]
+# what a command aimed at an existing run may say instead of the input's own problem
+RUN_REFUSALS = (
+    "already holds a run",
+    "a resumed run keeps the settings",
+    "--config cannot be combined with --resume",
+)
+
+
+def _aim(target: str, run: Path, args: list[str]) -> list[str]:
+    if target == "resume":
+        return ["train", "--resume", str(run), *args]
+    return ["train", "--out", str(run.parent / "new" if target == "new" else run), *FAST, *args]
+
+
+def refused_at(
+    target: str, run: Path, args: list[str], capsys: pytest.CaptureFixture[str], needle: str
+) -> None:
+    """``train args`` aimed at ``target`` is refused naming ``needle`` (or, aimed at an
+    existing run, refusing to change it); the run is unchanged and nothing new is made."""
+    before = snapshot(run)
+    err = refused(_aim(target, run, args), capsys)
+    assert needle in err or (target != "new" and any(r in err for r in RUN_REFUSALS)), err
+    assert snapshot(run) == before
+    assert not (run.parent / "new").exists()
 
 
 def _registries() -> list[tuple[str, Registry[object]]]:
@@ -238,17 +452,19 @@ def _registries() -> list[tuple[str, Registry[object]]]:
     return [(r.kind, r) for r in registries if r.kind in fields]  # type: ignore[misc]
 
 
+@pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize(("field", "registry"), _registries(), ids=lambda v: str(v))
 def test_unknown_component_names_list_the_valid_ones(
-    field: str, registry: Registry[object], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    field: str,
+    registry: Registry[object],
+    target: str,
+    run: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    out = tmp_path / "new"
     flag = "--" + field.replace("_", "-")
     valid = f"valid {registry.kind} names are: {', '.join(registry.names())}"
-    refused(["train", "--out", str(out), flag, "no-such-part", *FAST], capsys, valid)
-    name = registry.names()[0]
-    refused(["train", "--out", str(out), flag, f"{name}:nokey=1", *FAST], capsys, "nokey")
-    assert not out.exists()
+    refused_at(target, run, [flag, "no-such-part"], capsys, valid)
+    refused_at(target, run, [flag, f"{registry.names()[0]}:nokey=1"], capsys, "nokey")
 
 
 SETTING_CASES = [
@@ -273,13 +489,12 @@ SETTING_CASES = [
 ]
 
 
+@pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize(("flags", "needle"), SETTING_CASES, ids=lambda v: str(v))
 def test_bad_settings(
-    flags: list[str], needle: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    flags: list[str], needle: str, target: str, run: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    out = tmp_path / "new"
-    refused(["train", "--out", str(out), *FAST, *flags], capsys, needle)
-    assert not out.exists()
+    refused_at(target, run, flags, capsys, needle)
 
 
 @pytest.mark.parametrize(
@@ -296,20 +511,20 @@ def test_bad_settings(
         ("[train]\nepochs = 99999999999999999999\n", "must fit in a 64-bit int"),
     ],
 )
+@pytest.mark.parametrize("target", TARGETS)
 def test_bad_toml_configs(
-    text: str, needle: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    text: str, needle: str, target: str, run: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = tmp_path / "c.toml"
+    path = run.parent / "c.toml"
     path.write_text(text)
-    out = tmp_path / "new"
-    refused(["train", "--config", str(path), "--out", str(out), *FAST], capsys, needle)
-    assert not out.exists()
+    refused_at(target, run, ["--config", str(path)], capsys, needle)
 
 
-def test_unreadable_toml(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    (tmp_path / "c.toml").write_bytes(b"\xff\xfe[vae]")
-    refused(["train", "--config", str(tmp_path / "c.toml"), *FAST], capsys, "cannot read config")
-    refused(["train", "--config", str(tmp_path / "none.toml"), *FAST], capsys, "cannot read")
+@pytest.mark.parametrize("target", TARGETS)
+def test_unreadable_toml(target: str, run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (run.parent / "c.toml").write_bytes(b"\xff\xfe[vae]")
+    refused_at(target, run, ["--config", str(run.parent / "c.toml")], capsys, "cannot read config")
+    refused_at(target, run, ["--config", str(run.parent / "none.toml")], capsys, "cannot read")
 
 
 # --------------------------------------------------------------------------- runs
@@ -319,8 +534,9 @@ def test_resume_on_what_is_not_a_run(tmp_path: Path, capsys: pytest.CaptureFixtu
     refused(["train", "--resume", str(tmp_path / "nowhere")], capsys, "not a pyro-vae run")
     empty = tmp_path / "empty"
     empty.mkdir()
+    before = snapshot(empty)
     refused(["train", "--resume", str(empty)], capsys, "not a pyro-vae run directory")
-    assert list(empty.iterdir()) == []
+    assert snapshot(empty) == before
 
 
 def test_resume_on_a_saved_model(
