@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import sys
 import types
 import typing
@@ -155,7 +156,7 @@ class TrainConfig:
         _check_optimisation(self)
         if not isinstance(self.objective, str) or not self.objective.strip():
             raise ConfigError(f"objective must be a non-empty spec string, got {self.objective!r}")
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+        if not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", self.device):
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
 

@@ -37,6 +37,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import re
 import signal
 import sys
 import threading
@@ -116,6 +117,9 @@ RESUME_OVERRIDES = (
     "eval_num_points",
 )
 
+# The devices a command may be given (--device): torch knows more, this package uses these.
+DEVICE_NAME = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
+
 # Valid and test sets are binarized once with fixed seeds, independent of the run's seed,
 # so that every run and every seed is scored on the same binary images.
 VALID_BINARIZATION_SEED = 1_000_003
@@ -155,7 +159,16 @@ class FitResult:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` is CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    """``auto`` is CUDA when available, else CPU; ``cuda`` without a GPU is an error.
+
+    Any other name than ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` raises :class:`ConfigError`
+    naming ``--device`` and the valid choices, for every command that takes the flag.
+    """
+    if not isinstance(name, str) or not DEVICE_NAME.fullmatch(name):
+        raise ConfigError(
+            f"--device must be auto, cpu, cuda or cuda:N (N the GPU's index), got {name!r}. "
+            "Pass one of those, e.g. --device cpu."
+        )
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():

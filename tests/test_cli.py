@@ -14,7 +14,8 @@ import torch
 from safetensors.torch import load_file
 
 from pyro_vae.cli import build_parser, main, run_config, subset
-from pyro_vae.config import ConfigError
+from pyro_vae.config import ConfigError, TrainConfig
+from pyro_vae.train import resolve_device
 
 FAST = [
     "--hidden",
@@ -263,3 +264,19 @@ def test_a_run_is_rebuilt_from_its_config_json(run_dir: Path, tmp_path: Path) ->
     other.write_text("{}")
     with pytest.raises(ConfigError, match=r"must be a run's config\.json"):
         main(["train", "--config", str(other), "--debug"])
+
+
+@pytest.mark.parametrize("device", ["tpu", "cuda:x", "cuda0"])
+def test_a_bad_device_is_refused_by_every_command(
+    device: str, run_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """resolve_device itself checks the name, so evaluate (not only train) says what is valid."""
+    before = _snapshot(run_dir)
+    assert main(["evaluate", str(run_dir), "--device", device, "--num-points", "5"]) == 2
+    err = _clean_error(capsys)
+    assert f"--device must be auto, cpu, cuda or cuda:N (N the GPU's index), got {device!r}" in err
+    assert _snapshot(run_dir) == before
+    with pytest.raises(ConfigError, match="--device must be auto, cpu, cuda or cuda:N"):
+        resolve_device(device)
+    with pytest.raises(ConfigError, match="device must be auto, cpu, cuda or cuda:N"):
+        TrainConfig(device=device)  # train's flag, checked with the other settings
