@@ -21,7 +21,7 @@ import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -81,6 +81,14 @@ _NOT_FLAGS = {"data_shape", "num_classes"}  # set from the data set, not by the 
 
 class UsageError(ValueError):
     """A command-line value that this command cannot use; the message names the flag."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """A parser whose errors are one paragraph, not a usage block, and exit with 2."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``PROG: error: MESSAGE`` and where the flags are described; exit 2."""
+        self.exit(2, f"{self.prog}: error: {message}\n(run {self.prog} --help for the flags)\n")
 
 
 def _field_help(cls: type) -> dict[str, str]:
@@ -143,9 +151,7 @@ def _add_default_flag(
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``pyro-vae`` parser: the commands train, evaluate, compare, sample and components."""
-    parser = argparse.ArgumentParser(
-        prog="pyro-vae", description="Variational autoencoders as Pyro programs."
-    )
+    parser = _Parser(prog="pyro-vae", description="Variational autoencoders as Pyro programs.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -235,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
         co,
         cp,
     ):  # --debug also after the command; SUPPRESS keeps the top value
+        p.set_defaults(command_parser=p)  # reports flags it does not know (main)
         p.add_argument(
             "--debug",
             action="store_true",
@@ -594,7 +601,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     A user's error (bad input, data, config or checkpoint) prints ``pyro-vae: error: ...``
     and returns 2; ``--debug`` lets the traceback through instead.
     """
-    args = build_parser().parse_args(argv)
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:  # said by the command's parser, whose --help lists its flags
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         for plugin in args.plugin:
             load_plugin(plugin)

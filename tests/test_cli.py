@@ -280,3 +280,25 @@ def test_a_bad_device_is_refused_by_every_command(
         resolve_device(device)
     with pytest.raises(ConfigError, match="device must be auto, cpu, cuda or cuda:N"):
         TrainConfig(device=device)  # train's flag, checked with the other settings
+
+
+@pytest.mark.parametrize(
+    ("argv", "first"),
+    [
+        (["train", "--latent-dim", "abc"], "pyro-vae train: error: argument --latent-dim: invalid"),
+        (["sample", "RUN", "--device", "tpu"], "pyro-vae sample: error: unrecognized arguments"),
+        (["evaluate"], "pyro-vae evaluate: error: the following arguments are required: run_dir"),
+        ([], "pyro-vae: error: the following arguments are required: command"),
+    ],
+)
+def test_argument_errors_are_one_paragraph(
+    argv: list[str], first: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No 20-line usage block: the error, and which --help lists the flags; exit 2."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and lines[0].startswith(first), lines
+    command = first.split(":")[0]
+    assert lines[1] == f"(run {command} --help for the flags)"
