@@ -47,7 +47,7 @@ from pyro_vae.distributed import DistributedError
 from pyro_vae.evaluate import PointEstimateError, log_likelihood
 from pyro_vae.models import SupportError
 from pyro_vae.plugins import PluginError, load_plugin
-from pyro_vae.registry import SpecError
+from pyro_vae.registry import SpecError, is_size_overflow
 from pyro_vae.report import check_settings, diagnose
 from pyro_vae.train import (
     TrainingError,
@@ -64,7 +64,8 @@ from pyro_vae.vae import VAE
 __all__ = ["build_parser", "main"]
 
 # The errors a user can cause and fix; anything else is a bug and keeps its traceback
-# (out-of-memory errors, which torch raises as RuntimeError, count as the user's: _is_oom).
+# (out-of-memory errors, which torch raises as RuntimeError, count as the user's: _is_oom,
+# and so do sizes too large for torch to compute: is_size_overflow).
 USER_ERRORS = (
     ValueError,
     TypeError,
@@ -626,7 +627,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _is_user_error(e: BaseException) -> bool:
-    return isinstance(e, USER_ERRORS) or _is_oom(e)
+    return isinstance(e, USER_ERRORS) or _is_oom(e) or is_size_overflow(e)
 
 
 def _is_oom(e: BaseException) -> bool:
@@ -680,11 +681,18 @@ def _message(e: BaseException, limit: int = 1200) -> str:
         SupportError,
         DistributedError,
     )
-    if _is_oom(e):
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if is_size_overflow(e):  # sizes whose product torch cannot even compute
         text = (
-            f"ran out of memory ({first}). The model and a batch must fit in memory: lower "
-            "--batch-size or --hidden (or a component's size), or use a larger device."
+            f"the model (or a batch) is too large: {_first_line(e)}. Lower the sizes that make "
+            "it: --latent-dim, --hidden, --upper-latent-dims, --upper-hidden, a component's "
+            "size parameter (e.g. --guide iaf:hidden=N, --prior vamp:components=N), an "
+            "objective's k, or --batch-size (for a saved run, the same settings in its "
+            "config.json)."
+        )
+    elif _is_oom(e):
+        text = (
+            f"ran out of memory ({_first_line(e)}). The model and a batch must fit in memory: "
+            "lower --batch-size or --hidden (or a component's size), or use a larger device."
         )
     else:
         text = str(e) if isinstance(e, kinds) else f"{type(e).__name__}: {e}"
@@ -692,6 +700,10 @@ def _message(e: BaseException, limit: int = 1200) -> str:
     if len(text) > limit:
         text = text[: limit - 3] + "..."
     return text + "\n(run with --debug for the traceback)"
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -79,11 +79,30 @@ class VAEConfig:
             raise ConfigError(f"latent_dim must be an int, got {self.latent_dim!r}")
         if self.latent_dim <= 0:
             raise ConfigError(f"latent_dim must be a positive int, got {self.latent_dim}")
+        _check_sizes(self)
         for name in ("activation", "prior", "likelihood", "guide", "network"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
                 raise ConfigError(f"{name} must be a non-empty string, got {value!r}")
         _check_components(self)
+
+
+# The largest size of any one dimension (latent_dim, a hidden width, a data dimension): a
+# layer 2**24 wide on an input as wide holds 2**48 weights, far beyond any device's memory,
+# and a model with larger sizes would fail inside torch (or overflow its size arithmetic).
+MAX_SIZE = 2**24
+
+
+def _check_sizes(config: VAEConfig) -> None:
+    """Every size at most :data:`MAX_SIZE`, so that what is refused is refused here."""
+    for name in ("data_shape", "latent_dim", "hidden", "upper_latent_dims", "upper_hidden"):
+        value = getattr(config, name)
+        largest = max(value, default=0) if isinstance(value, tuple) else value
+        if largest > MAX_SIZE:
+            raise ConfigError(
+                f"{name} must be at most {MAX_SIZE} (2**24) in each size, got {largest}: a "
+                "model that large cannot be held in memory. Choose a smaller value."
+            )
 
 
 def _check_components(config: VAEConfig) -> None:

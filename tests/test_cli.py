@@ -302,3 +302,57 @@ def test_argument_errors_are_one_paragraph(
     assert len(lines) == 2 and lines[0].startswith(first), lines
     command = first.split(":")[0]
     assert lines[1] == f"(run {command} --help for the flags)"
+
+
+HUGE = str(2**62)  # torch: "Storage size calculation overflowed" for a layer this wide
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--latent-dim", HUGE], "latent_dim must be at most 16777216 (2**24)"),
+        (["--hidden", HUGE], "hidden must be at most 16777216 (2**24)"),
+        (["--guide", f"iaf:hidden={HUGE}"], f"guide 'iaf:hidden={HUGE}' is too large to build"),
+        # built past the config's checks: torch's own overflow, said as the user's error
+        (["--prior", f"vamp:components={HUGE}"], "the model (or a batch) is too large"),
+        (["--objective", f"iwae:k={HUGE}"], "the model (or a batch) is too large"),
+    ],
+)
+def test_sizes_too_large_for_torch_are_a_clean_error(
+    flags: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "new"
+    assert main(["train", "--epochs", "1", "--out", str(out), "--quiet", *flags]) == 2
+    err = _clean_error(capsys)
+    assert message in err
+    if "model (or a batch)" in message:
+        assert "Lower the sizes that make it: --latent-dim, --hidden" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("vae", "message"),
+    [
+        ({"latent_dim": 2**62}, "latent_dim must be at most 16777216"),
+        ({"guide": f"iaf:hidden={HUGE}"}, "is too large to build"),
+        ({"prior": f"vamp:components={HUGE}"}, "the model (or a batch) is too large"),
+    ],
+)
+def test_a_run_with_sizes_too_large_for_torch_is_refused(
+    vae: dict[str, object],
+    message: str,
+    run_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A hostile config.json: sample and evaluate refuse it in one paragraph, exit 2."""
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    config = json.loads((run / "config.json").read_text())
+    config["vae"].update(vae)
+    (run / "config.json").write_text(json.dumps(config))
+    before = _snapshot(run)
+    for argv in (["sample", str(run)], ["evaluate", str(run), "--num-points", "5"]):
+        assert main(argv) == 2
+        assert message in _clean_error(capsys)
+    assert _snapshot(run) == before
