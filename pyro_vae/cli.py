@@ -160,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--config",
         type=Path,
-        help="a TOML file with [vae] and [train] tables, or a run (RUN_DIR or its config.json)",
+        help="a TOML file with [vae] and [train] tables, or a run (RUN_DIR or its config.json) "
+        "to train again (its out is ignored: the new run goes to --out)",
     )
     _add_config_flags(train, VAEConfig, "vae")
     _add_config_flags(train, TrainConfig, "train")
@@ -277,7 +278,9 @@ def _config_file(path: Path) -> tuple[VAEConfig, TrainConfig]:
 
     The sections come back unresolved (see :func:`run_config`). A saved run records the
     ``binarize`` it used; where that is what ``auto`` gives for its likelihood, it reads
-    as ``auto`` again, so ``--config RUN --likelihood normal`` does not binarize.
+    as ``auto`` again, so ``--config RUN --likelihood normal`` does not binarize. A run's
+    ``train.out`` (its own directory, or whatever a foreign config.json says) is ignored:
+    the new run goes to ``--out``, or the default.
     """
     if path.is_dir() or path.suffix == ".json":
         directory = path if path.is_dir() else path.parent
@@ -291,7 +294,7 @@ def _config_file(path: Path) -> tuple[VAEConfig, TrainConfig]:
         saved = from_dict(RunConfig, sections, where=str(directory / "config.json"))
         auto = resolve_binarize("auto", saved.vae.likelihood) == saved.train.binarize
         train = dataclasses.replace(saved.train, binarize="auto") if auto else saved.train
-        return saved.vae, train
+        return saved.vae, dataclasses.replace(train, out=TrainConfig().out)
     return load_toml_sections(path)
 
 

@@ -356,3 +356,23 @@ def test_a_run_with_sizes_too_large_for_torch_is_refused(
         assert main(argv) == 2
         assert message in _clean_error(capsys)
     assert _snapshot(run) == before
+
+
+def test_config_from_a_run_ignores_its_out(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A (foreign) config.json whose train.out points elsewhere: nothing is written there;
+    the new run goes to --out, or the default under the current directory."""
+    victim, foreign = tmp_path / "victim", tmp_path / "foreign"
+    shutil.copytree(run_dir, foreign)
+    config = json.loads((foreign / "config.json").read_text())
+    config["train"].update(out=str(victim), epochs=1)
+    (foreign / "config.json").write_text(json.dumps(config))
+    for given in (foreign, foreign / "config.json"):
+        args = build_parser().parse_args(["train", "--config", str(given)])
+        assert run_config(args).train.out == "runs/latest"
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--config", str(foreign), "--quiet"]) == 0
+    assert not victim.exists()
+    saved = json.loads((tmp_path / "runs" / "latest" / "config.json").read_text())
+    assert saved["train"]["out"] == "runs/latest"
