@@ -53,6 +53,7 @@ from pyro_vae.train import (
     TrainingError,
     TrainingInterrupted,
     TrainingNotice,
+    check_run_paths,
     evaluation_split,
     fit,
     resolve_device,
@@ -378,6 +379,7 @@ def subset(total: int, n: int, seed: int) -> torch.Tensor:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     _, raw = load_config(args.run_dir)
     check_run_dir(args.run_dir)
+    check_run_paths(args.run_dir)  # eval.json a file, plots a folder: before the slow part
     train = from_dict(TrainConfig, raw.get("train", {}), "config.json train")
     device = resolve_device(args.device)
     vae = load(args.run_dir, map_location=device)
@@ -525,6 +527,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise UsageError(f"--out must end in .png or .npy, got {str(out)!r}")
     if args.out is None:
         check_run_dir(args.run_dir)
+        check_run_paths(args.run_dir)
     vae = load(args.run_dir)
     _check_label(vae, args.label, args.run_dir)
     torch.manual_seed(args.seed)

@@ -94,6 +94,7 @@ __all__ = [
     "TrainingError",
     "TrainingInterrupted",
     "TrainingNotice",
+    "check_run_paths",
     "data_home",
     "evaluation_split",
     "fit",
@@ -393,6 +394,47 @@ def _resumed(saved: RunConfig, given: RunConfig, run_dir: Path) -> RunConfig:
     return dataclasses.replace(saved, train=train)
 
 
+# The files pyro-vae writes in a run directory, and its one folder (see check_run_paths).
+RUN_FILES = (
+    "config.json",
+    "model.safetensors",
+    "checkpoint.safetensors",
+    "metrics.jsonl",
+    "timing.jsonl",
+    "summary.json",
+    "eval.json",
+    "samples.png",
+)
+RUN_FOLDER = "plots"
+
+# What a new run stopped before its config.json leaves (see _start_run): its epoch-0
+# checkpoint, and the temporary files of an atomic write (".NAME.XXXX.tmp").
+_STARTED = re.compile(r"checkpoint\.safetensors|\.(checkpoint\.safetensors|config\.json)\..+\.tmp")
+
+
+def check_run_paths(run_dir: str | Path) -> None:
+    """Refuse a run directory where a file pyro-vae writes is a folder, or ``plots`` a file.
+
+    Checked before a command trains or scores anything, so that such a path fails at once
+    (a :class:`~pyro_vae.checkpoint.CheckpointError` naming it) rather than after an epoch.
+    """
+    root = Path(run_dir)
+    for name in RUN_FILES:
+        if (root / name).is_dir():
+            raise CheckpointError(
+                f"{str(root / name)!r} is a folder, but pyro-vae writes a file of that name in "
+                "the run directory. Move or rename the folder, then run the command again; "
+                "nothing was changed."
+            )
+    folder = root / RUN_FOLDER
+    if folder.exists() and not folder.is_dir():
+        raise CheckpointError(
+            f"{str(folder)!r} is a file, but pyro-vae writes the run's plots into a folder of "
+            "that name. Move or rename the file, then run the command again; nothing was "
+            "changed."
+        )
+
+
 def _prepare_run_dir(config: RunConfig, resume: bool) -> tuple[Path, RunConfig]:
     """Check the run directory before anything is built or written; return it and the config."""
     run_dir = Path(config.train.out)
@@ -402,6 +444,7 @@ def _prepare_run_dir(config: RunConfig, resume: bool) -> tuple[Path, RunConfig]:
             "--out."
         )
     check_run_dir(run_dir)
+    check_run_paths(run_dir)
     if resume:
         return run_dir, _resumed(_load_run(run_dir), config, run_dir)
     if (run_dir / "config.json").exists():
@@ -409,7 +452,22 @@ def _prepare_run_dir(config: RunConfig, resume: bool) -> tuple[Path, RunConfig]:
             f"{str(run_dir)!r} already holds a run. Pass --resume to continue it, or choose "
             "another --out; nothing was changed."
         )
+    _refuse_other_files(run_dir)
     return run_dir, config
+
+
+def _refuse_other_files(run_dir: Path) -> None:
+    """A new run needs an empty or new folder (or one a new run was stopped in)."""
+    if not run_dir.is_dir():
+        return
+    other = sorted(p.name for p in run_dir.iterdir() if not _STARTED.fullmatch(p.name))
+    if other:
+        shown = ", ".join(other[:5]) + (", ..." if len(other) > 5 else "")
+        raise TrainingError(
+            f"--out {str(run_dir)!r} holds other files ({shown}) and is not a pyro-vae run "
+            "(it has no config.json). A new run needs an empty or new folder: choose another "
+            "--out (to continue a run, pass --resume RUN_DIR); nothing was changed."
+        )
 
 
 def _load_run(run_dir: Path) -> RunConfig:
@@ -455,12 +513,13 @@ def fit(
     binarization and the guide's noise. With ``write`` the run directory
     ``config.train.out`` receives ``checkpoint.safetensors`` (at epoch 0, then every epoch,
     atomically), ``model.safetensors``, ``config.json``, ``metrics.jsonl`` (one line per
-    epoch), ``timing.jsonl`` and ``summary.json`` at the end. Everything is built and
-    checked before the directory is touched. ``resume=True`` continues the run in
-    ``config.train.out`` from its checkpoint, exactly where it stopped (build ``config`` with
-    :func:`resume_config`). ``dataset`` overrides loading ``config.train.dataset``. The
-    trainer draws no plots; :func:`pyro_vae.plots.plot_run` writes the run's ``plots/`` as
-    the CLI does.
+    epoch), ``timing.jsonl`` and ``summary.json`` at the end; a new run needs a new or
+    empty directory (one holding other files, or a run, is refused with
+    :class:`TrainingError`). Everything is built and checked before the directory is
+    touched. ``resume=True`` continues the run in ``config.train.out`` from its checkpoint,
+    exactly where it stopped (build ``config`` with :func:`resume_config`). ``dataset``
+    overrides loading ``config.train.dataset``. The trainer draws no plots;
+    :func:`pyro_vae.plots.plot_run` writes the run's ``plots/`` as the CLI does.
 
     Raises :class:`NonFiniteError` when a step goes non-finite (see the module docstring),
     and :class:`TrainingInterrupted` on Ctrl-C, after writing a checkpoint of the exact state.
@@ -573,10 +632,8 @@ def _fit(
 
 def _start_run(run_dir: Path, loop: _Loop, config: RunConfig) -> list[dict[str, Any]]:
     """A new run: the epoch-0 checkpoint first, ``config.json`` (which marks a run) last."""
-    if loop.world.is_main:
+    if loop.world.is_main:  # a new or empty folder (see _prepare_run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        for name in ("metrics.jsonl", "timing.jsonl", "summary.json"):  # left by no run
-            (run_dir / name).unlink(missing_ok=True)
     loop.write_checkpoint(run_dir)  # a collective under several processes
     if loop.world.is_main:
         save(loop.vae, run_dir, run_config=config)

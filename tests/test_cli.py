@@ -14,8 +14,8 @@ import torch
 from safetensors.torch import load_file
 
 from pyro_vae.cli import build_parser, main, run_config, subset
-from pyro_vae.config import ConfigError, TrainConfig
-from pyro_vae.train import resolve_device
+from pyro_vae.config import ConfigError, RunConfig, TrainConfig
+from pyro_vae.train import _prepare_run_dir, resolve_device
 
 FAST = [
     "--hidden",
@@ -376,3 +376,57 @@ def test_config_from_a_run_ignores_its_out(
     assert not victim.exists()
     saved = json.loads((tmp_path / "runs" / "latest" / "config.json").read_text())
     assert saved["train"]["out"] == "runs/latest"
+
+
+def test_a_folder_that_is_not_a_run_is_left_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--out naming a folder with the user's files (no config.json): refused, untouched; an
+    empty folder, or one where a new run was stopped before its config.json, is used."""
+    mine = tmp_path / "mine"
+    (mine / "plots").mkdir(parents=True)
+    for name in ("notes.txt", "metrics.jsonl", "summary.json", "timing.jsonl", "plots/a.png"):
+        (mine / name).write_text(name)
+    before = _snapshot(mine)
+    assert main(["train", "--epochs", "1", "--out", str(mine), *FAST]) == 2
+    err = _clean_error(capsys)
+    assert "holds other files (metrics.jsonl, notes.txt, plots, summary.json, timing" in err
+    assert "needs an empty or new folder" in err and "--resume RUN_DIR" in err
+    assert _snapshot(mine) == before and sorted(p.name for p in mine.iterdir()) == [
+        "metrics.jsonl",
+        "notes.txt",
+        "plots",
+        "summary.json",
+        "timing.jsonl",
+    ]
+    stopped = tmp_path / "stopped"  # killed after its epoch-0 checkpoint, before config.json
+    stopped.mkdir()
+    for name in ("checkpoint.safetensors", ".config.json.abc123.tmp"):
+        (stopped / name).write_bytes(b"")
+    _prepare_run_dir(RunConfig(train=TrainConfig(out=str(stopped))), resume=False)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["train", "--epochs", "1", "--out", str(empty), *FAST]) == 0
+    assert (empty / "config.json").is_file()
+
+
+def test_a_file_where_the_run_has_a_folder_fails_before_training(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``plots`` replaced by a file: resume, evaluate and sample say so up front, and the
+    run is left as it was (no epoch trained, no eval.json)."""
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    shutil.rmtree(run / "plots")
+    (run / "plots").write_text("my notes")
+    (run / "eval.json").unlink(missing_ok=True)
+    before = _snapshot(run)
+    for argv in (
+        ["train", "--resume", str(run), "--epochs", "3", "--quiet"],
+        ["evaluate", str(run), "--num-points", "5"],
+        ["sample", str(run)],
+    ):
+        assert main(argv) == 2
+        err = _clean_error(capsys)
+        assert f"{str(run / 'plots')!r} is a file, but pyro-vae writes the run's plots" in err
+    assert _snapshot(run) == before
