@@ -269,9 +269,34 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         if "." in key and value is not None:
             section, name = key.split(".", 1)
             sections[section][name] = value
-    vae = from_dict(VAEConfig, {**dataclasses.asdict(base_vae), **sections["vae"]}, "vae")
-    train = {**dataclasses.asdict(base_train), **sections["train"]}
-    return RunConfig(vae=vae, train=from_dict(TrainConfig, train, "train"))
+    with _naming_flags({**sections["vae"], **sections["train"]}, args.command):
+        vae = from_dict(VAEConfig, {**dataclasses.asdict(base_vae), **sections["vae"]}, "vae")
+        train = {**dataclasses.asdict(base_train), **sections["train"]}
+        return RunConfig(vae=vae, train=from_dict(TrainConfig, train, "train"))
+
+
+@contextlib.contextmanager
+def _naming_flags(given: dict[str, Any], command: str) -> Iterator[None]:
+    """A setting's check that refused a value given as a flag says so: ``--latent-dim 0:``.
+
+    ``given`` maps the field names of the flags on the command line to their values; the
+    check's message (``vae: latent_dim must be a positive int, got 0``) gets the flag as
+    typed, and what to do, instead of its section.
+    """
+    try:
+        yield
+    except ConfigError as e:
+        if e.field not in given:
+            raise
+        flag = "--" + e.field.replace("_", "-")
+        value = given[e.field]
+        shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
+        text = re.sub(r"^(vae|train): ", "", str(e)).rstrip(".")
+        raise ConfigError(
+            f"{flag} {shown}: {text}. Pass {flag} a valid value, or leave it out (pyro-vae "
+            f"{command} --help describes each flag and its default).",
+            field=e.field,
+        ) from None
 
 
 def _config_file(path: Path) -> tuple[VAEConfig, TrainConfig]:
@@ -322,7 +347,8 @@ def resume_run_config(args: argparse.Namespace) -> RunConfig:
         for key, value in vars(args).items()
         if "." in key and value is not None and key != "train.out"
     }
-    return resume_config(run_dir, **changes)
+    with _naming_flags(changes, args.command):
+        return resume_config(run_dir, **changes)
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -430,3 +430,57 @@ def test_a_file_where_the_run_has_a_folder_fails_before_training(
         err = _clean_error(capsys)
         assert f"{str(run / 'plots')!r} is a file, but pyro-vae writes the run's plots" in err
     assert _snapshot(run) == before
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--latent-dim", "0"], "--latent-dim 0: latent_dim must be a positive int, got 0. Pass"),
+        (["--hidden", "0,3"], "--hidden 0,3: hidden must hold positive ints, got (0, 3). Pass"),
+        (["--lr", "-1"], "--lr -1.0: lr must be a positive finite number, got -1.0. Pass --lr"),
+        (["--config", "{toml}", "--epochs", "0"], "--epochs 0: epochs must be a positive int"),
+    ],
+)
+def test_a_refused_setting_names_the_flag_typed(
+    flags: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    toml = tmp_path / "c.toml"
+    toml.write_text("[train]\nepochs = 3\n")
+    argv = ["train", "--out", str(tmp_path / "r"), *(f.format(toml=toml) for f in flags)]
+    assert main(argv) == 2
+    err = _clean_error(capsys)
+    assert message in err and "(pyro-vae train --help describes each flag" in err
+    assert "error: --" in err and " vae: " not in err and " train: " not in err
+
+
+def test_a_refused_resume_flag_names_the_flag(
+    run_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = _snapshot(run_dir)
+    assert main(["train", "--resume", str(run_dir), "--epochs", "0", "--quiet"]) == 2
+    assert "--epochs 0: epochs must be a positive int, got 0. Pass --epochs" in _clean_error(capsys)
+    assert _snapshot(run_dir) == before
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            '[vae]\nlatent_dim = "3"\n',
+            "c2.toml: vae.latent_dim must be int, got '3' (a string; write the number without "
+            "quotes: 3)",
+        ),
+        ("[vae]\nlatent_dim = 0\n", "c2.toml: vae.latent_dim must be a positive int, got 0"),
+        ("[train]\nlr = -1\n", "c2.toml: train.lr must be a positive finite number, got -1.0"),
+        ("[vae]\nlatent = 2\n", "c2.toml: unknown key(s) ['latent'] in [vae]; valid keys"),
+    ],
+)
+def test_toml_errors_name_the_file_then_the_key(
+    text: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "c2.toml").write_text(text)
+    argv = ["train", "--config", str(tmp_path / "c2.toml"), "--out", str(tmp_path / "r")]
+    assert main(argv) == 2
+    err = _clean_error(capsys)
+    assert f"{tmp_path / message}" in err and ".toml.vae" not in err
+    assert not (tmp_path / "r").exists()
