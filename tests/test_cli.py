@@ -484,3 +484,15 @@ def test_toml_errors_name_the_file_then_the_key(
     err = _clean_error(capsys)
     assert f"{tmp_path / message}" in err and ".toml.vae" not in err
     assert not (tmp_path / "r").exists()
+
+
+def test_renyi_with_alpha_one_points_to_the_elbo(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Refused at the spec, in this package's words (not Pyro's 'use Trace_ELBO class')."""
+    out = tmp_path / "r"
+    assert main(["train", "--out", str(out), "--objective", "renyi:alpha=1", *FAST]) == 2
+    err = _clean_error(capsys)
+    assert "objective 'renyi:alpha=1': alpha=1 is the ELBO" in err
+    assert "use --objective elbo" in err and "Trace_ELBO" not in err
+    assert not out.exists()
