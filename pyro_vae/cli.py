@@ -366,9 +366,23 @@ def cmd_train(args: argparse.Namespace) -> int:
         k, n = s["nll_num_samples"], s["nll_num_points"]
         rows.append(("NLL", s["test_nll"], f"-log p(x), IW k={k}, {n} points"))
     print(_table("test split, nats per data point", rows))
+    _note_skipped(s, result.config.train)
     paths = plots.plot_run(result) if result.run_dir is not None else []
     print(f"run directory: {result.run_dir}  (plots: {', '.join(p.name for p in paths)})")
     return 0
+
+
+def _note_skipped(summary: dict[str, Any], tc: TrainConfig) -> None:
+    """``--on-nan skip``: say at the end how many steps were skipped, if any were."""
+    skipped = summary.get("skipped_steps", 0)
+    if skipped:
+        print(
+            f"pyro-vae: note: {skipped} step(s) were skipped for a non-finite loss or gradient "
+            f"(--on-nan skip, at most --max-skipped-steps {tc.max_skipped_steps}); "
+            "metrics.jsonl counts them per epoch and summary.json in all (skipped_steps). "
+            "Many skipped steps suggest a lower --lr or a look at the data.",
+            file=sys.stderr,
+        )
 
 
 def _is_point(summary: dict[str, Any]) -> bool:

@@ -20,7 +20,8 @@ Reliability (README, "Reliability"):
   to the bad one, and :func:`~pyro_vae.diagnose.diagnose_step` names the term (reconstruction
   or KL) and the site that went non-finite first; nothing is written, so the last
   checkpoint stays as it was. With ``on_nan="skip"`` bad steps are skipped (counted in
-  ``metrics.jsonl`` as ``skipped_steps``) until more than ``max_skipped_steps`` were.
+  ``metrics.jsonl`` as ``skipped_steps``, and their total, if any, in the summary) until
+  more than ``max_skipped_steps`` were.
 - Checkpoints. A new run writes an epoch-0 checkpoint before it writes ``config.json``, so
   a directory with ``config.json`` always has a checkpoint to resume from. Every epoch
   replaces ``checkpoint.safetensors`` atomically (:mod:`pyro_vae.runstate` lists what it
@@ -625,6 +626,8 @@ def _fit(
     if not world.is_main:
         return FitResult(vae, history, {}, run_dir, config, rank=world.rank)
     summary = summarize(vae, dataset, tc, device, home)
+    if loop.position.skipped_total:  # --on-nan skip: the run's total, resumed runs included
+        summary["skipped_steps"] = loop.position.skipped_total
     if run_dir is not None:
         write_json(run_dir / "summary.json", summary)
     return FitResult(vae, history, summary, run_dir, config)
@@ -721,10 +724,16 @@ def _nonfinite(loop: _Loop, fault: _FaultError, run_dir: Path | None) -> NonFini
             f"The last good checkpoint, {str(run_dir / 'checkpoint.safetensors')!r} "
             f"({loop.checkpoint_label}), is intact."
         )
-    advice = (
-        "Lower --lr, check the data and the model's components, or pass --on-nan skip to "
-        "skip such steps (at most --max-skipped-steps of them)."
-    )
+    if fault.skipped:  # --on-nan skip already: more bad steps than allowed
+        advice = (
+            "Raise --max-skipped-steps to allow more (--resume may change it), lower --lr, or "
+            "check the data and the model's components."
+        )
+    else:
+        advice = (
+            "Lower --lr, check the data and the model's components, or pass --on-nan skip to "
+            "skip such steps (at most --max-skipped-steps of them)."
+        )
     message = f"{head} {diagnosis.describe()} {keep} {advice}"
     return NonFiniteError(message, fault.epoch, fault.step, diagnosis)
 
