@@ -496,3 +496,19 @@ def test_renyi_with_alpha_one_points_to_the_elbo(
     assert "objective 'renyi:alpha=1': alpha=1 is the ELBO" in err
     assert "use --objective elbo" in err and "Trace_ELBO" not in err
     assert not out.exists()
+
+
+def test_a_missing_data_root_gives_the_command_line_route(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Offline, with PYRO_VAE_DATA naming a folder without the files: the advice includes
+    what to run in a shell, not only Python calls, and survives the one-paragraph cut."""
+    root = tmp_path / "nodata"
+    monkeypatch.setenv("PYRO_VAE_DATA", str(root))
+    assert main(["train", "--out", str(tmp_path / "r"), "--dataset", "mnist", *FAST]) == 2
+    err = " ".join(_clean_error(capsys).split())
+    assert f"not found in {root / 'mnist'}" in err
+    call = f"load_dataset('mnist', root='{root}', download=True)"
+    assert f'from the command line, python -c "from pyro_vae import load_dataset; {call}"' in err
+    assert "env -u PYRO_VAE_DATA pyro-vae train --dataset mnist." in err
+    assert not (tmp_path / "r").exists()
