@@ -415,7 +415,8 @@ def load_toml(path: str | Path) -> RunConfig:
 def load_toml_sections(path: str | Path) -> tuple[VAEConfig, TrainConfig]:
     """The checked ``[vae]`` and ``[train]`` tables of a TOML config, as one layer.
 
-    Unlike :func:`load_toml`, ``binarize = "auto"`` (the default) is kept unresolved, so
+    ``data_shape`` and ``num_classes`` come from the data set and are refused here. Unlike
+    :func:`load_toml`, ``binarize = "auto"`` (the default) is kept unresolved, so
     that settings merged on top, e.g. ``pyro-vae train --config FILE --likelihood normal``,
     settle it from the final likelihood; build the :class:`RunConfig` after merging.
     """
@@ -430,5 +431,25 @@ def load_toml_sections(path: str | Path) -> tuple[VAEConfig, TrainConfig]:
             f"config file {str(path)!r} is not valid TOML ({e or 'nested too deeply'}). Expected "
             "[vae] and [train] tables of key = value lines; fix the line named above."
         ) from None
+    _refuse_data_settings(data, path)
     sections = from_dict(_Sections, data, where=str(path))
     return sections.vae, sections.train
+
+
+# VAEConfig fields that training sets from the data set, never from a settings file
+_FROM_DATA = {
+    "data_shape": "the shape of the data set's items",
+    "num_classes": "the number of classes in the data set's labels",
+}
+
+
+def _refuse_data_settings(data: dict[str, Any], path: str | Path) -> None:
+    """A TOML ``[vae]`` table may not set what comes from the data (``data_shape``, ...)."""
+    vae = data.get("vae")
+    given = sorted(set(vae) & set(_FROM_DATA)) if isinstance(vae, dict) else []
+    if given:
+        raise ConfigError(
+            f"{path}: vae.{given[0]} is set from the data set ({_FROM_DATA[given[0]]}), not "
+            "by a config file. Remove it, and choose the data with [train] dataset (or "
+            "--dataset)."
+        )

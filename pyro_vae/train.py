@@ -299,9 +299,10 @@ def mean_terms(
 
 
 def with_classes(config: VAEConfig, dataset: Dataset) -> VAEConfig:
-    """A conditional config gets ``num_classes`` from the data set, which must have labels."""
+    """A conditional config gets ``num_classes`` from the data set, which must have labels;
+    an unconditional one has none (0), whatever a rebuilt run's config said."""
     if not config.conditional:
-        return config
+        return dataclasses.replace(config, num_classes=0)
     splits = [dataset.labels(s) for s in ("train", "valid", "test")]
     if dataset.num_classes is None or any(y is None for y in splits):
         raise DataError(

@@ -367,6 +367,7 @@ def test_config_from_a_run_ignores_its_out(
     shutil.copytree(run_dir, foreign)
     config = json.loads((foreign / "config.json").read_text())
     config["train"].update(out=str(victim), epochs=1)
+    config["vae"].update(num_classes=7)  # unconditional: no classes, whatever it says
     (foreign / "config.json").write_text(json.dumps(config))
     for given in (foreign, foreign / "config.json"):
         args = build_parser().parse_args(["train", "--config", str(given)])
@@ -375,7 +376,7 @@ def test_config_from_a_run_ignores_its_out(
     assert main(["train", "--config", str(foreign), "--quiet"]) == 0
     assert not victim.exists()
     saved = json.loads((tmp_path / "runs" / "latest" / "config.json").read_text())
-    assert saved["train"]["out"] == "runs/latest"
+    assert saved["train"]["out"] == "runs/latest" and saved["vae"]["num_classes"] == 0
 
 
 def test_a_folder_that_is_not_a_run_is_left_alone(
@@ -512,3 +513,21 @@ def test_a_missing_data_root_gives_the_command_line_route(
     assert f'from the command line, python -c "from pyro_vae import load_dataset; {call}"' in err
     assert "env -u PYRO_VAE_DATA pyro-vae train --dataset mnist." in err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    ("line", "what"),
+    [("num_classes = 7", "the number of classes"), ("data_shape = [1, 2, 3]", "the shape of")],
+)
+def test_settings_of_the_data_are_refused_in_a_toml_file(
+    line: str, what: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """data_shape and num_classes come from the data set: a TOML [vae] may not set them
+    (they used to be overridden, or saved as given). --config RUN keeps its own."""
+    (tmp_path / "c.toml").write_text(f"[vae]\nlatent_dim = 2\n{line}\n")
+    argv = ["train", "--config", str(tmp_path / "c.toml"), "--out", str(tmp_path / "r")]
+    assert main([*argv, "--epochs", "1", *FAST]) == 2
+    key = line.split(" ")[0]
+    err = _clean_error(capsys)
+    assert f"c.toml: vae.{key} is set from the data set ({what}" in err
+    assert "Remove it" in err and not (tmp_path / "r").exists()
