@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import faulty
@@ -10,6 +12,7 @@ import pytest
 import torch
 
 from pyro_vae import RunConfig, TrainConfig, VAEConfig, fit
+from pyro_vae.checkpoint import write_json, write_tensors
 from pyro_vae.cli import main
 from pyro_vae.config import ConfigError
 from pyro_vae.data import load_dataset
@@ -130,3 +133,19 @@ def test_skipped_steps_are_totalled_and_noted(
         progress=False,
     )
     assert "skipped_steps" not in clean.summary  # nothing skipped, nothing said
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077, 0o002])
+def test_run_files_get_the_mode_a_plain_open_gives(umask: int, tmp_path: Path) -> None:
+    """Atomic writes (mkstemp, then rename) respect the umask: 0o666 & ~umask, not 0o600."""
+    old = os.umask(umask)
+    try:
+        write_json(tmp_path / "a.json", {"x": 1})
+        write_tensors(tmp_path / "t.safetensors", {"w": torch.zeros(2)})
+        write_json(tmp_path / "a.json", {"x": 2})  # replacing a file: the same mode
+        (tmp_path / "plain.txt").write_text("open()")
+    finally:
+        os.umask(old)
+    want = 0o666 & ~umask
+    for name in ("a.json", "t.safetensors", "plain.txt"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == want, name
