@@ -52,10 +52,15 @@ class CheckpointError(ValueError):
 
 
 def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb") -> None:
-    """Write ``path`` through a temporary file, fsync, rename, and fsync the folder."""
+    """Write ``path`` through a temporary file, fsync, rename, and fsync the folder.
+
+    The file gets the mode a plain ``open()`` would give it (``0o666`` less the umask), not
+    the ``0o600`` of :func:`tempfile.mkstemp`.
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()
@@ -69,6 +74,13 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _umask() -> int:
+    """The process's umask, read by setting a strict one for an instant and restoring it."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
 
 
 def write_json(path: str | Path, data: Any) -> None:

@@ -21,7 +21,7 @@ import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -48,12 +48,13 @@ from pyro_vae.distributed import DistributedError
 from pyro_vae.evaluate import PointEstimateError, log_likelihood
 from pyro_vae.models import SupportError
 from pyro_vae.plugins import PluginError, load_plugin
-from pyro_vae.registry import SpecError
+from pyro_vae.registry import SpecError, is_size_overflow
 from pyro_vae.report import check_settings, diagnose
 from pyro_vae.train import (
     TrainingError,
     TrainingInterrupted,
     TrainingNotice,
+    check_run_paths,
     evaluation_split,
     fit,
     resolve_device,
@@ -65,7 +66,8 @@ from pyro_vae.vae import VAE
 __all__ = ["build_parser", "main"]
 
 # The errors a user can cause and fix; anything else is a bug and keeps its traceback
-# (out-of-memory errors, which torch raises as RuntimeError, count as the user's: _is_oom).
+# (out-of-memory errors, which torch raises as RuntimeError, count as the user's: _is_oom,
+# and so do sizes too large for torch to compute: is_size_overflow).
 USER_ERRORS = (
     ValueError,
     TypeError,
@@ -82,6 +84,14 @@ _NOT_FLAGS = {"data_shape", "num_classes"}  # set from the data set, not by the 
 
 class UsageError(ValueError):
     """A command-line value that this command cannot use; the message names the flag."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """A parser whose errors are one paragraph, not a usage block, and exit with 2."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``PROG: error: MESSAGE`` and where the flags are described; exit 2."""
+        self.exit(2, f"{self.prog}: error: {message}\n(run {self.prog} --help for the flags)\n")
 
 
 def _field_help(cls: type) -> dict[str, str]:
@@ -144,9 +154,7 @@ def _add_default_flag(
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``pyro-vae`` parser: the commands train, evaluate, compare, sample and components."""
-    parser = argparse.ArgumentParser(
-        prog="pyro-vae", description="Variational autoencoders as Pyro programs."
-    )
+    parser = _Parser(prog="pyro-vae", description="Variational autoencoders as Pyro programs.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -154,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--config",
         type=Path,
-        help="a TOML file with [vae] and [train] tables, or a run (RUN_DIR or its config.json)",
+        help="a TOML file with [vae] and [train] tables, or a run (RUN_DIR or its config.json) "
+        "to train again (its out is ignored: the new run goes to --out)",
     )
     _add_config_flags(train, VAEConfig, "vae")
     _add_config_flags(train, TrainConfig, "train")
@@ -236,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
         co,
         cp,
     ):  # --debug also after the command; SUPPRESS keeps the top value
+        p.set_defaults(command_parser=p)  # reports flags it does not know (main)
         p.add_argument(
             "--debug",
             action="store_true",
@@ -260,9 +270,34 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         if "." in key and value is not None:
             section, name = key.split(".", 1)
             sections[section][name] = value
-    vae = from_dict(VAEConfig, {**dataclasses.asdict(base_vae), **sections["vae"]}, "vae")
-    train = {**dataclasses.asdict(base_train), **sections["train"]}
-    return RunConfig(vae=vae, train=from_dict(TrainConfig, train, "train"))
+    with _naming_flags({**sections["vae"], **sections["train"]}, args.command):
+        vae = from_dict(VAEConfig, {**dataclasses.asdict(base_vae), **sections["vae"]}, "vae")
+        train = {**dataclasses.asdict(base_train), **sections["train"]}
+        return RunConfig(vae=vae, train=from_dict(TrainConfig, train, "train"))
+
+
+@contextlib.contextmanager
+def _naming_flags(given: dict[str, Any], command: str) -> Iterator[None]:
+    """A setting's check that refused a value given as a flag says so: ``--latent-dim 0:``.
+
+    ``given`` maps the field names of the flags on the command line to their values; the
+    check's message (``vae: latent_dim must be a positive int, got 0``) gets the flag as
+    typed, and what to do, instead of its section.
+    """
+    try:
+        yield
+    except ConfigError as e:
+        if e.field not in given:
+            raise
+        flag = "--" + e.field.replace("_", "-")
+        value = given[e.field]
+        shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
+        text = re.sub(r"^(vae|train): ", "", str(e)).rstrip(".")
+        raise ConfigError(
+            f"{flag} {shown}: {text}. Pass {flag} a valid value, or leave it out (pyro-vae "
+            f"{command} --help describes each flag and its default).",
+            field=e.field,
+        ) from None
 
 
 def _config_file(path: Path) -> tuple[VAEConfig, TrainConfig]:
@@ -270,7 +305,9 @@ def _config_file(path: Path) -> tuple[VAEConfig, TrainConfig]:
 
     The sections come back unresolved (see :func:`run_config`). A saved run records the
     ``binarize`` it used; where that is what ``auto`` gives for its likelihood, it reads
-    as ``auto`` again, so ``--config RUN --likelihood normal`` does not binarize.
+    as ``auto`` again, so ``--config RUN --likelihood normal`` does not binarize. A run's
+    ``train.out`` (its own directory, or whatever a foreign config.json says) is ignored:
+    the new run goes to ``--out``, or the default.
     """
     if path.is_dir() or path.suffix == ".json":
         directory = path if path.is_dir() else path.parent
@@ -284,7 +321,7 @@ def _config_file(path: Path) -> tuple[VAEConfig, TrainConfig]:
         saved = from_dict(RunConfig, sections, where=str(directory / "config.json"))
         auto = resolve_binarize("auto", saved.vae.likelihood) == saved.train.binarize
         train = dataclasses.replace(saved.train, binarize="auto") if auto else saved.train
-        return saved.vae, train
+        return saved.vae, dataclasses.replace(train, out=TrainConfig().out)
     return load_toml_sections(path)
 
 
@@ -311,7 +348,8 @@ def resume_run_config(args: argparse.Namespace) -> RunConfig:
         for key, value in vars(args).items()
         if "." in key and value is not None and key != "train.out"
     }
-    return resume_config(run_dir, **changes)
+    with _naming_flags(changes, args.command):
+        return resume_config(run_dir, **changes)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -329,9 +367,23 @@ def cmd_train(args: argparse.Namespace) -> int:
         k, n = s["nll_num_samples"], s["nll_num_points"]
         rows.append(("NLL", s["test_nll"], f"-log p(x), IW k={k}, {n} points"))
     print(_table("test split, nats per data point", rows))
+    _note_skipped(s, result.config.train)
     paths = plots.plot_run(result) if result.run_dir is not None else []
     print(f"run directory: {result.run_dir}  (plots: {', '.join(p.name for p in paths)})")
     return 0
+
+
+def _note_skipped(summary: dict[str, Any], tc: TrainConfig) -> None:
+    """``--on-nan skip``: say at the end how many steps were skipped, if any were."""
+    skipped = summary.get("skipped_steps", 0)
+    if skipped:
+        print(
+            f"pyro-vae: note: {skipped} step(s) were skipped for a non-finite loss or gradient "
+            f"(--on-nan skip, at most --max-skipped-steps {tc.max_skipped_steps}); "
+            "metrics.jsonl counts them per epoch and summary.json in all (skipped_steps). "
+            "Many skipped steps suggest a lower --lr or a look at the data.",
+            file=sys.stderr,
+        )
 
 
 def _is_point(summary: dict[str, Any]) -> bool:
@@ -368,6 +420,7 @@ def subset(total: int, n: int, seed: int) -> torch.Tensor:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     _, raw = load_config(args.run_dir)
     check_run_dir(args.run_dir)
+    check_run_paths(args.run_dir)  # eval.json a file, plots a folder: before the slow part
     train = from_dict(TrainConfig, raw.get("train", {}), "config.json train")
     device = resolve_device(args.device)
     vae = load(args.run_dir, map_location=device)
@@ -534,6 +587,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise UsageError(f"--out must end in .png or .npy, got {str(out)!r}")
     if args.out is None:
         check_run_dir(args.run_dir)
+        check_run_paths(args.run_dir)
     vae = load(args.run_dir)
     _check_label(vae, args.label, args.run_dir)
     torch.manual_seed(args.seed)
@@ -614,7 +668,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     A user's error (bad input, data, config or checkpoint) prints ``pyro-vae: error: ...``
     and returns 2; ``--debug`` lets the traceback through instead.
     """
-    args = build_parser().parse_args(argv)
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:  # said by the command's parser, whose --help lists its flags
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         for plugin in args.plugin:
             load_plugin(plugin)
@@ -637,7 +693,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _is_user_error(e: BaseException) -> bool:
-    return isinstance(e, USER_ERRORS) or _is_oom(e)
+    return isinstance(e, USER_ERRORS) or _is_oom(e) or is_size_overflow(e)
 
 
 def _is_oom(e: BaseException) -> bool:
@@ -691,11 +747,18 @@ def _message(e: BaseException, limit: int = 1200) -> str:
         SupportError,
         DistributedError,
     )
-    if _is_oom(e):
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if is_size_overflow(e):  # sizes whose product torch cannot even compute
         text = (
-            f"ran out of memory ({first}). The model and a batch must fit in memory: lower "
-            "--batch-size or --hidden (or a component's size), or use a larger device."
+            f"the model (or a batch) is too large: {_first_line(e)}. Lower the sizes that make "
+            "it: --latent-dim, --hidden, --upper-latent-dims, --upper-hidden, a component's "
+            "size parameter (e.g. --guide iaf:hidden=N, --prior vamp:components=N), an "
+            "objective's k, or --batch-size (for a saved run, the same settings in its "
+            "config.json)."
+        )
+    elif _is_oom(e):
+        text = (
+            f"ran out of memory ({_first_line(e)}). The model and a batch must fit in memory: "
+            "lower --batch-size or --hidden (or a component's size), or use a larger device."
         )
     else:
         text = str(e) if isinstance(e, kinds) else f"{type(e).__name__}: {e}"
@@ -703,6 +766,10 @@ def _message(e: BaseException, limit: int = 1200) -> str:
     if len(text) > limit:
         text = text[: limit - 3] + "..."
     return text + "\n(run with --debug for the traceback)"
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,9 +6,11 @@ them to ``config.json`` so that the run can be rebuilt exactly.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
+import re
 import sys
 import types
 import typing
@@ -39,7 +41,15 @@ __all__ = [
 
 
 class ConfigError(ValueError):
-    """A configuration value or file that cannot be used; the message says which and why."""
+    """A configuration value or file that cannot be used; the message says which and why.
+
+    ``field`` is the name of the setting a field's own check refused (``latent_dim``), so
+    that the command line can name the flag it came from; None when no one field is at fault.
+    """
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -78,11 +88,30 @@ class VAEConfig:
             raise ConfigError(f"latent_dim must be an int, got {self.latent_dim!r}")
         if self.latent_dim <= 0:
             raise ConfigError(f"latent_dim must be a positive int, got {self.latent_dim}")
+        _check_sizes(self)
         for name in ("activation", "prior", "likelihood", "guide", "network"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
                 raise ConfigError(f"{name} must be a non-empty string, got {value!r}")
         _check_components(self)
+
+
+# The largest size of any one dimension (latent_dim, a hidden width, a data dimension): a
+# layer 2**24 wide on an input as wide holds 2**48 weights, far beyond any device's memory,
+# and a model with larger sizes would fail inside torch (or overflow its size arithmetic).
+MAX_SIZE = 2**24
+
+
+def _check_sizes(config: VAEConfig) -> None:
+    """Every size at most :data:`MAX_SIZE`, so that what is refused is refused here."""
+    for name in ("data_shape", "latent_dim", "hidden", "upper_latent_dims", "upper_hidden"):
+        value = getattr(config, name)
+        largest = max(value, default=0) if isinstance(value, tuple) else value
+        if largest > MAX_SIZE:
+            raise ConfigError(
+                f"{name} must be at most {MAX_SIZE} (2**24) in each size, got {largest}: a "
+                "model that large cannot be held in memory. Choose a smaller value."
+            )
 
 
 def _check_components(config: VAEConfig) -> None:
@@ -155,7 +184,7 @@ class TrainConfig:
         _check_optimisation(self)
         if not isinstance(self.objective, str) or not self.objective.strip():
             raise ConfigError(f"objective must be a non-empty spec string, got {self.objective!r}")
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+        if not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", self.device):
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
 
@@ -282,51 +311,90 @@ def to_dict(config: Any) -> dict[str, Any]:
 def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
     """Build the dataclass ``cls`` from a plain dict, checking keys and types.
 
-    Unknown keys and values of the wrong type raise :class:`ConfigError` naming the key,
-    the expected type and what was received. Nested dataclasses are built recursively.
+    Unknown keys and values of the wrong type raise :class:`ConfigError` naming where the
+    dict came from and the key, as ``FILE: vae.latent_dim must be int, got '3'``, the
+    expected type and what was received. Nested dataclasses are built recursively. A
+    field's own check names the field in :attr:`ConfigError.field`.
     """
+    return _from_dict(cls, data, where, ())
+
+
+def _label(where: str, keys: tuple[str, ...]) -> str:
+    """Where a value was read, then its key path: ``c.toml: vae.latent_dim``."""
+    return f"{where}: {'.'.join(keys)}" if keys else where
+
+
+def _from_dict(cls: type[T], data: Any, where: str, keys: tuple[str, ...]) -> T:
     if not isinstance(data, dict):
-        raise ConfigError(f"{where} must be a table/object, got {type(data).__name__}")
+        raise ConfigError(
+            f"{_label(where, keys)} must be a table/object, got {type(data).__name__}"
+        )
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - fields)
     if unknown:
+        within = f" in [{'.'.join(keys)}]" if keys else ""
         raise ConfigError(
-            f"{where}: unknown key(s) {[str(k)[:40] for k in unknown]}; valid keys are "
-            f"{sorted(fields)}. Remove or rename the unknown key(s)."
+            f"{where}: unknown key(s) {[str(k)[:40] for k in unknown]}{within}; valid keys "
+            f"are {sorted(fields)}. Remove or rename the unknown key(s)."
         )
-    kwargs = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in data.items()}
+    kwargs = {k: _coerce(hints[k], v, where, (*keys, k)) for k, v in data.items()}
     try:
         return cls(**kwargs)
     except (ConfigError, TypeError, ValueError) as e:  # a field check that met a stray type
-        raise ConfigError(f"{where}: {e}") from None
+        field = _field_of(e, fields)
+        raise ConfigError(_refusal(where, keys, e, field), field=field) from None
 
 
-def _coerce(hint: Any, value: Any, where: str) -> Any:
+def _refusal(where: str, keys: tuple[str, ...], e: Exception, field: str | None) -> str:
+    """``c.toml: vae.latent_dim must be ...`` for a field's check, else ``c.toml: vae: ...``."""
+    path = ".".join(keys)
+    if field and path:
+        return f"{where}: {path}.{e}"
+    return f"{where}: {path}: {e}" if path else f"{where}: {e}"
+
+
+def _field_of(e: Exception, fields: set[str]) -> str | None:
+    """The field a check's own message starts with (``latent_dim must be ...``), if any."""
+    first = str(e).split(" ", 1)[0]
+    return first if type(e) is ConfigError and first in fields else None
+
+
+def _coerce(hint: Any, value: Any, where: str, keys: tuple[str, ...]) -> Any:
     if dataclasses.is_dataclass(hint):
-        return from_dict(hint, value, where)  # type: ignore[arg-type]
+        return _from_dict(hint, value, where, keys)  # type: ignore[arg-type]
+    label = _label(where, keys)
     origin = typing.get_origin(hint)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where} must be a list of ints, got {value!r}")
-        return tuple(_coerce(int, v, where) for v in value)
+            raise ConfigError(f"{label} must be a list of ints, got {value!r}")
+        return tuple(_coerce(int, v, where, keys) for v in value)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(hint)
         if value is None and type(None) in options:
             return None
         for option in (o for o in options if o is not type(None)):
             try:
-                return _coerce(option, value, where)
+                return _coerce(option, value, where, keys)
             except ConfigError:
                 continue
-        raise ConfigError(f"{where} must be {hint}, got {_short(value)}")
+        raise ConfigError(f"{label} must be {hint}, got {_short(value)}")
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value) if abs(value) < 2**1023 else math.inf
     if hint in (int, float, str, bool) and (
         not isinstance(value, hint) or (hint is int and isinstance(value, bool))
     ):
-        raise ConfigError(f"{where} must be {hint.__name__}, got {_short(value)}")
-    return _check_value(value, where)
+        raise ConfigError(f"{label} must be {hint.__name__}, got {_short(value)}{_unquote(value)}")
+    return _check_value(value, label)
+
+
+def _unquote(value: Any) -> str:
+    """The hint for a number written as a string (``"3"`` in TOML): drop the quotes."""
+    with contextlib.suppress(ValueError, TypeError):
+        if isinstance(value, str):
+            float(value)
+            return f" (a string; write the number without quotes: {value.strip()})"
+    return ""
 
 
 def _check_value(value: Any, where: str) -> Any:
@@ -353,7 +421,8 @@ def load_toml(path: str | Path) -> RunConfig:
 def load_toml_sections(path: str | Path) -> tuple[VAEConfig, TrainConfig]:
     """The checked ``[vae]`` and ``[train]`` tables of a TOML config, as one layer.
 
-    Unlike :func:`load_toml`, ``binarize = "auto"`` (the default) is kept unresolved, so
+    ``data_shape`` and ``num_classes`` come from the data set and are refused here. Unlike
+    :func:`load_toml`, ``binarize = "auto"`` (the default) is kept unresolved, so
     that settings merged on top, e.g. ``pyro-vae train --config FILE --likelihood normal``,
     settle it from the final likelihood; build the :class:`RunConfig` after merging.
     """
@@ -368,5 +437,25 @@ def load_toml_sections(path: str | Path) -> tuple[VAEConfig, TrainConfig]:
             f"config file {str(path)!r} is not valid TOML ({e or 'nested too deeply'}). Expected "
             "[vae] and [train] tables of key = value lines; fix the line named above."
         ) from None
+    _refuse_data_settings(data, path)
     sections = from_dict(_Sections, data, where=str(path))
     return sections.vae, sections.train
+
+
+# VAEConfig fields that training sets from the data set, never from a settings file
+_FROM_DATA = {
+    "data_shape": "the shape of the data set's items",
+    "num_classes": "the number of classes in the data set's labels",
+}
+
+
+def _refuse_data_settings(data: dict[str, Any], path: str | Path) -> None:
+    """A TOML ``[vae]`` table may not set what comes from the data (``data_shape``, ...)."""
+    vae = data.get("vae")
+    given = sorted(set(vae) & set(_FROM_DATA)) if isinstance(vae, dict) else []
+    if given:
+        raise ConfigError(
+            f"{path}: vae.{given[0]} is set from the data set ({_FROM_DATA[given[0]]}), not "
+            "by a config file. Remove it, and choose the data with [train] dataset (or "
+            "--dataset)."
+        )

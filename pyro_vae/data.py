@@ -418,11 +418,15 @@ def _fetch_files(
     missing = [names for names in parts if _find(folder, names) is None]
     if missing and not allow_download:
         urls = " or ".join(_MIRRORS[dataset])
+        call = f"load_dataset({dataset!r}, root={str(root)!r}, download=True)"
         raise DataError(
             f"Dataset {dataset!r} is incomplete: {_describe(missing)} not found in {folder}. "
             f"Expected the published files in that folder. Put them there (they are published "
-            f"under {urls}), or call load_dataset({dataset!r}, download=True) to download them "
-            "into it, or use the download cache (no root argument and PYRO_VAE_DATA unset)."
+            f"under {urls}), or download them into it: from the command line, python -c "
+            f'"from pyro_vae import load_dataset; {call}" (in Python, the same '
+            f"load_dataset(..., download=True) call); or use the download cache: leave "
+            f"PYRO_VAE_DATA unset (and pass no root), e.g. env -u PYRO_VAE_DATA pyro-vae train "
+            f"--dataset {dataset}."
         )
     if missing:
         _download_missing(dataset, folder, missing, mirrors, progress)

@@ -337,6 +337,11 @@ class RenyiObjective(_QuietGuess, _GradsOfDifferentiableLoss, pyro.infer.RenyiEL
             raise ValueError(f"num_particles must be a positive int, got {num_particles!r}")
         if not math.isfinite(alpha):
             raise ValueError(f"alpha must be a finite number other than 1, got {alpha!r}")
+        if alpha == 1:  # Pyro's own refusal names its classes, not this package's specs
+            raise ValueError(
+                "alpha=1 is the ELBO (the Renyi bound's limit as alpha -> 1): use --objective "
+                "elbo (in Python, build_objective('elbo'))"
+            )
         super().__init__(alpha=alpha, num_particles=k, vectorize_particles=True)
         self.k = k
         self.num_estimates = num_particles

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import keyword
+import re
 import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -19,13 +20,40 @@ from typing import Any, Generic, TypeVar
 
 import torch
 
-__all__ = ["CONFIG_FIELDS", "Registry", "Spec", "SpecError", "describe_params", "parse_spec"]
+__all__ = [
+    "CONFIG_FIELDS",
+    "Registry",
+    "Spec",
+    "SpecError",
+    "describe_params",
+    "is_size_overflow",
+    "parse_spec",
+]
 
 T = TypeVar("T")
 
 
 class SpecError(ValueError):
     """A component spec that names nothing registered or carries bad parameters."""
+
+
+# torch's words for a tensor whose size cannot even be computed (a product beyond int64)
+_OVERFLOW = re.compile(
+    r"Storage size calculation overflowed|Overflow when unpacking long|integer multiplication "
+    r"overflow",
+    re.IGNORECASE,
+)
+
+
+def is_size_overflow(e: BaseException) -> bool:
+    """Whether ``e`` is torch refusing sizes too large to compute, as for ``torch.empty(2**62)``.
+
+    Such a model or batch cannot be built on any machine: the remedy is smaller sizes, as
+    for an out-of-memory error.
+    """
+    return isinstance(e, (RuntimeError, TypeError, OverflowError)) and bool(
+        _OVERFLOW.search(str(e))
+    )
 
 
 @dataclass(frozen=True)
@@ -59,9 +87,12 @@ def _convert(value: str, hint: Any, where: str) -> Any:
         raise SpecError(f"{where} must be true or false, got {value!r}")
     if hint in (int, float):
         try:
-            return hint(value)
+            number = hint(value)
         except ValueError:
             raise SpecError(f"{where} must be {hint.__name__}, got {value!r}") from None
+        if hint is int and not -(2**63) <= number < 2**63:
+            raise SpecError(f"{where} must fit in a 64-bit int, got {value[:40]!r}")
+        return number
     return value
 
 
@@ -149,6 +180,14 @@ class Registry(Generic[T]):
             raise
         except ValueError as e:
             raise SpecError(f"{self.kind} {spec!r}: {e}") from None
+        except (RuntimeError, TypeError) as e:
+            if not is_size_overflow(e):
+                raise
+            raise SpecError(
+                f"{self.kind} {spec!r} is too large to build: torch cannot hold its tensors "
+                f"({str(e).splitlines()[0][:200]}). Lower its size parameters, or the sizes "
+                "it is built for (latent_dim, hidden)."
+            ) from None
 
     def _parse(self, spec: str) -> tuple[Entry[T], dict[str, Any]]:
         """The entry ``spec`` names and its keyword arguments, converted to their types."""

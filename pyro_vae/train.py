@@ -20,7 +20,8 @@ Reliability (README, "Reliability"):
   to the bad one, and :func:`~pyro_vae.diagnose.diagnose_step` names the term (reconstruction
   or KL) and the site that went non-finite first; nothing is written, so the last
   checkpoint stays as it was. With ``on_nan="skip"`` bad steps are skipped (counted in
-  ``metrics.jsonl`` as ``skipped_steps``) until more than ``max_skipped_steps`` were.
+  ``metrics.jsonl`` as ``skipped_steps``, and their total, if any, in the summary) until
+  more than ``max_skipped_steps`` were.
 - Checkpoints. A new run writes an epoch-0 checkpoint before it writes ``config.json``, so
   a directory with ``config.json`` always has a checkpoint to resume from. Every epoch
   replaces ``checkpoint.safetensors`` atomically (:mod:`pyro_vae.runstate` lists what it
@@ -37,6 +38,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import re
 import signal
 import sys
 import threading
@@ -93,6 +95,7 @@ __all__ = [
     "TrainingError",
     "TrainingInterrupted",
     "TrainingNotice",
+    "check_run_paths",
     "data_home",
     "evaluation_split",
     "fit",
@@ -115,6 +118,9 @@ RESUME_OVERRIDES = (
     "eval_num_samples",
     "eval_num_points",
 )
+
+# The devices a command may be given (--device): torch knows more, this package uses these.
+DEVICE_NAME = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
 
 # Valid and test sets are binarized once with fixed seeds, independent of the run's seed,
 # so that every run and every seed is scored on the same binary images.
@@ -155,7 +161,16 @@ class FitResult:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` is CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    """``auto`` is CUDA when available, else CPU; ``cuda`` without a GPU is an error.
+
+    Any other name than ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` raises :class:`ConfigError`
+    naming ``--device`` and the valid choices, for every command that takes the flag.
+    """
+    if not isinstance(name, str) or not DEVICE_NAME.fullmatch(name):
+        raise ConfigError(
+            f"--device must be auto, cpu, cuda or cuda:N (N the GPU's index), got {name!r}. "
+            "Pass one of those, e.g. --device cpu."
+        )
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -284,9 +299,10 @@ def mean_terms(
 
 
 def with_classes(config: VAEConfig, dataset: Dataset) -> VAEConfig:
-    """A conditional config gets ``num_classes`` from the data set, which must have labels."""
+    """A conditional config gets ``num_classes`` from the data set, which must have labels;
+    an unconditional one has none (0), whatever a rebuilt run's config said."""
     if not config.conditional:
-        return config
+        return dataclasses.replace(config, num_classes=0)
     splits = [dataset.labels(s) for s in ("train", "valid", "test")]
     if dataset.num_classes is None or any(y is None for y in splits):
         raise DataError(
@@ -380,6 +396,47 @@ def _resumed(saved: RunConfig, given: RunConfig, run_dir: Path) -> RunConfig:
     return dataclasses.replace(saved, train=train)
 
 
+# The files pyro-vae writes in a run directory, and its one folder (see check_run_paths).
+RUN_FILES = (
+    "config.json",
+    "model.safetensors",
+    "checkpoint.safetensors",
+    "metrics.jsonl",
+    "timing.jsonl",
+    "summary.json",
+    "eval.json",
+    "samples.png",
+)
+RUN_FOLDER = "plots"
+
+# What a new run stopped before its config.json leaves (see _start_run): its epoch-0
+# checkpoint, and the temporary files of an atomic write (".NAME.XXXX.tmp").
+_STARTED = re.compile(r"checkpoint\.safetensors|\.(checkpoint\.safetensors|config\.json)\..+\.tmp")
+
+
+def check_run_paths(run_dir: str | Path) -> None:
+    """Refuse a run directory where a file pyro-vae writes is a folder, or ``plots`` a file.
+
+    Checked before a command trains or scores anything, so that such a path fails at once
+    (a :class:`~pyro_vae.checkpoint.CheckpointError` naming it) rather than after an epoch.
+    """
+    root = Path(run_dir)
+    for name in RUN_FILES:
+        if (root / name).is_dir():
+            raise CheckpointError(
+                f"{str(root / name)!r} is a folder, but pyro-vae writes a file of that name in "
+                "the run directory. Move or rename the folder, then run the command again; "
+                "nothing was changed."
+            )
+    folder = root / RUN_FOLDER
+    if folder.exists() and not folder.is_dir():
+        raise CheckpointError(
+            f"{str(folder)!r} is a file, but pyro-vae writes the run's plots into a folder of "
+            "that name. Move or rename the file, then run the command again; nothing was "
+            "changed."
+        )
+
+
 def _prepare_run_dir(config: RunConfig, resume: bool) -> tuple[Path, RunConfig]:
     """Check the run directory before anything is built or written; return it and the config."""
     run_dir = Path(config.train.out)
@@ -389,6 +446,7 @@ def _prepare_run_dir(config: RunConfig, resume: bool) -> tuple[Path, RunConfig]:
             "--out."
         )
     check_run_dir(run_dir)
+    check_run_paths(run_dir)
     if resume:
         return run_dir, _resumed(_load_run(run_dir), config, run_dir)
     if (run_dir / "config.json").exists():
@@ -396,7 +454,22 @@ def _prepare_run_dir(config: RunConfig, resume: bool) -> tuple[Path, RunConfig]:
             f"{str(run_dir)!r} already holds a run. Pass --resume to continue it, or choose "
             "another --out; nothing was changed."
         )
+    _refuse_other_files(run_dir)
     return run_dir, config
+
+
+def _refuse_other_files(run_dir: Path) -> None:
+    """A new run needs an empty or new folder (or one a new run was stopped in)."""
+    if not run_dir.is_dir():
+        return
+    other = sorted(p.name for p in run_dir.iterdir() if not _STARTED.fullmatch(p.name))
+    if other:
+        shown = ", ".join(other[:5]) + (", ..." if len(other) > 5 else "")
+        raise TrainingError(
+            f"--out {str(run_dir)!r} holds other files ({shown}) and is not a pyro-vae run "
+            "(it has no config.json). A new run needs an empty or new folder: choose another "
+            "--out (to continue a run, pass --resume RUN_DIR); nothing was changed."
+        )
 
 
 def _load_run(run_dir: Path) -> RunConfig:
@@ -442,12 +515,13 @@ def fit(
     binarization and the guide's noise. With ``write`` the run directory
     ``config.train.out`` receives ``checkpoint.safetensors`` (at epoch 0, then every epoch,
     atomically), ``model.safetensors``, ``config.json``, ``metrics.jsonl`` (one line per
-    epoch), ``timing.jsonl`` and ``summary.json`` at the end. Everything is built and
-    checked before the directory is touched. ``resume=True`` continues the run in
-    ``config.train.out`` from its checkpoint, exactly where it stopped (build ``config`` with
-    :func:`resume_config`). ``dataset`` overrides loading ``config.train.dataset``. The
-    trainer draws no plots; :func:`pyro_vae.plots.plot_run` writes the run's ``plots/`` as
-    the CLI does.
+    epoch), ``timing.jsonl`` and ``summary.json`` at the end; a new run needs a new or
+    empty directory (one holding other files, or a run, is refused with
+    :class:`TrainingError`). Everything is built and checked before the directory is
+    touched. ``resume=True`` continues the run in ``config.train.out`` from its checkpoint,
+    exactly where it stopped (build ``config`` with :func:`resume_config`). ``dataset``
+    overrides loading ``config.train.dataset``. The trainer draws no plots;
+    :func:`pyro_vae.plots.plot_run` writes the run's ``plots/`` as the CLI does.
 
     Raises :class:`NonFiniteError` when a step goes non-finite (see the module docstring),
     and :class:`TrainingInterrupted` on Ctrl-C, after writing a checkpoint of the exact state.
@@ -553,6 +627,8 @@ def _fit(
     if not world.is_main:
         return FitResult(vae, history, {}, run_dir, config, rank=world.rank)
     summary = summarize(vae, dataset, tc, device, home)
+    if loop.position.skipped_total:  # --on-nan skip: the run's total, resumed runs included
+        summary["skipped_steps"] = loop.position.skipped_total
     if run_dir is not None:
         write_json(run_dir / "summary.json", summary)
     return FitResult(vae, history, summary, run_dir, config)
@@ -560,10 +636,8 @@ def _fit(
 
 def _start_run(run_dir: Path, loop: _Loop, config: RunConfig) -> list[dict[str, Any]]:
     """A new run: the epoch-0 checkpoint first, ``config.json`` (which marks a run) last."""
-    if loop.world.is_main:
+    if loop.world.is_main:  # a new or empty folder (see _prepare_run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        for name in ("metrics.jsonl", "timing.jsonl", "summary.json"):  # left by no run
-            (run_dir / name).unlink(missing_ok=True)
     loop.write_checkpoint(run_dir)  # a collective under several processes
     if loop.world.is_main:
         save(loop.vae, run_dir, run_config=config)
@@ -651,10 +725,16 @@ def _nonfinite(loop: _Loop, fault: _FaultError, run_dir: Path | None) -> NonFini
             f"The last good checkpoint, {str(run_dir / 'checkpoint.safetensors')!r} "
             f"({loop.checkpoint_label}), is intact."
         )
-    advice = (
-        "Lower --lr, check the data and the model's components, or pass --on-nan skip to "
-        "skip such steps (at most --max-skipped-steps of them)."
-    )
+    if fault.skipped:  # --on-nan skip already: more bad steps than allowed
+        advice = (
+            "Raise --max-skipped-steps to allow more (--resume may change it), lower --lr, or "
+            "check the data and the model's components."
+        )
+    else:
+        advice = (
+            "Lower --lr, check the data and the model's components, or pass --on-nan skip to "
+            "skip such steps (at most --max-skipped-steps of them)."
+        )
     message = f"{head} {diagnosis.describe()} {keep} {advice}"
     return NonFiniteError(message, fault.epoch, fault.step, diagnosis)
 

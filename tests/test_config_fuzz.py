@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pyro_vae import VAE, VAEConfig
-from pyro_vae.config import ConfigError, RunConfig, TrainConfig, load_toml
+from pyro_vae.config import MAX_SIZE, ConfigError, RunConfig, TrainConfig, load_toml
 from pyro_vae.guides import GUIDES
 from pyro_vae.models import LIKELIHOODS, PRIORS
 from pyro_vae.nn import NETWORKS
@@ -85,6 +85,70 @@ def test_structured_toml_loads_exactly_or_is_refused(
             got = getattr(getattr(config, name), key)
             want = tuple(value) if isinstance(value, list) else value
             assert got == want or (isinstance(got, float) and got == float(want))
+    _build(config.vae)  # and what loads, builds
+
+
+def _build(config: VAEConfig) -> VAE:
+    """Build the VAE as ``fit`` would (``num_classes`` comes from the data), on the meta
+    device: torch computes and checks every shape, and no memory is allocated."""
+    if config.conditional:
+        config = dataclasses.replace(config, num_classes=3)
+    with torch.device("meta"):
+        vae = VAE(config)
+    assert vae.config == config
+    return vae
+
+
+EDGES = [0, -1, MAX_SIZE, MAX_SIZE + 1, 2**31, 2**62, 2**63 - 1, 2**63, 2**70]
+SIZE = st.integers(1, 64) | st.sampled_from(EDGES) | st.integers(-(2**70), 2**70)
+HUGE = 2**62  # torch: "Storage size calculation overflowed" for a layer this wide
+
+
+@settings(max_examples=40, deadline=None, database=None)
+@given(
+    latent=SIZE,
+    hidden=st.lists(SIZE, max_size=2),
+    upper=st.lists(SIZE, max_size=1),
+    upper_hidden=st.lists(SIZE, min_size=1, max_size=1),
+)
+@example(latent=HUGE, hidden=[8], upper=[], upper_hidden=[8])
+@example(latent=2, hidden=[HUGE, HUGE], upper=[], upper_hidden=[8])
+@example(latent=2, hidden=[MAX_SIZE + 1], upper=[], upper_hidden=[8])
+@example(latent=2, hidden=[8], upper=[HUGE], upper_hidden=[8])
+@example(latent=2, hidden=[8], upper=[3], upper_hidden=[HUGE])
+@example(latent=2, hidden=[MAX_SIZE, MAX_SIZE], upper=[3], upper_hidden=[MAX_SIZE])
+def test_sizes_are_refused_at_the_boundary_or_build(
+    tmp_path_factory: pytest.TempPathFactory,
+    latent: int,
+    hidden: list[int],
+    upper: list[int],
+    upper_hidden: list[int],
+) -> None:
+    """Sizes up to 2**70 (and <= 0): refused by the config with a message, or the model is
+    built with exactly those sizes, never a crash inside torch (``Storage size calculation
+    overflowed``). A size above MAX_SIZE is refused, so no build is ever skipped."""
+    table = {
+        "latent_dim": latent,
+        "hidden": hidden,
+        "upper_latent_dims": upper,
+        "upper_hidden": upper_hidden,
+    }
+    path = tmp_path_factory.mktemp("toml") / "c.toml"
+    path.write_text(_toml({"vae": table}), encoding="utf-8")
+    sizes = [latent, *hidden, *upper, *upper_hidden]
+    try:
+        config = load_toml(path)
+    except ConfigError as e:
+        assert min(sizes) <= 0 or max(sizes) > MAX_SIZE, e
+        reasons = ("must be a positive int", "must hold positive ints", f"at most {MAX_SIZE}")
+        assert any(r in str(e) for r in (*reasons, "must fit in a 64-bit int")), e
+        return
+    assert min(sizes) > 0 and max(sizes) <= MAX_SIZE
+    vae = _build(config.vae)
+    shapes = {n for p in vae.parameters() for n in p.shape}
+    shapes |= {n for b in vae.buffers() for n in b.shape}
+    used = [latent, *hidden, *upper, *(upper_hidden if upper else [])]  # upper_hidden: only
+    assert set(used) <= shapes  # between layers above z; every layer as wide as asked
 
 
 @settings(max_examples=300, deadline=None, database=None)
@@ -163,3 +227,22 @@ def test_extreme_parameters_give_finite_elbo_terms(field: str, name: str) -> Non
         terms = elbo_terms(vae.model, vae.guide, x)
     for key in ("reconstruction", "kl", "elbo"):
         assert torch.isfinite(terms[key]).all(), (key, terms[key])
+
+
+@pytest.mark.parametrize(
+    ("field", "spec", "message"),
+    [
+        ("guide", f"iaf:hidden={2**62}", "is too large to build: torch cannot hold its tensors"),
+        ("prior", f"mixture:components={2**62}", "is too large to build"),
+        ("guide", f"lowrank:rank={2**63 - 1}", "is too large to build"),
+        ("guide", f"iaf:hidden={2**70}", "hidden must fit in a 64-bit int"),
+    ],
+)
+def test_component_sizes_torch_cannot_hold_are_refused_by_the_config(
+    field: str, spec: str, message: str
+) -> None:
+    """A size parameter whose tensors torch cannot even size is a SpecError naming the spec,
+    not torch's RuntimeError (or TypeError) from inside the component."""
+    with pytest.raises(SpecError, match=f"{field} '{spec}'") as info:
+        VAEConfig(latent_dim=2, hidden=(8,), **{field: spec})
+    assert message in str(info.value)

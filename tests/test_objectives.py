@@ -86,7 +86,7 @@ def test_registry_names_every_objective() -> None:
     ("spec", "message"),
     [
         ("iwae:k=0", "k must be a positive int"),
-        ("renyi:alpha=1", "alpha = 1"),
+        ("renyi:alpha=1", "alpha=1 is the ELBO"),
         ("beta:beta=0", "beta must be a positive"),
         ("free-bits:lambda=-1", "lambda must be a non-negative"),
         ("warmup:epochs=0", "epochs must be a positive"),

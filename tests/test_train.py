@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
+import faulty
 import pytest
 import torch
 
 from pyro_vae import RunConfig, TrainConfig, VAEConfig, fit
+from pyro_vae.checkpoint import write_json, write_tensors
+from pyro_vae.cli import main
 from pyro_vae.config import ConfigError
 from pyro_vae.data import load_dataset
 from pyro_vae.models import LIKELIHOODS
@@ -120,3 +125,48 @@ def test_an_objective_that_cannot_score_the_model_fails_before_any_file(tmp_path
     with pytest.raises(ValueError, match="per-dimension KL needs factorized Normal"):
         fit(RunConfig(vae, tc), progress=False)
     assert not run.exists()
+
+
+def test_skipped_steps_are_totalled_and_noted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--on-nan skip: the run's total goes in summary.json and a note at the end; past the
+    limit, the advice is to raise --max-skipped-steps (not to pass --on-nan skip again)."""
+    flags = ["--latent-dim", "2", "--hidden", "16", "--epochs", "2", "--seed", "5", "--quiet"]
+    flags += ["--eval-num-samples", "2", "--eval-num-points", "10", "--on-nan", "skip"]
+    with faulty.registered() as name:  # NaN on decoder calls 20..22: epoch 2, steps 6..8
+        net = ["--network", f"{name}:first=20,count=3"]
+        assert main(["train", "--out", str(tmp_path / "a"), *net, *flags]) == 0
+        err = capsys.readouterr().err
+        assert "pyro-vae: note: 3 step(s) were skipped for a non-finite loss or gradient" in err
+        summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+        assert summary["skipped_steps"] == 3
+        argv = ["train", "--out", str(tmp_path / "b"), *net, *flags, "--max-skipped-steps", "2"]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "3 steps were skipped" in err and "Raise --max-skipped-steps to allow more" in err
+        assert "pass --on-nan skip" not in err
+    clean = fit(
+        RunConfig(
+            VAEConfig(latent_dim=2, hidden=(8,)),
+            TrainConfig(epochs=1, out=str(tmp_path / "c"), eval_num_samples=2, eval_num_points=5),
+        ),
+        progress=False,
+    )
+    assert "skipped_steps" not in clean.summary  # nothing skipped, nothing said
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077, 0o002])
+def test_run_files_get_the_mode_a_plain_open_gives(umask: int, tmp_path: Path) -> None:
+    """Atomic writes (mkstemp, then rename) respect the umask: 0o666 & ~umask, not 0o600."""
+    old = os.umask(umask)
+    try:
+        write_json(tmp_path / "a.json", {"x": 1})
+        write_tensors(tmp_path / "t.safetensors", {"w": torch.zeros(2)})
+        write_json(tmp_path / "a.json", {"x": 2})  # replacing a file: the same mode
+        (tmp_path / "plain.txt").write_text("open()")
+    finally:
+        os.umask(old)
+    want = 0o666 & ~umask
+    for name in ("a.json", "t.safetensors", "plain.txt"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == want, name
