@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pyro_vae.nn import ACTIVATIONS
 from pyro_vae.registry import CONFIG_FIELDS
 
 if sys.version_info >= (3, 11):
@@ -93,6 +94,11 @@ class VAEConfig:
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
                 raise ConfigError(f"{name} must be a non-empty string, got {value!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(
+                f"unknown activation {self.activation!r}; valid names are: "
+                f"{', '.join(sorted(ACTIVATIONS))}"
+            )
         _check_components(self)
 
 

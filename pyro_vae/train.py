@@ -250,7 +250,7 @@ def _check_data(vae: VAE, dataset: Dataset, tc: TrainConfig) -> None:
             )
         if tc.binarize == "dynamic":
             if not bool(((x >= 0) & (x <= 1)).all()):
-                raise ValueError(
+                raise DataError(
                     f"--binarize dynamic needs values in [0, 1] (pixel intensities), but the "
                     f"{split} split of {dataset.name!r} ranges over [{float(x.min()):.4g}, "
                     f"{float(x.max()):.4g}]. Rescale the data, or use --binarize none with a "

@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 from collections.abc import Callable
@@ -57,6 +58,7 @@ def refused(argv: list[str], capsys: pytest.CaptureFixture[str], *needles: str) 
     err = capsys.readouterr().err
     assert code == 2, err
     assert err.startswith("pyro-vae: error: ") and "Traceback" not in err
+    assert not re.match(r"pyro-vae: error: \w+(Error|Exception): ", err), err  # ours, not raw
     assert err.rstrip().endswith("(run with --debug for the traceback)")
     assert len(err.strip().splitlines()) == 2  # the paragraph, and the --debug hint
     for needle in needles:
