@@ -55,7 +55,7 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb
     """Write ``path`` through a temporary file, fsync, rename, and fsync the folder.
 
     The file gets the mode a plain ``open()`` would give it (``0o666`` less the umask), not
-    the ``0o600`` of :func:`tempfile.mkstemp`.
+    the ``0o600`` of ``tempfile.mkstemp``.
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -320,7 +320,7 @@ def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
     Unknown keys and values of the wrong type raise :class:`ConfigError` naming where the
     dict came from and the key, as ``FILE: vae.latent_dim must be int, got '3'``, the
     expected type and what was received. Nested dataclasses are built recursively. A
-    field's own check names the field in :attr:`ConfigError.field`.
+    field's own check names the field in ``ConfigError.field``.
     """
     return _from_dict(cls, data, where, ())
 
