@@ -143,7 +143,9 @@ def _train(config: RunConfig, dataset: Dataset, progress: bool) -> str:
         _check_same_config(run_dir, config)
     if (run_dir / "summary.json").is_file():
         return "done"
-    resume = (run_dir / "checkpoint.safetensors").is_file()
+    # a run killed after its epoch-0 checkpoint but before its config.json is not a run yet:
+    # it starts afresh (fit accepts that folder), since there is nothing to resume from
+    resume = (run_dir / "checkpoint.safetensors").is_file() and (run_dir / "config.json").is_file()
     fit(config, dataset=dataset, resume=resume, progress=progress)
     return "resumed" if resume else "trained"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,20 @@ def test_compare_writes_its_table_and_resumes(tmp_path: Path) -> None:
     assert [line.split(": ")[1].split()[0] for line in log] == ["done", "done", "done", "resumed"]
     assert finished.stat().st_mtime_ns == stamp
     assert second["rows"] == first["rows"]  # the resumed run restores its RNG state too
+
+
+def test_a_run_killed_before_its_config_json_starts_afresh(tmp_path: Path) -> None:
+    """Killed between its epoch-0 checkpoint and its config.json: trained, not resumed."""
+    out = tmp_path / "cmp"
+    compare(["elbo"], [0], _config(out), out)
+    run = out / "elbo" / "seed0"
+    for path in run.iterdir():  # what a kill at that moment leaves: the checkpoint alone
+        if path.name != "checkpoint.safetensors":
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    log: list[str] = []
+    compare(["elbo"], [0], _config(out), out, log=log.append)
+    assert [line.split(": ")[1].split()[0] for line in log] == ["trained"]
+    assert (run / "summary.json").is_file()
 
 
 def test_compare_refuses_a_directory_made_with_other_settings(tmp_path: Path) -> None:
