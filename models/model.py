@@ -107,8 +107,8 @@ class Model(nn.Module):
         check_labels(y, n, self.num_classes)
         if x is not None:
             check_data_shape(x, self.data_shape)
-        if x is not None and is_validation_enabled():  # off in the training loop (checked once)
-            self.likelihood.check_support(x)  # SupportError with advice, not torch's dump
+            if is_validation_enabled():  # off in the training loop (checked once)
+                self.likelihood.check_support(x)  # SupportError with advice, not torch's dump
         with pyro.plate("data", n):
             z = pyro.sample(self.site_names[-1], self.prior())  # (N, L_top)
             for name, layer in zip(

@@ -41,6 +41,10 @@ __all__ = [
 ]
 
 
+# The devices a command may be given (--device): torch knows more, this package uses these.
+DEVICE_NAME = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
+
+
 class ConfigError(ValueError):
     """A configuration value or file that cannot be used; the message says which and why.
 
@@ -190,7 +194,7 @@ class TrainConfig:
         _check_optimisation(self)
         if not isinstance(self.objective, str) or not self.objective.strip():
             raise ConfigError(f"objective must be a non-empty spec string, got {self.objective!r}")
-        if not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", self.device):
+        if not DEVICE_NAME.fullmatch(self.device):
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
 

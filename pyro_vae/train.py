@@ -65,7 +65,14 @@ from pyro_vae.checkpoint import (
     write_json,
     write_tensors,
 )
-from pyro_vae.config import ConfigError, RunConfig, TrainConfig, VAEConfig, from_dict
+from pyro_vae.config import (
+    DEVICE_NAME,
+    ConfigError,
+    RunConfig,
+    TrainConfig,
+    VAEConfig,
+    from_dict,
+)
 from pyro_vae.data import DataError, Dataset, dynamic_binarize, load_dataset, static_binarize
 from pyro_vae.decomposition import elbo_terms
 from pyro_vae.diagnose import Diagnosis, diagnose_step
@@ -118,9 +125,6 @@ RESUME_OVERRIDES = (
     "eval_num_samples",
     "eval_num_points",
 )
-
-# The devices a command may be given (--device): torch knows more, this package uses these.
-DEVICE_NAME = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
 
 # Valid and test sets are binarized once with fixed seeds, independent of the run's seed,
 # so that every run and every seed is scored on the same binary images.
