@@ -1,6 +1,6 @@
 """Benchmark: ELBO against IWAE (k = 5, 50) on binarized MNIST at a fixed CPU budget.
 
-Runs :func:`pyro_vae.compare.compare` (what ``pyro-vae compare`` runs) on Larochelle's
+Runs :func:`pyro_vae.analysis.compare.compare` (what ``pyro-vae compare`` runs) on Larochelle's
 statically binarized MNIST with the IWAE paper's one-stochastic-layer architecture
 (784-200-200-50, tanh; Burda et al. 2015), on a seeded random subset of the training
 split so that the whole comparison fits a shared 2-core machine, and checks the paper's
@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from pyro_vae import Dataset, RunConfig, TrainConfig, VAEConfig, load_dataset
-from pyro_vae.compare import compare, markdown_table, split_specs, t_interval
+from pyro_vae.analysis.compare import compare, markdown_table, split_specs, t_interval
 
 HERE = Path(__file__).resolve().parent
 

@@ -107,7 +107,7 @@ def main() -> None:
             "--eval-num-points",
             "100",
         ]
-    # the replay (pyro_vae.replay) is a one-process fast path; under DDP every step runs the
+    # the replay (pyro_vae.training.replay) is a one-process fast path; under DDP every step runs the
     # Pyro program, so the like-for-like one-process row is the one with --replay false
     plan = [(1, True), (1, False), (2, True)]
     rows = [run(p, epochs, dataset, extra, max(1, cores // p), r) for p, r in plan]

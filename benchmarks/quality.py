@@ -55,10 +55,10 @@ import torch
 import pyro_vae
 from benchmarks.reference import ReferenceVAE, train_epoch
 from pyro_vae import VAE, Dataset, RunConfig, TrainConfig, VAEConfig, fit, load_dataset
-from pyro_vae.cli import subset
+from pyro_vae.cli.main import subset
 from pyro_vae.data import dynamic_binarize
-from pyro_vae.evaluate import log_likelihood
-from pyro_vae.train import evaluation_split, mean_terms
+from pyro_vae.infer.importance import log_likelihood
+from pyro_vae.training.fit import evaluation_split, mean_terms
 
 __all__ = ["initial_reference", "main", "markdown", "run"]
 

@@ -11,11 +11,11 @@ Each row trains through :func:`pyro_vae.fit` (the code path of ``pyro-vae train 
 configs/NAME.toml``) with the paper's setup: dynamic binarization, the 60,000 MNIST training
 images (``train_on = "train+valid"``), batch 20, Adam with beta = (0.9, 0.999) and eps =
 1e-4, and the schedule of 3^i epochs at 1e-3 * 10^(-i/7), i = 0..7 (3280 epochs;
-:mod:`pyro_vae.schedules`). ``--stage-scale s`` shortens it: stage i lasts ceil(s * 3^i)
+:mod:`pyro_vae.training.schedules`). ``--stage-scale s`` shortens it: stage i lasts ceil(s * 3^i)
 epochs, at least one, so any s <= 1/2187 is 8 epochs, one per rate.
 
 Then it scores the test set, binarized once with a fixed seed
-(:func:`pyro_vae.train.evaluation_split`):
+(:func:`pyro_vae.training.fit.evaluation_split`):
 
 - NLL: minus the mean IW bound :math:`\mathcal{L}_{5000}` (eq. 8 of the paper) over the test
   set, or over a seeded subset of ``--eval-points`` points, with its standard error over
@@ -55,12 +55,12 @@ import torch
 
 from benchmarks.quality import machine
 from pyro_vae import VAE, Dataset, fit, load_dataset
-from pyro_vae.cli import subset
+from pyro_vae.cli.main import subset
 from pyro_vae.config import RunConfig, load_toml
-from pyro_vae.evaluate import log_likelihood
-from pyro_vae.schedules import burda_stage_epochs, schedule_epochs
+from pyro_vae.infer.importance import log_likelihood
 from pyro_vae.structure import latent_site_names
-from pyro_vae.train import evaluation_split, mean_terms, training_split
+from pyro_vae.training.fit import evaluation_split, mean_terms, training_split
+from pyro_vae.training.schedules import burda_stage_epochs, schedule_epochs
 
 __all__ = [
     "PAPER_ACTIVE_UNITS",

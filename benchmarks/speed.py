@@ -7,9 +7,9 @@ Usage (from the repository root)::
     PYRO_VAE_DATA=../shared/data python benchmarks/speed.py --device cuda \\
         --out benchmarks/results/speed-cuda.json     # where a GPU is present
 
-pyro-vae is timed on its real training path, ``pyro_vae.train._Loop.epoch``: the model and
+pyro-vae is timed on its real training path, ``pyro_vae.training.fit._Loop.epoch``: the model and
 guide as Pyro programs, the sync-free ``Trace_ELBO`` estimator recorded once per batch shape
-and replayed (:mod:`pyro_vae.replay`), the device-side step guard, fused Adam and
+and replayed (:mod:`pyro_vae.training.replay`), the device-side step guard, fused Adam and
 device-resident batches; the column ``Pyro program every step`` is the same loop with
 ``replay=False``. The reference is ``benchmarks.reference``: the same
 networks and initial weights, trained by a hand-written loss with ``torch.optim.Adam`` at
@@ -47,8 +47,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.reference import ConvReferenceVAE, ReferenceVAE, train_epoch
 from pyro_vae import VAE, VAEConfig, load_dataset, log_likelihood
 from pyro_vae.config import TrainConfig
-from pyro_vae.guard import fused_adam
-from pyro_vae.train import _Loop
+from pyro_vae.training.fit import _Loop
+from pyro_vae.training.guard import fused_adam
 
 ARCHITECTURES = {  # name -> (network, hidden, activation, latent, share of --rows timed)
     "200-200-50 tanh (IWAE)": ("mlp", (200, 200), "tanh", 50, 1.0),

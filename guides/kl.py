@@ -4,7 +4,7 @@ torch registers KL(MVN || MVN) and the low-rank pairs, and (with Pyro's addition
 KL(Independent(Normal) || Independent(Normal)), but not a full-covariance or low-rank plus
 diagonal q against the ``Independent(Normal, 1)`` that the ``normal`` and
 ``learned-normal`` priors return. Importing this module registers both with
-:func:`torch.distributions.kl.register_kl`, so :func:`~pyro_vae.decomposition.elbo_terms`
+:func:`torch.distributions.kl.register_kl`, so :func:`~pyro_vae.infer.decomposition.elbo_terms`
 and the ``elbo-analytic`` objective take them as analytic. For
 :math:`q = \mathcal{N}(\mu_q, \Sigma_q)` and :math:`p = \mathcal{N}(\mu_p,
 \mathrm{diag}\,\sigma_p^2)` in :math:`L` dimensions, KL = cross-entropy - entropy:

@@ -3,17 +3,20 @@
 The public API is listed in ``__all__``; everything else is an implementation detail.
 """
 
-from pyro_vae.checkpoint import CheckpointError, load, save
+from pyro_vae import _compat
 from pyro_vae.config import ConfigError, RunConfig, TrainConfig, VAEConfig
 from pyro_vae.data import DataError, Dataset, load_dataset
-from pyro_vae.decomposition import ElboTerms, elbo_terms
-from pyro_vae.evaluate import log_likelihood, log_weights
+from pyro_vae.infer.decomposition import ElboTerms, elbo_terms
+from pyro_vae.infer.importance import log_likelihood, log_weights
 from pyro_vae.plugins import PluginError, load_plugin
 from pyro_vae.registry import Registry, SpecError
-from pyro_vae.train import FitResult, TrainingError, fit
+from pyro_vae.training.checkpoint import CheckpointError, load, save
+from pyro_vae.training.fit import FitResult, TrainingError, fit
 from pyro_vae.vae import VAE
 
 __version__ = "0.1.0"
+
+_compat.install()  # pyro_vae.train, pyro_vae.objectives, ...: the old flat paths
 
 __all__ = [
     "VAE",

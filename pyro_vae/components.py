@@ -11,9 +11,9 @@ import re
 from typing import Any
 
 from pyro_vae.guides import GUIDES
+from pyro_vae.infer.objectives import OBJECTIVES
 from pyro_vae.models import LIKELIHOODS, PRIORS
 from pyro_vae.nn import NETWORKS
-from pyro_vae.objectives import OBJECTIVES
 from pyro_vae.registry import Registry, describe_params
 
 __all__ = ["REGISTRIES", "component_names", "describe", "math_to_unicode"]

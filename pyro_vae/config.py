@@ -166,7 +166,7 @@ class TrainConfig:
     eval_num_points: int = 1000  # test points for that NLL (a seeded random subset)
     on_nan: str = "stop"  # stop | skip: what a step with a non-finite loss or gradient does
     max_skipped_steps: int = 100  # with --on-nan skip: stop once more steps than this were skipped
-    replay: bool = True  # replay each step's recorded graph (pyro_vae.replay), or run Pyro
+    replay: bool = True  # replay each step's recorded graph (pyro_vae.training.replay), or run Pyro
     adam_beta1: float = 0.9  # Adam's decay rate of the running mean of the gradient
     adam_beta2: float = 0.999  # Adam's decay rate of the running mean of the squared gradient
     adam_eps: float = 1e-8  # Adam's epsilon, added to the denominator (the IWAE paper: 1e-4)
@@ -270,7 +270,7 @@ def resolve_binarize(binarize: str, likelihood: str) -> str:
 
 
 def _check_train_extras(tc: TrainConfig) -> None:
-    """Checks of the seed and the non-finite-step policy (see :mod:`pyro_vae.guard`)."""
+    """Checks of the seed and the non-finite-step policy (see :mod:`pyro_vae.training.guard`)."""
     if isinstance(tc.seed, bool) or not isinstance(tc.seed, int) or not 0 <= tc.seed < 2**32:
         raise ConfigError(f"seed must be an int in [0, 2**32), got {tc.seed!r}")
     if tc.data_on_device not in ("auto", "yes", "no"):

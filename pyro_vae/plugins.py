@@ -103,7 +103,7 @@ def _is_ours(module: str) -> bool:
 def plugin_records(config: VAEConfig) -> list[dict[str, str | None]]:
     """The components of ``config`` defined outside pyro-vae: kind, name, module and file.
 
-    This is what :func:`~pyro_vae.checkpoint.save` writes to ``config.json`` as
+    This is what :func:`~pyro_vae.training.checkpoint.save` writes to ``config.json`` as
     ``"plugins"``, so that a later load can say which file to pass.
     """
     records: list[dict[str, str | None]] = []

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from pyro_vae import VAE, PluginError, VAEConfig, load, load_plugin, save
-from pyro_vae.cli import main
+from pyro_vae.cli.main import main
 from pyro_vae.components import REGISTRIES, describe, math_to_unicode
 from pyro_vae.models import PRIORS, Prior
 from pyro_vae.plugins import plugin_records

@@ -151,7 +151,7 @@ _ROLE = re.compile(r":(class|func|meth|data|exc|obj|attr):`(~?)([\w.]+)`")
 
 
 def _qualify_roles(text: str, module: Any) -> str:
-    """Turn ``:func:`fit``` (a name in scope in ``module``) into ``:func:`~pyro_vae.train.fit```.
+    """Turn ``:func:`fit``` (a name in scope in ``module``) into ``:func:`~pyro_vae.training.fit.fit```.
 
     Generated tables quote docstrings out of their module; references in them must be
     resolvable from anywhere.
@@ -313,7 +313,7 @@ def components_page() -> str:
 
 
 def cli_page() -> str:
-    from pyro_vae.cli import build_parser
+    from pyro_vae.cli.main import build_parser
 
     parser = build_parser()
     parts = [

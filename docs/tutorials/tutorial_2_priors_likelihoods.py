@@ -107,7 +107,7 @@ for spec in ("normal", "vamp:components=50", "flow:layers=2"):
 # The IW NLL is an upper bound on :math:`-\log p(x)` with :math:`k` importance draws
 # (Burda et al. 2015), comparable across priors because the likelihood and data are the
 # same. At this small budget the differences are small and come from one seed: read them
-# as what this run gave, not as a ranking (:mod:`pyro_vae.compare` runs several seeds
+# as what this run gave, not as a ranking (:mod:`pyro_vae.analysis.compare` runs several seeds
 # with confidence intervals; see tutorial 3). The samples, means of :math:`p(x|z)` for
 # :math:`z \sim p(z)`:
 

@@ -8,7 +8,7 @@ tighter; the Rényi bounds of Li & Turner (2016) interpolate between the two; th
 :math:`\\beta`-VAE of Higgins et al. (2017) reweights the KL and is no bound at all for
 :math:`\\beta > 1`. Comparing them fairly means the same model, data, budget and seeds,
 and reporting the same quantities for each, whatever was optimized: the test ELBO and
-the importance-weighted NLL. :func:`pyro_vae.compare.compare` (the function behind
+the importance-weighted NLL. :func:`pyro_vae.analysis.compare.compare` (the function behind
 ``pyro-vae compare``) does exactly that.
 
 The second half measures what tighter bounds do to the encoder's gradient (Rainforth et
@@ -45,8 +45,8 @@ import pyro
 import torch
 
 from pyro_vae import RunConfig, TrainConfig, VAEConfig, load, load_dataset
-from pyro_vae.compare import compare, markdown_table
-from pyro_vae.objectives import build_objective
+from pyro_vae.analysis.compare import compare, markdown_table
+from pyro_vae.infer.objectives import build_objective
 
 EPOCHS = int(os.environ.get("PYRO_VAE_TUTORIAL_EPOCHS", "20"))  # raise to train longer
 SEEDS = [0, 1]  # more seeds: narrower intervals

@@ -6,7 +6,7 @@ A training curve of the ELBO says little about a VAE. The ELBO is a lower bound 
 gap, :math:`\\mathrm{KL}(q(z|x)\\,\\|\\,p(z|x))`, changes with the guide; a model can
 score well while ignoring most of its latent dimensions; and the guide can be a poor
 approximation of the posterior in ways a single number hides. This tutorial trains one
-VAE and then asks it the questions of :mod:`pyro_vae.diagnostics` (the same ones
+VAE and then asks it the questions of :mod:`pyro_vae.analysis.diagnostics` (the same ones
 ``pyro-vae evaluate RUN_DIR --gaps N --mcmc N`` answers):
 
 - the importance-weighted NLL (Burda et al. 2015) and how it depends on :math:`k`;
@@ -40,8 +40,8 @@ from pyro_vae import (
     load_dataset,
     log_likelihood,
 )
-from pyro_vae import diagnostics as diag
-from pyro_vae.train import evaluation_split
+from pyro_vae.analysis import diagnostics as diag
+from pyro_vae.training.fit import evaluation_split
 
 EPOCHS = int(os.environ.get("PYRO_VAE_TUTORIAL_EPOCHS", "30"))  # raise to train longer
 NUTS_POINTS = 2  # test points whose posterior NUTS samples

@@ -1,0 +1,3 @@
+"""What a trained VAE gets wrong: latent statistics, PSIS, the inference gaps, MCMC, the
+evaluation of a run, the comparison of runs, and their figures.
+"""

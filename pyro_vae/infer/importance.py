@@ -1,0 +1,275 @@
+r"""Honest evaluation: the importance-weighted estimate of log p(x).
+
+.. math::
+
+    \log p(x) \;\ge\; \mathcal{L}_k(x) = \mathbb{E}_{z_{1..k} \sim q(z|x)}
+        \log \frac{1}{k} \sum_{i=1}^{k} \frac{p(x, z_i)}{q(z_i|x)}
+
+(Burda, Grosse & Salakhutdinov 2015, eq. 8). :math:`\mathcal{L}_1` is the ELBO, and
+:math:`\mathcal{L}_k` grows with ``k`` towards :math:`\log p(x)`.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import pyro
+import pyro.poutine as poutine
+import torch
+from pyro.infer.util import is_validation_enabled
+from tqdm.auto import tqdm
+
+from pyro_vae.guides.posteriors import is_point_mass
+from pyro_vae.infer.decomposition import per_point, traces
+
+__all__ = ["PointEstimateError", "log_likelihood", "log_weights"]
+
+
+class PointEstimateError(ValueError):
+    """The guide has a point-mass (``Delta``) site, so there is no importance sampler."""
+
+
+def _max_plate_nesting(
+    model: Callable[..., Any],
+    guide: Callable[..., Any],
+    x: torch.Tensor,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> int:
+    with poutine.block():
+        model_trace, guide_trace = traces(model, guide, x, *args, **kwargs)
+    _check_densities(guide_trace)
+    dims = [
+        -int(f.dim or 0)
+        for tr in (model_trace, guide_trace)
+        for s in tr.nodes.values()
+        if s["type"] == "sample"
+        for f in s["cond_indep_stack"]
+        if f.vectorized
+    ]
+    return max(dims, default=0)
+
+
+def _check_densities(guide_trace: Any) -> None:
+    for name, site in guide_trace.nodes.items():
+        if site["type"] == "sample" and is_point_mass(site["fn"]):
+            raise PointEstimateError(
+                f"the guide's site {name!r} is a point mass (Delta): the importance-weighted "
+                "bound needs a guide with a density, and p(x, z) at a point is not an estimate "
+                "of p(x). A Delta guide (--guide delta) trains a regularized autoencoder; "
+                "score it by its reconstruction, or train with a guide that has a density."
+            )
+
+
+def log_weights(
+    model: Callable[..., Any],
+    guide: Callable[..., Any],
+    x: torch.Tensor,
+    num_samples: int,
+    *args: Any,
+    max_plate_nesting: int | None = None,
+    vectorize: bool = True,
+    **kwargs: Any,
+) -> torch.Tensor:
+    r"""Log importance weights :math:`\log p(x_n, z_i) - \log q(z_i|x_n)`, shape ``(K, N)``.
+
+    The ``K`` draws are vectorized with a particle plate left of the model's plates; with
+    ``vectorize=False`` they are drawn one at a time, for programs that do not broadcast
+    over an extra batch dimension (e.g. a decoder that reshapes ``z`` to ``(N, L)``).
+    """
+    if not vectorize:
+        return torch.stack([_log_ratio(model, guide, x, args, kwargs) for _ in range(num_samples)])
+    if max_plate_nesting is None:
+        max_plate_nesting = _max_plate_nesting(model, guide, x, args, kwargs)
+    dim = -max_plate_nesting - 1
+    n = x.shape[0]
+    with pyro.plate("iw_particles", num_samples, dim=dim):
+        model_trace, guide_trace = traces(model, guide, x, *args, **kwargs)
+    return _sum_log_ratios(model_trace, guide_trace, x.new_zeros(num_samples, n), n, dim)
+
+
+def _log_ratio(
+    model: Callable[..., Any],
+    guide: Callable[..., Any],
+    x: torch.Tensor,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> torch.Tensor:
+    """One draw's log p(x, z) - log q(z|x), shape ``(N,)``, with no particle plate."""
+    model_trace, guide_trace = traces(model, guide, x, *args, **kwargs)
+    _check_densities(guide_trace)
+    n = x.shape[0]
+    return _sum_log_ratios(model_trace, guide_trace, x.new_zeros(n), n, None)
+
+
+def _sum_log_ratios(
+    model_trace: Any, guide_trace: Any, lw: torch.Tensor, n: int, dim: int | None
+) -> torch.Tensor:
+    """``lw`` plus log p(x, z) - log q(z|x), per point (and per particle when ``dim``)."""
+    for tr, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
+        site: Any
+        for site in tr.nodes.values():
+            if site["type"] == "sample":
+                lp = site["fn"].log_prob(site["value"])
+                lw = lw + sign * per_point(lp, site, n, particle_dim=dim)  # (K, N) or (N,)
+    return lw
+
+
+def log_likelihood(
+    model: Callable[..., Any],
+    guide: Callable[..., Any],
+    x: torch.Tensor,
+    *args: Any,
+    num_samples: int = 1000,
+    batch_size: int | None = None,
+    max_elements: int = 2**25,
+    progress: bool = False,
+    **kwargs: Any,
+) -> torch.Tensor:
+    r"""Per-data-point importance-weighted estimate of :math:`\log p(x)`, shape ``(N,)``.
+
+    The IWAE bound :math:`\mathcal{L}_k` with :math:`k` = ``num_samples`` draws from the
+    guide (Burda et al. 2015). Memory is bounded: points go in chunks of ``batch_size`` and
+    the ``k`` draws in chunks sized so that ``chunk * batch_size * prod(x.shape[1:])`` stays
+    under ``max_elements``; chunks are combined with a running log-sum-exp, so k = 5000 over
+    10,000 images works on a GPU. Distribution validation runs on each chunk of points'
+    first chunk of draws only (the data are the same in the rest). Positional ``args``
+    that are tensors with ``N`` rows (e.g. the labels of a conditional VAE) are per-point
+    and go in chunks with ``x``; other arguments are passed whole. A guide with a
+    point-mass (``Delta``) site raises :class:`PointEstimateError`: it has no density. ``progress``
+    shows a progress bar over the chunks of points.
+    """
+    if not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[0] == 0:
+        raise ValueError(f"x must be a non-empty tensor (N, ...), got {x!r:.80}")
+    if not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+    per_point_size = max(1, math.prod(x.shape[1:]))
+    if batch_size is None:
+        batch_size = max(1, min(x.shape[0], max_elements // (per_point_size * num_samples), 1000))
+    chunk = max(1, min(num_samples, max_elements // (per_point_size * batch_size)))
+    with torch.no_grad():
+        nesting = _first_chunk_nesting(model, guide, x, args, kwargs, batch_size)
+        first = (x[:batch_size], _rows(args, x, 0, batch_size))
+        vectorize = _broadcasts(model, guide, *first, kwargs, nesting, min(num_samples, 2))
+        starts = range(0, x.shape[0], batch_size)
+        bar = tqdm(
+            list(zip(starts, x.split(batch_size), strict=True)),
+            desc=f"IW bound, k={num_samples}",
+            unit="batch",
+            disable=not progress,
+        )
+        out = [
+            _iw_bound(
+                model,
+                guide,
+                xb,
+                num_samples,
+                chunk,
+                nesting,
+                vectorize,
+                _rows(args, x, i, i + len(xb)),
+                kwargs,
+            )
+            for i, xb in bar
+        ]
+    return torch.cat(out)
+
+
+def _first_chunk_nesting(
+    model: Callable[..., Any],
+    guide: Callable[..., Any],
+    x: torch.Tensor,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    batch_size: int,
+) -> int:
+    """The programs' plate nesting, from a run on the first chunk of rows.
+
+    A program that only runs on all rows at once (e.g. a guide with a ``pyro.param`` of
+    shape ``(N, L)``, one row per data point) fails here with a message that says so; an
+    error that all rows give too is the program's own and propagates unchanged.
+    """
+    xb, rows = x[:batch_size], _rows(args, x, 0, batch_size)
+    try:
+        return _max_plate_nesting(model, guide, xb, rows, kwargs)
+    except (RuntimeError, ValueError) as error:
+        if len(xb) == len(x):
+            raise
+        _max_plate_nesting(model, guide, x, args, kwargs)  # raises the program's own error
+        raise ValueError(
+            f"the model or guide failed on a chunk of {len(xb)} of the {len(x)} rows of x "
+            f"({_first_line(error)}), but runs on all of them. log_likelihood evaluates "
+            "points in chunks; a program that only runs on all rows at once (e.g. per-point "
+            "parameters of shape (N, ...)) needs batch_size=N."
+        ) from error
+
+
+def _broadcasts(
+    model: Callable[..., Any],
+    guide: Callable[..., Any],
+    xb: torch.Tensor,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    nesting: int,
+    k: int,
+) -> bool:
+    """True if the programs run under a particle plate, so the k draws can be vectorized.
+
+    Otherwise (a warning says so) the draws run one at a time: slower, the same estimate.
+    """
+    try:
+        log_weights(model, guide, xb, k, *args, max_plate_nesting=nesting, **kwargs)
+    except (RuntimeError, ValueError) as error:
+        warnings.warn(
+            "the model or guide does not broadcast over a batch dimension of draws "
+            f"({_first_line(error)}); the importance samples are drawn one at a time, which is "
+            "slower. Take shapes from the data's trailing dims to vectorize the draws.",
+            stacklevel=3,
+        )
+        return False
+    return True
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def _rows(args: tuple[Any, ...], x: torch.Tensor, start: int, stop: int) -> tuple[Any, ...]:
+    """Rows start:stop of every tensor argument with x's N rows; other arguments whole."""
+    n = x.shape[0]
+    return tuple(
+        a[start:stop] if isinstance(a, torch.Tensor) and a.dim() and a.shape[0] == n else a
+        for a in args
+    )
+
+
+def _iw_bound(
+    model: Callable[..., Any],
+    guide: Callable[..., Any],
+    x: torch.Tensor,
+    k: int,
+    chunk: int,
+    nesting: int,
+    vectorize: bool,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> torch.Tensor:
+    acc = torch.full((x.shape[0],), -math.inf, dtype=x.dtype, device=x.device)  # (N,)
+    for start in range(0, k, chunk):
+        size = min(chunk, k - start)
+        with pyro.validation_enabled(start == 0 and is_validation_enabled()):
+            lw = log_weights(
+                model,
+                guide,
+                x,
+                size,
+                *args,
+                max_plate_nesting=nesting,
+                vectorize=vectorize,
+                **kwargs,
+            )  # (size, N)
+        acc = torch.logaddexp(acc, lw.logsumexp(0))  # (N,)
+    return acc - math.log(k)

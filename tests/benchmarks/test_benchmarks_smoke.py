@@ -1,0 +1,38 @@
+"""The speed and distributed benchmarks run end to end in smoke mode (no timing claims)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+needs_data = pytest.mark.skipif(
+    not os.environ.get("PYRO_VAE_DATA"), reason="set PYRO_VAE_DATA to the shared data folder"
+)
+
+
+@needs_data
+def test_speed_benchmark_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "speed.json"
+    cmd = [sys.executable, "benchmarks/speed.py", "--smoke", "--out", str(out)]
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, timeout=600)
+    result = json.loads(out.read_text())
+    archs = {r["architecture"] for r in result["training"]}
+    assert archs == {"200-200-50 tanh (IWAE)", "400-50", "conv 32-64, fc 256, 50"}
+    assert all(r["images_per_s"]["pyro-vae"] > 0 for r in result["training"])
+    assert all(r["replayed"] for r in result["training"])  # the fast path was the one timed
+    assert out.with_suffix(".md").read_text().count("|") > 10
+
+
+def test_distributed_benchmark_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "distributed.json"
+    cmd = [sys.executable, "benchmarks/distributed.py", "--smoke", "--out", str(out)]
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, timeout=600)
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["processes"] for r in rows] == [1, 1, 2] and all(r["images_per_s"] > 0 for r in rows)
+    assert [r["step"] for r in rows] == ["replayed", "Pyro program", "Pyro program (DDP)"]
