@@ -8,7 +8,6 @@ data plate ``(N,)`` and a particle plate ``(K, N)``. Scales are
 
 from __future__ import annotations
 
-import math
 from typing import ClassVar
 
 import pyro.distributions as dist
@@ -18,6 +17,7 @@ from pyro.nn import ConditionalAutoRegressiveNN
 from torch import nn
 from torch.nn import functional as F
 
+from pyro_vae.checks import check_min_scale
 from pyro_vae.registry import Registry
 
 __all__ = [
@@ -55,11 +55,6 @@ def is_point_mass(d: object) -> bool:
     return isinstance(d, dist.Delta)
 
 
-def _check_min_scale(min_scale: float) -> None:
-    if not (math.isfinite(min_scale) and min_scale > 0):
-        raise ValueError(f"min_scale must be a positive finite number, got {min_scale}")
-
-
 @GUIDES.register("normal")
 class DiagonalNormal(Posterior):
     r"""Diagonal Normal, :math:`q(z|x) = \mathcal{N}(z; \mu(x), \mathrm{diag}\,\sigma(x)^2)`.
@@ -72,7 +67,7 @@ class DiagonalNormal(Posterior):
 
     def __init__(self, feature_dim: int, latent_dim: int, *, min_scale: float = 1e-3) -> None:
         super().__init__()
-        _check_min_scale(min_scale)
+        check_min_scale(min_scale)
         self.latent_dim = latent_dim
         self.min_scale = min_scale
         self.head = nn.Linear(feature_dim, 2 * latent_dim)
@@ -99,7 +94,7 @@ class LowRankNormal(Posterior):
         super().__init__()
         if rank < 1:
             raise ValueError(f"rank must be a positive int, got {rank}")
-        _check_min_scale(min_scale)
+        check_min_scale(min_scale)
         self.latent_dim, self.rank, self.min_scale = latent_dim, rank, min_scale
         self.head = nn.Linear(feature_dim, latent_dim * (2 + rank))
 
@@ -127,7 +122,7 @@ class FullNormal(Posterior):
 
     def __init__(self, feature_dim: int, latent_dim: int, *, min_scale: float = 1e-3) -> None:
         super().__init__()
-        _check_min_scale(min_scale)
+        check_min_scale(min_scale)
         self.latent_dim, self.min_scale = latent_dim, min_scale
         rows, cols = torch.tril_indices(latent_dim, latent_dim)
         self.register_buffer("tril_rows", rows, persistent=False)
@@ -185,7 +180,7 @@ class IAF(Posterior):
         width = hidden or max(2 * latent_dim, 16)
         if width < latent_dim:
             raise ValueError(f"hidden must be >= latent_dim ({latent_dim}), got {hidden}")
-        _check_min_scale(min_scale)
+        check_min_scale(min_scale)
         self.latent_dim, self.min_scale = latent_dim, min_scale
         self.head = nn.Linear(feature_dim, 2 * latent_dim)
         self.steps = nn.ModuleList(

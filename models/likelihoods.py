@@ -35,6 +35,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pyro_vae.checks import inverse_softplus
 from pyro_vae.registry import Registry
 
 from .likelihood_dists import ContinuousBernoulli, DiscretizedLogistic, QuantizedCategorical, grid
@@ -174,11 +175,6 @@ class Normal(Likelihood):
 # --------------------------------------------------------------------------- helpers
 
 
-def _inverse_softplus(y: float) -> float:
-    """``x`` with ``softplus(x) = y`` for ``y > 0``."""
-    return y + math.log(-math.expm1(-y))
-
-
 def _positive(name: str, value: float) -> float:
     if isinstance(value, bool) or not (math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a positive finite number, got {value}")
@@ -215,7 +211,7 @@ class _LearnedScale(nn.Module):
         if init <= floor:
             raise ValueError(f"init_scale must exceed min_scale ({floor}), got {init}")
         self.floor = floor
-        self.raw = nn.Parameter(torch.tensor(_inverse_softplus(init - floor)))
+        self.raw = nn.Parameter(torch.tensor(inverse_softplus(init - floor)))
 
     def forward(self) -> torch.Tensor:
         return F.softplus(self.raw) + self.floor  # ()

@@ -11,7 +11,6 @@ construction. A prior built from the guide (the VampPrior) receives the guide th
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -22,6 +21,7 @@ from pyro.nn import AutoRegressiveNN
 from torch import nn
 from torch.nn import functional as F
 
+from pyro_vae.checks import check_min_scale, inverse_softplus
 from pyro_vae.config import ConfigError
 from pyro_vae.guides.posteriors import is_point_mass
 from pyro_vae.registry import Registry
@@ -62,15 +62,9 @@ class Prior(nn.Module):
 PRIORS: Registry[Prior] = Registry("prior", config_field="prior")
 
 
-def _check_min_scale(min_scale: float) -> None:
-    if not (math.isfinite(min_scale) and min_scale > 0):
-        raise ValueError(f"min_scale must be a positive finite number, got {min_scale}")
-
-
 def _raw_scale(scale: float, min_scale: float) -> float:
     """The raw value r with softplus(r) + min_scale = scale (inverse softplus)."""
-    target = scale - min_scale
-    return target + math.log(-math.expm1(-target))
+    return inverse_softplus(scale - min_scale)
 
 
 @PRIORS.register("normal")
@@ -106,7 +100,7 @@ class LearnedNormal(Prior):
 
     def __init__(self, latent_dim: int, *, min_scale: float = 1e-3) -> None:
         super().__init__()
-        _check_min_scale(min_scale)
+        check_min_scale(min_scale)
         self.latent_dim = latent_dim
         self.min_scale = min_scale
         self.loc = nn.Parameter(torch.zeros(latent_dim))  # (L,)
@@ -141,7 +135,7 @@ class GaussianMixture(Prior):
         super().__init__()
         if components < 1:
             raise ValueError(f"components must be a positive int, got {components}")
-        _check_min_scale(min_scale)
+        check_min_scale(min_scale)
         self.latent_dim = latent_dim
         self.min_scale = min_scale
         self.logits = nn.Parameter(torch.zeros(components))  # (K,)
