@@ -307,6 +307,7 @@ def _incomplete(dataset: str, root: Path, folder: Path, missing: list[tuple[str,
         f"under {urls}), or download them into it: from the command line, python -c "
         f'"from pyro_vae import load_dataset; {call}" (in Python, the same '
         f"load_dataset(..., download=True) call); or use the download cache "
-        f"(PYRO_VAE_CACHE): leave PYRO_VAE_DATA unset (env -u PYRO_VAE_DATA) and pass no "
-        f"root, and load_dataset({dataset!r}) downloads the files there."
+        f"(PYRO_VAE_CACHE), into which missing files are downloaded: leave PYRO_VAE_DATA "
+        f"unset and pass no root, e.g. env -u PYRO_VAE_DATA fit() with "
+        f"TrainConfig(dataset={dataset!r})."
     )
