@@ -45,6 +45,7 @@ import torch
 
 from pyro_vae.analysis import diagnostics, figures
 from pyro_vae.checks import is_int
+from pyro_vae.config import ConfigError
 from pyro_vae.vae import VAE
 
 __all__ = ["MIN_PSIS_SAMPLES", "ArgumentError", "check_settings", "run_diagnostics"]
@@ -52,15 +53,16 @@ __all__ = ["MIN_PSIS_SAMPLES", "ArgumentError", "check_settings", "run_diagnosti
 MIN_PSIS_SAMPLES = 100  # draws per point below which the Pareto tail fit is not trusted
 
 
-class ArgumentError(ValueError):
+class ArgumentError(ConfigError):
     """An argument of an evaluation that cannot be used; the message starts with its name.
 
-    ``argument`` is that name (``num_points``, ``psis_samples``, ...), so a caller that
-    took the value under another name (the command line's ``--num-points``) can say so.
+    ``field`` (and ``argument``) is that name: ``num_points``, ``psis_samples``, ..., each
+    a field of :class:`~pyro_vae.config.EvaluateConfig`, so a caller that took the value
+    under another name (the command line's ``--num-points``) can say so.
     """
 
     def __init__(self, argument: str, message: str) -> None:
-        super().__init__(f"{argument} {message}")
+        super().__init__(f"{argument} {message}", field=argument)
         self.argument = argument
 
 
