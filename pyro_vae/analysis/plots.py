@@ -67,7 +67,7 @@ _SPLITS = (
 _CURVES_NOTE = (
     "train: the mean over each epoch's minibatches while the weights change, drawn at "
     "mid-epoch; valid: the weights at the epoch's end, on the validation split.\n"
-    "Early in training the train curve lies below the valid one for that reason alone."
+    "Early in training the two differ for that reason alone: the train ELBO lags behind."
 )
 
 
