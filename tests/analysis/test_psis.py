@@ -15,8 +15,6 @@ from pyro_vae.analysis import psis
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
-
-
 @pytest.fixture
 def lg() -> LinearGaussian:
     return LinearGaussian.random(d=5, latent=2, sigma=0.5, seed=0)
@@ -51,3 +49,32 @@ def test_psis_inputs_are_validated(lg: LinearGaussian) -> None:
     x = lg.sample_x(3)
     with pytest.raises(ValueError, match="num_samples must be an int >= 2"):
         psis.psis_khat(lg.model, lg.exact_guide, x, num_samples=1)
+
+
+@pytest.mark.parametrize(
+    ("fractions", "needles"),
+    [
+        ((0.9, 0.72), ["72% of points", "too high", "more importance samples", "IWAE"]),
+        ((0.2, 0.0), ["every point (20% between 0.5 and 0.7)", "can be trusted"]),
+        ((0.0, 0.0), ["k-hat <= 0.5 at every point", "reliable"]),
+    ],
+)
+def test_interpret_khat_says_what_it_means_for_the_nll(
+    fractions: tuple[float, float], needles: list[str]
+) -> None:
+    """One sentence: what k-hat means for the IW NLL just printed, and what to do about it."""
+    summary = {"mean": 0.8, "max": 1.5, "frac_above_0.5": fractions[0]}
+    sentence = psis.interpret_khat({**summary, "frac_above_0.7": fractions[1]})
+    assert "\n" not in sentence and sentence.endswith(".")
+    for needle in needles:
+        assert needle in sentence, sentence
+
+
+def test_the_first_flat_paths_still_import_the_diagnostics() -> None:
+    """pyro_vae.diagnostics (now pyro_vae.analysis.diagnostics) gathers every diagnostic."""
+    import pyro_vae.diagnostics as old  # type: ignore[import-not-found]
+    from pyro_vae.analysis import diagnostics, gaps, latent, mcmc
+
+    assert old is diagnostics
+    assert old.psis_khat is psis.psis_khat and old.kl_per_dim is latent.kl_per_dim
+    assert old.inference_gaps is gaps.inference_gaps and old.nuts_posterior is mcmc.nuts_posterior
