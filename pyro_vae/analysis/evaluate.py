@@ -112,7 +112,7 @@ def evaluate_run(
     """
     _check_arguments(split, num_samples, num_points, seed, mcmc_samples)
     for plugin in plugins:
-        load_plugin(plugin)
+        load_plugin(Path(plugin))
     target = _target(run, device, write)
     x, y = _split_rows(target, dataset, split)
     n = x.shape[0] if num_points is None else num_points

@@ -198,8 +198,9 @@ def _curve_panel(
         if f"{split}_{key}" in series:
             x, y = series[f"{split}_{key}"]
             every = max(1, len(x) // 30)  # markers on at most ~30 points
-            style_kw = {"linestyle": style, "marker": marker, "ms": 4, "markevery": every}
-            ax.plot(x + offset, y, label=label, **style_kw)
+            ax.plot(
+                x + offset, y, linestyle=style, marker=marker, ms=4, markevery=every, label=label
+            )
     if ax.lines:
         ax.legend(fontsize=8)
     else:

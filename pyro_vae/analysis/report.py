@@ -58,7 +58,7 @@ class ArgumentError(ConfigError):
 
     ``field`` (and ``argument``) is that name: ``num_points``, ``psis_samples``, ..., each
     a field of :class:`~pyro_vae.config.EvaluateConfig`, so a caller that took the value
-    under another name (the command line's ``--num-points``) can say so.
+    under another name (a command-line flag) can say so.
     """
 
     def __init__(self, argument: str, message: str) -> None:
