@@ -55,6 +55,7 @@ def test_psis_inputs_are_validated(lg: LinearGaussian) -> None:
     ("fractions", "needles"),
     [
         ((0.9, 0.72), ["72% of points", "too high", "more importance samples", "IWAE"]),
+        ((0.1, 0.003), ["0.3% of points", "reliable elsewhere", "likely too high"]),
         ((0.2, 0.0), ["every point (20% between 0.5 and 0.7)", "can be trusted"]),
         ((0.0, 0.0), ["k-hat <= 0.5 at every point", "reliable"]),
     ],
