@@ -87,13 +87,18 @@ def plot_psis_khat(
 def _khat_title(k: np.ndarray) -> str:
     return (
         rf"PSIS $\hat k$ per point: mean {k.mean():.2f}, max {k.max():.2f}, "
-        f"{(k > 0.7).mean():.0%} above 0.7"
+        f"{_percent(float((k > 0.7).mean()))} above 0.7"
     )
 
 
 def _caption(name: int, khat: float) -> str:
     """A worst point's caption, on two lines: ``#692`` over ``k̂=1.52``."""
     return f"#{name}\n" + rf"$\hat k$={khat:.2f}"
+
+
+def _percent(fraction: float) -> str:
+    """``72%``; a fraction under 1% but above 0 as ``0.3%`` (not ``0%``)."""
+    return f"{fraction:.1%}" if 0 < fraction < 0.01 else f"{fraction:.0%}"
 
 
 def _worst_tiles(
@@ -109,7 +114,7 @@ def _worst_tiles(
     rec = to_numpy(recons, "recons").reshape(orig.shape)
     tiles, rec_tiles = to_tiles(orig, "originals"), to_tiles(rec, "recons")
     for col, i in enumerate(worst):
-        for row, (source, name) in enumerate(((tiles, "data"), (rec_tiles, "recon."))):
+        for row, (source, name) in enumerate(((tiles, "input"), (rec_tiles, "recon."))):
             ax = fig.add_subplot(grid[row + 1, col])
             tile = source[col]
             if tile.ndim >= 2:
