@@ -106,9 +106,7 @@ def test_inference_gaps_match_the_closed_form(correlated: LinearGaussian, family
     }
     guide, how = guides[family]
     pyro.set_rng_seed(3)
-    gaps = inference_gaps(
-        lg.model, guide, x, steps=300, lr=0.1, num_particles=256, num_samples=500
-    )
+    gaps = inference_gaps(lg.model, guide, x, steps=300, lr=0.1, num_particles=256, num_samples=500)
     assert gaps["settings"]["local_guide"] == how
     precision = torch.linalg.inv(cov)
     approx = 0.5 * float(precision.diagonal().log().sum() - torch.logdet(precision))

@@ -18,8 +18,6 @@ from pyro_vae.cli.main import main
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
-
-
 def test_evaluate_reports_the_diagnostics(tmp_path: Path) -> None:
     run = tmp_path / "run"
     flags = ["--hidden", "16", "--latent-dim", "2", "--quiet", "--eval-num-samples", "5"]
