@@ -30,7 +30,13 @@ import torch
 from pyro_vae.analysis.gaps import check_inference_gaps
 from pyro_vae.analysis.report import ArgumentError, check_settings, run_diagnostics
 from pyro_vae.checks import is_int
-from pyro_vae.config import EvaluateConfig, TrainConfig, from_dict, resolve_binarize
+from pyro_vae.config import (
+    DEVICE_NAME,
+    EvaluateConfig,
+    TrainConfig,
+    from_dict,
+    resolve_binarize,
+)
 from pyro_vae.data import DataError, Dataset, load_dataset
 from pyro_vae.infer.decomposition import elbo_terms
 from pyro_vae.infer.importance import PointEstimateError, log_likelihood
@@ -108,9 +114,10 @@ def evaluate_run(
 
     Raises :class:`~pyro_vae.analysis.report.ArgumentError` (a ValueError whose message
     starts with the argument's name: ``num_points``, ``num_samples``, ``psis_samples``,
-    ``gaps``, ``mcmc``, ``mcmc_samples``, ``split``, ``seed``) before anything slow runs.
+    ``gaps``, ``mcmc``, ``mcmc_samples``, ``split``, ``seed``, ``device``) before anything
+    slow runs.
     """
-    _check_arguments(split, num_samples, num_points, seed, mcmc_samples)
+    _check_arguments(split, num_samples, num_points, seed, mcmc_samples, device)
     for plugin in plugins:
         load_plugin(Path(plugin))
     target = _target(run, device, write)
@@ -158,9 +165,18 @@ def evaluate_run(
 
 
 def _check_arguments(
-    split: str, num_samples: int, num_points: int | None, seed: int, mcmc_samples: int
+    split: str,
+    num_samples: int,
+    num_points: int | None,
+    seed: int,
+    mcmc_samples: int,
+    device: str,
 ) -> None:
     """The arguments checked before anything is loaded (the others need the data)."""
+    if not isinstance(device, str) or not DEVICE_NAME.fullmatch(device):
+        raise ArgumentError(
+            "device", f"must be auto, cpu, cuda or cuda:N (N the GPU's index), got {device!r}"
+        )
     if split not in _SPLITS:
         raise ArgumentError("split", f"must be 'test' or 'valid', got {split!r}")
     if not is_int(num_samples) or num_samples < 1:

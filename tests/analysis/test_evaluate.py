@@ -106,6 +106,7 @@ def test_the_defaults_are_the_commands() -> None:
         ({"mcmc": 20, "num_points": 12}, "mcmc can use at most the 12 evaluated points"),
         ({"mcmc_samples": 0}, "mcmc_samples must be a positive int, got 0"),
         ({"split": "train"}, "split must be 'test' or 'valid', got 'train'"),
+        ({"device": "tpu"}, "device must be auto, cpu, cuda or cuda:N (N the GPU's index)"),
     ],
 )
 def test_arguments_are_refused_by_name(
