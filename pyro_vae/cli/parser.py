@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import inspect
 import re
+import textwrap
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -42,6 +43,22 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """Print ``PROG: error: MESSAGE`` and where the flags are described; exit 2."""
         self.exit(2, f"{self.prog}: error: {message}\n(run {self.prog} --help for the flags)\n")
+
+
+class _Formatter(argparse.HelpFormatter):
+    """Lines broken between words only, never inside ``pyro-vae`` or ``--eval-num-samples``."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return textwrap.fill(
+            " ".join(text.split()),
+            width,
+            initial_indent=indent,
+            subsequent_indent=indent,
+            break_on_hyphens=False,
+        )
 
 
 def field_help(cls: type) -> dict[str, str]:
@@ -141,7 +158,11 @@ def _add_default_flag(
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``pyro-vae`` parser: the commands train, evaluate, compare, sample and components."""
-    parser = _Parser(prog="pyro-vae", description="Variational autoencoders as Pyro programs.")
+    parser = _Parser(
+        prog="pyro-vae",
+        description="Variational autoencoders as Pyro programs.",
+        formatter_class=_Formatter,
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True)
     commands = {
@@ -150,7 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
         "compare": _compare(sub),
         "sample": _sample(sub),
         "components": sub.add_parser(
-            "components", help="list the registered priors, likelihoods, ..."
+            "components",
+            help="list the registered priors, likelihoods, ...",
+            formatter_class=_Formatter,
         ),
     }
     commands["components"].add_argument(
@@ -179,7 +202,9 @@ def _add_common_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _train(sub: Any) -> argparse.ArgumentParser:
-    train = sub.add_parser("train", help="train a VAE and write a run directory")
+    train = sub.add_parser(
+        "train", help="train a VAE and write a run directory", formatter_class=_Formatter
+    )
     train.add_argument(
         "--config",
         type=Path,
@@ -201,7 +226,9 @@ def _train(sub: Any) -> argparse.ArgumentParser:
 
 
 def _evaluate(sub: Any) -> argparse.ArgumentParser:
-    ev = sub.add_parser("evaluate", help="score a trained run; writes RUN_DIR/eval.json")
+    ev = sub.add_parser(
+        "evaluate", help="score a trained run; writes RUN_DIR/eval.json", formatter_class=_Formatter
+    )
     ev.add_argument("run_dir", type=Path)
     ev.add_argument(
         "--dataset",
@@ -225,7 +252,11 @@ def _evaluate(sub: Any) -> argparse.ArgumentParser:
 
 
 def _compare(sub: Any) -> argparse.ArgumentParser:
-    cp = sub.add_parser("compare", help="train and score objectives over seeds; compare.md")
+    cp = sub.add_parser(
+        "compare",
+        help="train and score objectives over seeds; compare.md",
+        formatter_class=_Formatter,
+    )
     objectives = ", ".join(REGISTRIES["objectives"].names())
     cp.add_argument(
         "--objectives",
@@ -251,7 +282,9 @@ def _compare(sub: Any) -> argparse.ArgumentParser:
 
 
 def _sample(sub: Any) -> argparse.ArgumentParser:
-    sa = sub.add_parser("sample", help="images of p(x|z), z ~ p(z), of a trained run")
+    sa = sub.add_parser(
+        "sample", help="images of p(x|z), z ~ p(z), of a trained run", formatter_class=_Formatter
+    )
     sa.add_argument("run_dir", type=Path)
     helps, defaults = field_help(SampleConfig), SampleConfig()
     for name, extra in (("num", {"type": int}), ("seed", {"type": int}), ("label", {"type": int})):
