@@ -3,6 +3,7 @@ command line applies it: errors, notes, the help."""
 
 from __future__ import annotations
 
+import argparse
 import warnings
 from pathlib import Path
 
@@ -456,8 +457,8 @@ def test_the_field_check_still_names_the_flag(
 
 def _help(command: str) -> str:
     parser = build_parser()
-    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
-    return " ".join(sub.choices[command].format_help().split())  # type: ignore[union-attr]
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return " ".join(sub.choices[command].format_help().split())
 
 
 @pytest.mark.parametrize("command", ["train", "compare"])
