@@ -289,9 +289,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _said(e: TrainingInterrupted) -> str:
-    """The library's report of an interrupted run in flags; its ``Continue with:`` call
-    becomes the command to type (``Continue with: pyro-vae train --resume RUN_DIR``)."""
-    return re.sub(r"(?<=Continue with: )--resume\b", "pyro-vae train --resume", to_flags(str(e)))
+    """The library's report of an interrupted run in flags; its ``Continue with`` call
+    becomes the command to type (``Continue with pyro-vae train --resume RUN_DIR``)."""
+    said = to_flags(str(e))
+    return re.sub(r"\b(Continue with:?) --resume\b", r"\1 pyro-vae train --resume", said)
 
 
 def _resume_hint(args: argparse.Namespace) -> str:

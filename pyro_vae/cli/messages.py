@@ -21,6 +21,7 @@ The translation rules (anything else is left exactly as it is):
    - ``fit(..., resume=True)`` -> ``--resume``; ``fit(resume_config(RUN_DIR, NAME=VALUE),
      resume=True)`` -> ``--resume RUN_DIR --NAME VALUE``. Other positional arguments
      (``...``, ``config``) are dropped; any keyword but ``resume=True`` leaves it alone.
+     ``fit()``, ``fit(...)`` or ``fit(config)`` (a new run, no keyword) -> ``pyro-vae train``.
    - ``load_plugin(FILE)`` -> ``--plugin FILE``.
    - ``load(RUN_DIR, plugins=[A, B])`` -> ``--plugin A --plugin B`` (positional arguments
      dropped; without ``plugins=`` it is left alone).
@@ -226,6 +227,8 @@ def _keyword_flags(keywords: dict[str | None, ast.expr], allowed: set[str]) -> s
 
 
 def _fit_flags(args: list[ast.expr], keywords: dict[str | None, ast.expr]) -> str | None:
+    if not keywords and all(isinstance(a, (ast.Name, ast.Constant)) for a in args):
+        return "pyro-vae train"  # a new run
     resume = keywords.get("resume")
     resumes = isinstance(resume, ast.Constant) and resume.value is True
     if set(keywords) != {"resume"} or not resumes:

@@ -84,6 +84,9 @@ def test_what_is_not_a_field_of_a_flag_is_left_alone(text: str) -> None:
         ("SampleConfig(draw=True)", "--draw true"),
         ("pyro_vae.VAEConfig(prior='vamp')", "--prior vamp"),
         ("fit(..., resume=True)", "--resume"),
+        ("fit()", "pyro-vae train"),
+        ("fit(...)", "pyro-vae train"),
+        ("fit(config)", "pyro-vae train"),
         ("fit(config, resume=True)", "--resume"),
         ("pyro_vae.fit(..., resume=True)", "--resume"),
         ("fit(resume_config('runs/x'), resume=True)", "--resume runs/x"),
@@ -120,8 +123,8 @@ def test_a_call_becomes_its_flags(text: str, expected: str) -> None:
         "TrainConfig(device=None)",
         "TrainConfig(**settings)",
         "TrainConfig(lr=0.1 * scale)",
-        "fit(config)",
         "fit(..., resume=False)",
+        "fit(config, write=False)",
         "fit(..., resume=True, progress=False)",
         "fit(other_function('r'), resume=True)",
         "load_plugin()",
@@ -150,7 +153,7 @@ def test_a_call_the_rules_do_not_cover_is_left_alone(text: str) -> None:
 
 def test_a_call_left_alone_is_searched_inside() -> None:
     assert to_flags("print(VAEConfig(prior='vamp'))") == "print(--prior vamp)"
-    assert to_flags("fit(TrainConfig(epochs=3))") == "fit(--epochs 3)"
+    assert to_flags("fit(TrainConfig(epochs=3), write=False)") == "fit(--epochs 3, write=False)"
 
 
 def test_prose_around_calls_survives() -> None:
@@ -364,6 +367,62 @@ REWORDED = [
         "fit(..., resume=True) to continue.",
         "the run directory is intact: run the same torchrun command with --resume to continue.",
     ),
+    # as written on the training and data branches
+    (
+        "config.json has no train settings. Start a new run with fit() and another "
+        "TrainConfig.out.",
+        "config.json has no train settings. Start a new run with pyro-vae train and another --out.",
+    ),
+    (
+        "the train split of 'tiny' has 3 rows, fewer than TrainConfig(batch_size=100): each "
+        "epoch is one step on all 3 rows.",
+        "the train split of 'tiny' has 3 rows, fewer than --batch-size 100: each epoch is one "
+        "step on all 3 rows.",
+    ),
+    (
+        "training stopped: 5 steps were skipped for a non-finite loss or gradient, more than "
+        "TrainConfig(max_skipped_steps=3) allows; the first of this epoch was at epoch 2.",
+        "training stopped: 5 steps were skipped for a non-finite loss or gradient, more than "
+        "--max-skipped-steps 3 allows; the first of this epoch was at epoch 2.",
+    ),
+    (
+        "'r' already holds a run. Continue it with fit(..., resume=True), or choose another "
+        "TrainConfig.out; nothing was changed.",
+        "'r' already holds a run. Continue it with --resume, or choose another --out; nothing "
+        "was changed.",
+    ),
+    (
+        "start the same processes again with fit(..., resume=True) to continue.",
+        "start the same processes again with --resume to continue.",
+    ),
+    (
+        "(save it as your own .npy and pass TrainConfig(dataset='FILE.npy')), or use "
+        "VAEConfig(likelihood='continuous-bernoulli'), which accepts [0, 1].",
+        "(save it as your own .npy and pass --dataset FILE.npy), or use --likelihood "
+        "continuous-bernoulli, which accepts [0, 1].",
+    ),
+    (
+        "Use VAEConfig(network='mlp'), or fewer layers (VAEConfig(network='conv:layers=1')).",
+        "Use --network mlp, or fewer layers (--network conv:layers=1).",
+    ),
+    (
+        "Load the plugin first: load_plugin('/t/a.py') load_plugin('/t/b c.py'), or "
+        "load(run_dir, plugins=['/t/a.py', '/t/b c.py']) (importing a plugin runs its code).",
+        "Load the plugin first: --plugin /t/a.py --plugin '/t/b c.py', or --plugin /t/a.py "
+        "--plugin '/t/b c.py' (importing a plugin runs its code).",
+    ),
+    (
+        "register(\"name\") decorator in a Python file and load it with load_plugin('FILE') "
+        "(or import its module) before building the config.",
+        'register("name") decorator in a Python file and load it with --plugin FILE (or '
+        "import its module) before building the config.",
+    ),
+    (
+        "data set 'mnist' has items of shape (1, 28, 28); evaluate it on data of that shape, "
+        "e.g. evaluate_run(..., dataset='digits').",
+        "data set 'mnist' has items of shape (1, 28, 28); evaluate it on data of that shape, "
+        "e.g. --dataset digits.",
+    ),
     (
         "choose the data with [train] dataset (or TrainConfig.dataset).",
         "choose the data with [train] dataset (or --dataset).",
@@ -406,6 +465,11 @@ def test_an_interrupted_run_says_the_command_to_continue() -> None:
         "Continue with: fit(resume_config('r'), resume=True)"
     )
     assert _said(e).endswith("Continue with: pyro-vae train --resume r")
+    e = TrainingInterrupted(
+        "interrupted after epoch 3; 'r/checkpoint.safetensors' holds that exact state. "
+        "Continue with fit(resume_config('r'), resume=True)."
+    )
+    assert _said(e).endswith("Continue with pyro-vae train --resume r.")
 
 
 @pytest.mark.parametrize(
