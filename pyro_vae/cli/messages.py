@@ -21,7 +21,10 @@ The translation rules (anything else is left exactly as it is):
    - ``fit(..., resume=True)`` -> ``--resume``; ``fit(resume_config(RUN_DIR, NAME=VALUE),
      resume=True)`` -> ``--resume RUN_DIR --NAME VALUE``. Other positional arguments
      (``...``, ``config``) are dropped; any keyword but ``resume=True`` leaves it alone.
-     ``fit()``, ``fit(...)`` or ``fit(config)`` (a new run, no keyword) -> ``pyro-vae train``.
+     ``fit()``, ``fit(...)`` or ``fit(config)`` (a new run, no keyword) -> ``pyro-vae train``,
+     and ``fit() with VAEConfig(...)`` (or ``TrainConfig(...)``) -> ``pyro-vae train
+     --NAME VALUE``: ``fit() with TrainConfig(dataset='mnist')`` -> ``pyro-vae train
+     --dataset mnist``.
    - ``load_plugin(FILE)`` -> ``--plugin FILE``.
    - ``load(RUN_DIR, plugins=[A, B])`` -> ``--plugin A --plugin B`` (positional arguments
      dropped; without ``plugins=`` it is left alone).
@@ -141,6 +144,7 @@ def to_flags(text: str) -> str:
     """
     text = _FIELD.sub(_field_flag, text)
     text = _translate_calls(text)
+    text = re.sub(r"pyro-vae train with (?=--[a-z])", "pyro-vae train ", text)  # fit() with
     return _OPENING.sub(_opening_flags, text, count=1)
 
 

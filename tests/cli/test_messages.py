@@ -369,6 +369,17 @@ REWORDED = [
     ),
     # as written on the training and data branches
     (
+        "leave PYRO_VAE_DATA unset and pass no root, e.g. env -u PYRO_VAE_DATA fit() with "
+        "TrainConfig(dataset='mnist').",
+        "leave PYRO_VAE_DATA unset and pass no root, e.g. env -u PYRO_VAE_DATA pyro-vae train "
+        "--dataset mnist.",
+    ),
+    (
+        "fit(...) with VAEConfig(likelihood='beta'), TrainConfig(binarize='none')",
+        "pyro-vae train --likelihood beta, --binarize none",
+    ),
+    ("fit() with TrainConfig(data_shape=(1,))", "pyro-vae train with TrainConfig(data_shape=(1,))"),
+    (
         "config.json has no train settings. Start a new run with fit() and another "
         "TrainConfig.out.",
         "config.json has no train settings. Start a new run with pyro-vae train and another --out.",
