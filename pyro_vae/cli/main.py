@@ -302,6 +302,11 @@ def _resume_hint(args: argparse.Namespace) -> str:
             f"every run's last checkpoint in {out} is kept. Run the same "
             "pyro-vae compare command again to continue where it stopped."
         )
+    if args.command == "evaluate":
+        return (
+            "the run itself is unchanged; eval.json holds the figures finished so far, if "
+            "any. Run the same command again to score it."
+        )
     if args.command != "train":
         return "nothing was changed."
     run = args.resume if isinstance(args.resume, str) else getattr(args, "train.out", None)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import pyro_vae.cli.train as train_module
-from pyro_vae.cli.main import _said, main
+from pyro_vae.cli.main import COMMANDS, _said, main
 from pyro_vae.cli.messages import EVALUATE_ARGUMENTS, error_message, notices, to_flags
 from pyro_vae.cli.parser import COMPONENT_FIELDS, build_parser
 from pyro_vae.components import REGISTRIES
@@ -548,3 +548,22 @@ def test_the_help_says_what_each_flag_takes(command: str) -> None:
         names = ", ".join(REGISTRIES[key].names())
         assert f"--{field} SPEC" in text
         assert f"NAME one of {names} (pyro-vae components lists them with their parameters)" in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["evaluate", "RUN"], "eval.json holds the figures finished so far"),
+        (["sample", "RUN"], "interrupted; nothing was changed."),
+        (["train", "--out", "r"], "Continue with: pyro-vae train --resume r"),
+    ],
+)
+def test_ctrl_c_says_what_is_kept(
+    argv: list[str], said: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def stop(args: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(COMMANDS, argv[0], stop)
+    assert main(argv) == 130
+    assert said in capsys.readouterr().err
