@@ -2,78 +2,41 @@
 
 The command passes its flags to :func:`~pyro_vae.analysis.evaluate.evaluate_run`, which
 does the work and writes eval.json, then prints the figures as a table. The library names
-its own arguments in errors (``num_points must be in 1..300 ...``); :func:`evaluate_flags`
-turns them back into the flags the user typed (``--num-points must be in 1..300 ...``).
+its own arguments in errors (``num_points must be in 1..300 ...``); the CLI's one translator,
+:func:`~pyro_vae.cli.messages.to_flags`, turns them back into the flags the user typed.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import re
 import sys
-from collections.abc import Sequence
 from typing import Any
 
 from pyro_vae.analysis.evaluate import evaluate_run
-from pyro_vae.analysis.report import ArgumentError
-from pyro_vae.config import ConfigError, EvaluateConfig
-from pyro_vae.data import DataError
+from pyro_vae.cli.tables import table, term_rows
 
-__all__ = ["EVALUATE_FLAGS", "cmd_evaluate", "evaluate_flags", "table", "term_rows"]
-
-# evaluate_run's arguments that are flags of the command: the fields of EvaluateConfig,
-# and --dataset
-EVALUATE_FLAGS = {
-    name: "--" + name.replace("_", "-")
-    for name in ("dataset", *EvaluateConfig.__dataclass_fields__)
-}
-_CALL = re.compile(r"evaluate_run\(\.\.\., (\w+)=(?:'([^']*)'|([^)]*))\)")
-
-
-def evaluate_flags(text: str, argument: str | None = None) -> str:
-    """``text`` with evaluate_run's argument names as the command's flags.
-
-    ``evaluate_run(..., dataset='digits')`` reads ``--dataset digits``; with ``argument``
-    (an :class:`~pyro_vae.analysis.report.ArgumentError`'s), the message's leading
-    argument name becomes its flag.
-    """
-
-    def call(match: re.Match[str]) -> str:
-        name, value = match[1], match[2] if match[2] is not None else match[3]
-        return f"{EVALUATE_FLAGS[name]} {value}" if name in EVALUATE_FLAGS else match[0]
-
-    text = _CALL.sub(call, text)
-    if argument in EVALUATE_FLAGS and text.startswith(f"{argument} "):
-        text = EVALUATE_FLAGS[argument] + text[len(argument) :]
-    return text
+__all__ = ["cmd_evaluate"]
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Score ``args.run_dir``: eval.json, a table of its figures; 1 if a diagnostic failed."""
-    try:
-        result = evaluate_run(
-            args.run_dir,
-            dataset=args.dataset,
-            split=args.split,
-            num_samples=args.num_samples,
-            num_points=args.num_points,
-            seed=args.seed,
-            psis_samples=args.psis_samples,
-            gaps=args.gaps,
-            mcmc=args.mcmc,
-            mcmc_samples=args.mcmc_samples,
-            device=args.device,
-            progress=True,
-            write=True,
-            strict=args.debug,
-        )
-    except ArgumentError as e:  # the library's argument, the user's flag
-        raise ConfigError(evaluate_flags(str(e), e.argument), field=e.argument) from None
-    except DataError as e:
-        if evaluate_flags(str(e)) == str(e):
-            raise
-        raise DataError(evaluate_flags(str(e))) from None
+    result = evaluate_run(
+        args.run_dir,
+        dataset=args.dataset,
+        split=args.split,
+        num_samples=args.num_samples,
+        num_points=args.num_points,
+        seed=args.seed,
+        psis_samples=args.psis_samples,
+        gaps=args.gaps,
+        mcmc=args.mcmc,
+        mcmc_samples=args.mcmc_samples,
+        device=args.device,
+        progress=True,
+        write=True,
+        strict=args.debug,
+    )
     _report(args, result)
     return 1 if result.get("diagnostic_errors") else 0
 
@@ -102,29 +65,6 @@ def _report(args: argparse.Namespace, result: dict[str, Any]) -> None:
             "every other figure (run with --debug for the traceback)",
             file=sys.stderr,
         )
-
-
-def term_rows(
-    elbo: float, reconstruction: float, kl: float, point_estimate: bool
-) -> list[tuple[str, float, str]]:
-    """The ELBO's rows; for a point-mass (Delta) guide, what the same numbers mean there."""
-    if point_estimate:  # log q = 0 at the point z*: no KL, no bound on log p(x)
-        return [
-            ("objective", elbo, "log p(x|z*) + log p(z*) at the guide's point z*"),
-            ("reconstruction", reconstruction, "log p(x|z*)"),
-            ("-log prior", kl, "-log p(z*) (a Delta guide: no KL, no bound on log p(x))"),
-        ]
-    return [
-        ("ELBO", elbo, ""),
-        ("reconstruction", reconstruction, "E_q[log p(x|z)]"),
-        ("KL", kl, "KL(q(z|x) || p(z))"),
-    ]
-
-
-def table(title: str, rows: Sequence[tuple[str, float, str]]) -> str:
-    """``title``, then one line per row: name, value (3 decimals), note."""
-    lines = [title] + [f"  {name:<16}{value:>10.3f}   {note}" for name, value, note in rows]
-    return "\n".join(lines)
 
 
 def _diagnostic_rows(result: dict[str, Any]) -> list[tuple[str, float, str]]:
