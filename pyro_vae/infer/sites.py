@@ -58,6 +58,7 @@ __all__ = [
     "max_plate_nesting",
     "observed_sites",
     "per_point",
+    "plate_frame",
     "plate_size",
     "run_traces",
     "sample_sites",
@@ -192,6 +193,12 @@ def _no_plate_message(sizes: dict[str, tuple[int, int]], n: int | None) -> str:
         "that subsamples the rows of x inside the program gives values for some rows only: "
         "pass the batch's rows instead."
     )
+
+
+def plate_frame(site: Site, plate: DataPlate) -> Any:
+    """The site's frame of the data ``plate`` (``frame.dim``, ``frame.size``), or None for a
+    site outside it."""
+    return _frame_named(site, plate.name)
 
 
 def _frame_named(site: Site, name: str | None) -> Any:
