@@ -176,9 +176,9 @@ def data_plate(
     candidates = sorted(common or sizes, key=lambda name: sizes[name][0])
     if n is not None:
         candidates = [c for c in candidates if sizes[c][1] == n]
+    if not sizes and n in (None, 1):  # no plate at all: one data point
+        return DataPlate(None, None, 1)
     if not candidates:
-        if n == 1 or (n is None and not sizes):
-            return DataPlate(None, None, 1)
         raise SiteError(_no_plate_message(sizes, n))
     name = "data" if "data" in candidates else candidates[0]
     return DataPlate(name, sizes[name][0], sizes[name][1])
