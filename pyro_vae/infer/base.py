@@ -141,7 +141,7 @@ class Objective(pyro.infer.ELBO):
         # Pyro's classes warn about enumeration marks and sample on; _get_traces refuses
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r"(?s).*you need to use TraceEnum_ELBO")
-            return super()._get_trace(model, guide, args, kwargs)
+            return super()._get_trace(model, guide, args, kwargs)  # type: ignore[safe-super]
 
     def _get_traces(self, model: Fn, guide: Fn, args: Any, kwargs: Any) -> Iterator[Any]:
         for model_trace, guide_trace in super()._get_traces(model, guide, args, kwargs):

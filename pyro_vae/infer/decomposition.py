@@ -164,7 +164,8 @@ class _Particle:
 
     def _dim(self, name: str) -> int:
         """The dim of an enumerated site in a per-point tensor ``(*left, N)``."""
-        return int(self.model_trace.nodes[name]["infer"]["_enumerate_dim"]) + self.nesting - 1
+        site: Site = self.model_trace.nodes[name]
+        return int(site["infer"]["_enumerate_dim"]) + self.nesting - 1
 
     def log_joint(self) -> torch.Tensor:
         """Sum of the model's per-point log densities, less the sites drawn from the prior."""
