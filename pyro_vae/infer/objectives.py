@@ -9,11 +9,19 @@ site (``Trace_ELBO``, ``TraceMeanField_ELBO``), the subclass here computes the s
 and the same gradient without host synchronisation; tests check each against Pyro's class
 on the same draws.
 
-After each call, ``objective.last_terms`` holds the detached batch sums of the *true*
-ELBO's two terms, ``reconstruction`` :math:`\sum_n \mathbb{E}_q[\log p(x_n|z)]` and ``kl``
-:math:`\sum_n \mathrm{KL}(q(z|x_n)\|p(z))`, read off the same traces (one or more draws),
-whatever the objective optimizes. That is what the trainer reports as ``train_elbo``;
-the objective's own value is reported beside it as ``train_objective``.
+Every class derives from :class:`~pyro_vae.infer.base.Objective`, so ``loss_and_grads``
+(what ``pyro.infer.SVI.step`` calls) and the ``nn.Module`` route differentiate the very
+``differentiable_loss`` that defines the objective: the three routes train one gradient
+(a test checks each objective on the same draws). A site marked for enumeration
+(``config_enumerate``) is refused, not silently sampled. The classes live in
+:mod:`~pyro_vae.infer.elbos`, :mod:`~pyro_vae.infer.bounds` and
+:mod:`~pyro_vae.infer.regularized`; every name stays importable from here.
+
+After each call (on every route), ``objective.last_terms`` holds the detached batch sums
+of the *true* ELBO's two terms, ``reconstruction`` :math:`\sum_n \mathbb{E}_q[\log
+p(x_n|z)]` and ``kl`` :math:`\sum_n \mathrm{KL}(q(z|x_n)\|p(z))`, read off the same traces
+(one or more draws), whatever the objective optimizes. That is what the trainer reports as
+``train_elbo``; the objective's own value is reported beside it as ``train_objective``.
 
 ======================  =============================================================
 spec                    objective

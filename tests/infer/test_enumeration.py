@@ -61,21 +61,30 @@ def test_model_side_enumeration_of_a_mixture_is_exact() -> None:
     torch.testing.assert_close(terms["reconstruction"], recon, rtol=0, atol=1e-12)
 
 
-def _m2_programs(q_y: torch.Tensor, enumerate_guide: bool = True) -> tuple[Any, Any]:
+def _m2_programs(
+    q_y: torch.Tensor, enumerate_guide: bool = True, onehot: bool = False
+) -> tuple[Any, Any]:
+    """With ``onehot``, y is ``OneHotCategorical`` as in Pyro's ``ss_vae_M2.py``."""
     latent = LG.W.shape[1]
+
+    def klass(probs: torch.Tensor) -> Any:
+        return dist.OneHotCategorical(probs) if onehot else dist.Categorical(probs)
+
+    def offset(y: torch.Tensor) -> torch.Tensor:
+        return y @ B if onehot else B[y]
 
     def model(x: torch.Tensor) -> None:
         with pyro.plate("data"):  # unsized, as in Pyro's ss_vae_M2.py
-            y = pyro.sample("y", dist.Categorical(PI))
+            y = pyro.sample("y", klass(PI))
             prior = dist.Normal(torch.zeros(latent, dtype=x.dtype), 1.0).to_event(1)
             z = pyro.sample("z", prior.expand([x.shape[0]]))
-            loc = z @ LG.W.T + B[y]
+            loc = z @ LG.W.T + offset(y)
             pyro.sample("x", dist.Normal(loc, LG.sigma).to_event(1), obs=x)
 
     def guide(x: torch.Tensor) -> None:
         with pyro.plate("data"):
-            y = pyro.sample("y", dist.Categorical(q_y.expand(x.shape[0], 3)))
-            mean, cov = LG.posterior(x - B[y] + LG.b)  # p(z | x, y): (..., N, L)
+            y = pyro.sample("y", klass(q_y.expand(x.shape[0], 3)))
+            mean, cov = LG.posterior(x - offset(y) + LG.b)  # p(z | x, y): (..., N, L)
             pyro.sample("z", dist.MultivariateNormal(mean, covariance_matrix=cov))
 
     return model, config_enumerate(guide) if enumerate_guide else guide
@@ -86,10 +95,11 @@ def _m2_exact(x: torch.Tensor) -> torch.Tensor:
     return torch.stack([PI[c].log() + LG.log_px(x - B[c] + LG.b) for c in range(3)], -1)
 
 
+@pytest.mark.parametrize("onehot", [False, True])
 @pytest.mark.parametrize("q", [[1 / 3, 1 / 3, 1 / 3], [0.7, 0.2, 0.1]])
-def test_guide_side_enumeration_sums_the_class_exactly(q: list[float]) -> None:
+def test_guide_side_enumeration_sums_the_class_exactly(q: list[float], onehot: bool) -> None:
     q_y = torch.tensor(q, dtype=torch.float64)
-    model, guide = _m2_programs(q_y)
+    model, guide = _m2_programs(q_y, onehot=onehot)
     x = LG.sample_x(6) + B[torch.tensor([0, 1, 2, 0, 1, 2])] - LG.b
     joint = _m2_exact(x)
     exact = joint.logsumexp(-1)
