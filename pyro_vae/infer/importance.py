@@ -28,7 +28,7 @@ from pyro_vae.infer import sites
 from pyro_vae.infer.decomposition import _Particle, traces
 from pyro_vae.infer.sites import SiteError
 
-__all__ = ["PointEstimateError", "log_likelihood", "log_weights", "max_plate_nesting_of"]
+__all__ = ["PointEstimateError", "log_likelihood", "log_weights", "plate_nesting", "rows_of"]
 
 
 class PointEstimateError(ValueError):
@@ -50,7 +50,22 @@ def _max_plate_nesting(
     return sites.max_plate_nesting(model_trace, guide_trace)
 
 
-max_plate_nesting_of = _max_plate_nesting  # public name (analysis imports the private one)
+def plate_nesting(
+    model: Callable[..., Any], guide: Callable[..., Any], x: torch.Tensor, *args: Any, **kwargs: Any
+) -> int:
+    """How many batch dims the plates of ``model`` and ``guide`` use on ``x`` (one plain run,
+    side effects blocked): a particle plate at ``-(nesting + 1)`` is left of all of them.
+    A point-mass guide raises :class:`PointEstimateError`."""
+    return _max_plate_nesting(model, guide, x, args, kwargs)
+
+
+def rows_of(args: tuple[Any, ...], x: torch.Tensor, start: int, stop: int) -> tuple[Any, ...]:
+    """Rows ``start:stop`` of every tensor in ``args`` with x's N rows; other arguments whole.
+
+    How the estimators pass per-point arguments (e.g. a conditional VAE's labels) along
+    with a chunk of ``x``.
+    """
+    return _rows(args, x, start, stop)
 
 
 def _check_densities(guide_trace: Any) -> None:

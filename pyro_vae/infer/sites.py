@@ -14,6 +14,8 @@ program, the questions the estimators ask of a trace:
 * :func:`per_point`: a site's log density (or any elementwise term of it) reduced to one
   value per data point, summing every dim but the data dim (and the particle and
   enumeration dims to its left, which are kept).
+* :func:`per_unit`: an elementwise ``batch + event`` tensor of a latent site reduced to
+  ``(N, units)``, one column per coordinate (for per-dimension diagnostics).
 * :func:`latent_sites`, :func:`observed_sites`, :func:`enumerated_sites`: the sites by role.
 * :func:`run_traces`: the guide traced and the model replayed against it, with ``k``
   vectorized particles in a plate to the left of every plate of the program (as Pyro's
@@ -43,7 +45,7 @@ import pyro.poutine as poutine
 import torch
 from pyro.poutine.enum_messenger import EnumMessenger
 from pyro.poutine.trace_struct import Trace
-from pyro.poutine.util import prune_subsample_sites
+from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 
 __all__ = [
     "PARTICLE_PLATE",
@@ -58,6 +60,7 @@ __all__ = [
     "max_plate_nesting",
     "observed_sites",
     "per_point",
+    "per_unit",
     "plate_frame",
     "plate_size",
     "run_traces",
@@ -94,7 +97,9 @@ class DataPlate:
 
 def sample_sites(trace: Trace) -> list[tuple[str, Site]]:
     """``(name, site)`` of every sample site, in program order (subsample sites pruned)."""
-    return [(k, s) for k, s in prune_subsample_sites(trace).nodes.items() if s["type"] == "sample"]
+    return [
+        (k, s) for k, s in trace.nodes.items() if s["type"] == "sample" and not site_is_subsample(s)
+    ]
 
 
 def latent_sites(trace: Trace) -> list[tuple[str, Site]]:
@@ -262,6 +267,30 @@ def per_point(
     moved = value.movedim(rank + int(frame.dim), -1)  # (*left, other plates..., N or 1)
     total = moved.reshape(*left, -1, moved.shape[-1]).sum(-2)
     return total.expand(*left, plate.size)
+
+
+def per_unit(site: Site, plate: DataPlate, value: torch.Tensor) -> torch.Tensor:
+    """Reduce an elementwise ``batch + event`` tensor of a site to ``(N, units)``.
+
+    ``units`` are the event coordinates of the site's distribution (a latent's dimensions);
+    batch dims other than the data dim (inner plates) are summed. For per-dimension
+    statistics of a latent site (KL per dimension, active units). The site must be in the
+    data plate (:class:`SiteError` otherwise); no particle dims.
+    """
+    frame = _frame_named(site, plate.name)
+    if frame is None:
+        raise SiteError(
+            f"latent site {site['name']!r} is not inside the data plate {plate.name!r}: it has "
+            "no value per data point"
+        )
+    event = len(site["fn"].event_shape)
+    batch = value.dim() - event
+    if batch < -frame.dim:  # the batch shape does not reach the data dim: one copy
+        value = value.reshape((1,) * (-frame.dim - batch) + tuple(value.shape))
+        batch = -frame.dim
+    value = value.movedim(batch + int(frame.dim), 0)  # (N or 1, other batch..., event...)
+    value = value.reshape(value.shape[0], -1, *value.shape[batch:]).sum(1)
+    return value.reshape(value.shape[0], -1).expand(plate.size, -1)
 
 
 def _check_enumeration(trace: Trace) -> None:

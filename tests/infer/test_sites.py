@@ -118,3 +118,16 @@ def test_sites_by_role() -> None:
     assert [k for k, _ in sites.enumerated_sites(model_trace)] == ["y"]
     assert model_trace.nodes["y"]["value"].shape == (2, 1, 1)  # left of the particle dim
     assert sites.max_plate_nesting(model_trace) == 1
+
+
+def test_per_unit_keeps_the_latent_coordinates_of_each_point() -> None:
+    def model(x: torch.Tensor) -> None:
+        with pyro.plate("data", dim=-2), pyro.plate("group", 2, dim=-1):
+            pyro.sample("z", dist.Normal(torch.zeros(4, 2, 3, dtype=x.dtype), 1.0).to_event(1))
+
+    trace = poutine.trace(model).get_trace(X)
+    site = trace.nodes["z"]
+    plate = data_plate(trace, n=4)
+    assert (plate.dim, plate.size) == (-2, 4)
+    value = torch.arange(24, dtype=torch.float64).reshape(4, 2, 3)
+    torch.testing.assert_close(sites.per_unit(site, plate, value), value.sum(1))
