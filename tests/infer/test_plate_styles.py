@@ -47,7 +47,7 @@ def _plate(style: str, n: int) -> Any:
 def _dim_minus_one(style: str) -> Programs:
     def model(x: torch.Tensor) -> None:
         with _plate(style, x.shape[0]):
-            z = pyro.sample("z", _prior(x))
+            z = pyro.sample("z", _prior(x).expand([x.shape[0]]))  # batch N: Pyro sizes by it
             pyro.sample("x", dist.Normal(z @ LG.W.T + LG.b, LG.sigma).to_event(1), obs=x)
 
     def guide(x: torch.Tensor) -> None:
@@ -67,7 +67,7 @@ def _dim_minus_two(sized: bool) -> Programs:
     def model(x: torch.Tensor) -> None:
         n, d = x.shape
         with rows(n):
-            z = pyro.sample("z", _prior(x))  # (..., N, 1, L)
+            z = pyro.sample("z", _prior(x).expand([n, 1]))  # (..., N, 1, L)
             loc = (z @ LG.W.T + LG.b).squeeze(-2)  # (..., N, D)
             with pyro.plate("pixels", d, dim=-1):
                 pyro.sample("x", dist.Normal(loc, LG.sigma), obs=x)
