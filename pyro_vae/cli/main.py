@@ -14,7 +14,6 @@ import contextlib
 import dataclasses
 import inspect
 import json
-import math
 import os
 import re
 import sys
@@ -28,8 +27,10 @@ import torch
 
 from pyro_vae.analysis import plots
 from pyro_vae.analysis.compare import compare, split_specs
-from pyro_vae.analysis.diagnostics import check_inference_gaps
-from pyro_vae.analysis.report import check_settings, diagnose
+from pyro_vae.analysis.evaluate import subset as subset  # where benchmarks and tests import it
+from pyro_vae.cli.evaluate import cmd_evaluate
+from pyro_vae.cli.evaluate import table as _table
+from pyro_vae.cli.evaluate import term_rows as _term_rows
 from pyro_vae.components import component_names, describe
 from pyro_vae.config import (
     ConfigError,
@@ -42,9 +43,7 @@ from pyro_vae.config import (
     load_toml_sections,
     resolve_binarize,
 )
-from pyro_vae.data import DataError, load_dataset
-from pyro_vae.infer.decomposition import elbo_terms
-from pyro_vae.infer.importance import PointEstimateError, log_likelihood
+from pyro_vae.data import DataError
 from pyro_vae.models import SupportError
 from pyro_vae.plugins import PluginError, load_plugin
 from pyro_vae.registry import SpecError, is_size_overflow
@@ -53,7 +52,6 @@ from pyro_vae.training.checkpoint import (
     check_run_dir,
     load,
     load_config,
-    write_json,
 )
 from pyro_vae.training.distributed import DistributedError
 from pyro_vae.training.fit import (
@@ -61,11 +59,9 @@ from pyro_vae.training.fit import (
     TrainingInterrupted,
     TrainingNotice,
     check_run_paths,
-    evaluation_split,
     fit,
     resolve_device,
     resume_config,
-    split_labels,
 )
 from pyro_vae.vae import VAE
 
@@ -394,195 +390,6 @@ def _note_skipped(summary: dict[str, Any], tc: TrainConfig) -> None:
 
 def _is_point(summary: dict[str, Any]) -> bool:
     return bool(summary.get("point_estimate", False))
-
-
-def _term_rows(
-    elbo: float, reconstruction: float, kl: float, point_estimate: bool
-) -> list[tuple[str, float, str]]:
-    """The ELBO's rows; for a point-mass (Delta) guide, what the same numbers mean there."""
-    if point_estimate:  # log q = 0 at the point z*: no KL, no bound on log p(x)
-        return [
-            ("objective", elbo, "log p(x|z*) + log p(z*) at the guide's point z*"),
-            ("reconstruction", reconstruction, "log p(x|z*)"),
-            ("-log prior", kl, "-log p(z*) (a Delta guide: no KL, no bound on log p(x))"),
-        ]
-    return [
-        ("ELBO", elbo, ""),
-        ("reconstruction", reconstruction, "E_q[log p(x|z)]"),
-        ("KL", kl, "KL(q(z|x) || p(z))"),
-    ]
-
-
-def _table(title: str, rows: Sequence[tuple[str, float, str]]) -> str:
-    lines = [title] + [f"  {name:<16}{value:>10.3f}   {note}" for name, value, note in rows]
-    return "\n".join(lines)
-
-
-def subset(total: int, n: int, seed: int) -> torch.Tensor:
-    """Indices of a seeded random subset of ``n`` of ``total`` rows (never just the first n)."""
-    return torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n]
-
-
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    _, raw = load_config(args.run_dir)
-    check_run_dir(args.run_dir)
-    check_run_paths(args.run_dir)  # eval.json a file, plots a folder: before the slow part
-    train = from_dict(TrainConfig, raw.get("train", {}), "config.json train")
-    device = resolve_device(args.device)
-    vae = load(args.run_dir, map_location=device)
-    dataset = load_dataset(args.dataset or train.dataset, progress=False)
-    if dataset.data_shape != vae.config.data_shape:
-        raise DataError(
-            f"data set {dataset.name!r} has items of shape {dataset.data_shape}, but the model "
-            f"in {str(args.run_dir)!r} was trained on items of shape {vae.config.data_shape} "
-            f"(data set {train.dataset!r}). Evaluate it on data of that shape, e.g. --dataset "
-            f"{train.dataset}."
-        )
-    binarize = resolve_binarize(train.binarize, vae.config.likelihood)  # saved runs: resolved
-    x = evaluation_split(dataset, args.split, binarize)
-    y = split_labels(vae, dataset, args.split)
-    n = x.shape[0] if args.num_points is None else args.num_points
-    if not 0 < n <= x.shape[0]:
-        raise UsageError(f"--num-points must be in 1..{x.shape[0]} for this split, got {n}")
-    if args.num_samples < 1:
-        raise UsageError(f"--num-samples must be a positive int, got {args.num_samples}")
-    check_settings(args.psis_samples, args.gaps, args.mcmc, n)  # before the slow IW bound
-    idx = subset(x.shape[0], n, args.seed)
-    x = x[idx].to(device)
-    labels = () if y is None else (y[idx].to(device),)
-    vae.check_data(x)
-    if args.gaps:  # a guide the gaps cannot use is refused now, not after the IW bound
-        with contextlib.suppress(PointEstimateError):  # Delta: no diagnostics at all (below)
-            check_inference_gaps(vae.guide, x[:1], *(lab[:1] for lab in labels))
-    torch.manual_seed(args.seed)
-    with torch.no_grad():
-        chunks = zip(x.split(1000), *(lab.split(1000) for lab in labels), strict=True)
-        terms = [elbo_terms(vae.model, vae.guide, *chunk) for chunk in chunks]
-        ll = _log_px(vae, x, labels, args.num_samples)  # (N,), None for a Delta guide
-    nll = None if ll is None else -float(ll.mean())
-    result: dict[str, Any] = {
-        "elbo": float(torch.cat([t["elbo"] for t in terms]).mean()),
-        "reconstruction": float(torch.cat([t["reconstruction"] for t in terms]).mean()),
-        "kl": float(torch.cat([t["kl"] for t in terms]).mean()),
-        "nll": nll,  # null for a Delta guide, which has no IW bound
-        "num_samples": args.num_samples,
-        "num_points": n,
-        "split": args.split,
-        "point_estimate": ll is None,  # a Delta guide: elbo reads log p(x|z*) + log p(z*)
-    }
-    elbo = torch.cat([t["elbo"] for t in terms])  # (N,)
-    path = args.run_dir / "eval.json"
-    write_json(path, result)  # the ELBO and NLL are kept whatever the diagnostics do
-    failed: dict[str, str] = {}
-    if ll is None:  # the diagnostics need a guide with a density
-        result["diagnostics_skipped"] = "a Delta guide has no density"
-    else:
-        result.update(
-            diagnose(
-                vae,
-                x,
-                idx.tolist(),
-                elbo,
-                ll,
-                labels=labels[0] if labels else None,
-                psis_samples=args.psis_samples,
-                gaps=args.gaps,
-                mcmc=args.mcmc,
-                mcmc_samples=args.mcmc_samples,
-                plots_dir=args.run_dir / "plots",
-                mcmc_path=args.run_dir / "mcmc.nc",
-                save=lambda partial: write_json(path, {**result, **partial}),
-                strict=args.debug,
-            )
-        )
-        failed = result.get("diagnostic_errors", {})
-    write_json(path, result)
-    print(
-        _table(
-            f"{args.split} split, {n} points, nats per data point",
-            [
-                *_term_rows(result["elbo"], result["reconstruction"], result["kl"], ll is None),
-                (
-                    "NLL",
-                    math.nan if nll is None else nll,
-                    f"-log p(x), IW bound with k={args.num_samples}"
-                    if nll is not None
-                    else "not defined: a Delta guide is a point estimate",
-                ),
-                *_diagnostic_rows(result),
-            ],
-        )
-    )
-    print(f"wrote {path}")
-    for name, message in failed.items():
-        print(
-            f"pyro-vae: error: the {name} diagnostic failed ({message}); eval.json holds "
-            "every other figure (run with --debug for the traceback)",
-            file=sys.stderr,
-        )
-    return 1 if failed else 0
-
-
-def _diagnostic_rows(result: dict[str, Any]) -> list[tuple[str, float, str]]:
-    if "diagnostics_skipped" in result:
-        return []
-    rows: list[tuple[str, float, str]] = []
-    if "active_units" in result:
-        rows.append(("active units", result["active_units"], "Cov_x E_q[z_j] > 0.01"))
-    if "mutual_information" in result:
-        mi = result["mutual_information"]
-        rows.append(
-            (
-                "I(x; z)",
-                math.nan if mi is None else mi,
-                "under q, Hoffman & Johnson"
-                if mi is not None
-                else f"not computed: {result.get('mutual_information_reason', 'see eval.json')}",
-            )
-        )
-    if "psis_khat" in result:
-        khat = result["psis_khat"]
-        rows.append(("PSIS k-hat", khat["mean"], "mean over points"))
-        rows.append(("k-hat > 0.7", khat["frac_above_0.7"], "fraction of points"))
-    return rows + _gap_rows(result.get("gaps")) + _mcmc_rows(result.get("mcmc"))
-
-
-def _gap_rows(gaps: dict[str, Any] | None) -> list[tuple[str, float, str]]:
-    """Cremer et al. (2018): the two gaps, each a mean over points with its standard error."""
-    if gaps is None:
-        return []
-    n = gaps["num_points"]
-    return [
-        (
-            "approx. gap",
-            gaps["approximation_gap"]["mean"],
-            f"log p(x) - optimized ELBO, +- {gaps['approximation_gap']['se']:.3f} (SE), {n} points",
-        ),
-        (
-            "amortiz. gap",
-            gaps["amortization_gap"]["mean"],
-            f"optimized - amortized ELBO, +- {gaps['amortization_gap']['se']:.3f} (SE)",
-        ),
-    ]
-
-
-def _mcmc_rows(mcmc: dict[str, Any] | None) -> list[tuple[str, float, str]]:
-    """NUTS on p(z|x): the convergence figures over every point and latent dimension."""
-    if mcmc is None:
-        return []
-    points = len(mcmc["points"])
-    return [
-        ("NUTS max r-hat", mcmc["max_r_hat"], f"{points} points, {mcmc['num_chains']} chains"),
-        ("NUTS min ESS", mcmc["min_ess_bulk"], "bulk ESS; moments vs q(z|x) in eval.json"),
-    ]
-
-
-def _log_px(vae: VAE, x: torch.Tensor, labels: tuple[Any, ...], k: int) -> torch.Tensor | None:
-    """Per-point IW estimate of log p(x), or None for a guide without a density (Delta)."""
-    try:
-        return log_likelihood(vae.model, vae.guide, x, *labels, num_samples=k, progress=True)
-    except PointEstimateError:
-        return None
 
 
 def cmd_sample(args: argparse.Namespace) -> int:

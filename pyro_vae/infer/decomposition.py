@@ -95,10 +95,13 @@ def per_point(
 
 
 def analytic_kl_allowed(name: str, model_trace: Trace, guide_trace: Trace) -> bool:
-    """True if every latent the model draws before ``name`` the guide also draws before it.
+    r"""True if every latent the model draws before ``name`` the guide also draws before it.
 
-    Then p(name | parents) depends on nothing that q draws from ``name``, and
-    E_q[log q - log p] = E[KL(q(name|...) || p(name|...))] holds site by site.
+    Then :math:`p(z_{name} \mid \text{parents})` depends on nothing that q draws from
+    ``name``, and :math:`\mathbb{E}_q[\log q - \log p] = \mathbb{E}[\mathrm{KL}(q(z_{name}|\ldots)
+    \,\|\, p(z_{name}|\ldots))]` holds site by site, so the closed-form KL may replace the
+    Monte Carlo one. In a hierarchy whose guide draws z1 before z2, p(z1|z2) depends on
+    the z2 that q(z2|z1) draws from this very z1: not allowed there.
     """
     model_order = [k for k, _ in sites.latent_sites(model_trace)]
     guide_order = [k for k, _ in sites.latent_sites(guide_trace)]
