@@ -292,31 +292,9 @@ def _runs_one_at_a_time(
     kwargs: dict[str, Any],
     nesting: int,
 ) -> None:
-    """Run one draw without a particle plate: the program's own error propagates, and an
-    enumerated site that the program cannot broadcast is named."""
-    try:
-        log_weights(
-            model, guide, xb, 1, *args, max_plate_nesting=nesting, vectorize=False, **kwargs
-        )
-    except (SiteError, PointEstimateError):
-        raise
-    except Exception as error:
-        with poutine.block():
-            marked = [
-                k
-                for tr in traces(model, guide, xb, *args, **kwargs)
-                for k, s in sites.latent_sites(tr)
-                if s["infer"].get("enumerate")
-            ]
-        if not marked:
-            raise
-        raise SiteError(
-            f"the program fails with the sites {sorted(set(marked))} enumerated in parallel "
-            f"({_first_line(error)}): an enumerated site's value has its support in a batch "
-            "dim left of the plates, and the program must broadcast over it (as Pyro's "
-            "TraceEnum_ELBO needs too). Make it broadcast, or drop the enumerate mark "
-            "(config_enumerate) to sample the site."
-        ) from error
+    """Run one draw without a particle plate: the program's own error propagates (or a
+    :class:`SiteError` that names the enumerated sites it cannot broadcast)."""
+    log_weights(model, guide, xb, 1, *args, max_plate_nesting=nesting, vectorize=False, **kwargs)
 
 
 def _first_line(error: Exception) -> str:

@@ -305,6 +305,60 @@ def _check_enumeration(trace: Trace) -> None:
             )
 
 
+def _run(
+    model: Fn,
+    guide: Fn,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    nesting: int,
+    num_particles: int | None,
+    enumerate: bool,
+) -> tuple[Trace, Trace]:
+    particle_dim = -nesting - 1
+    if enumerate:
+        guide = EnumMessenger(first_available_dim=particle_dim - 1)(guide)
+        model = EnumMessenger()(model)  # continues the allocation after the guide's dims
+    plate = pyro.plate(PARTICLE_PLATE, num_particles, dim=particle_dim)
+    with plate if num_particles is not None else nullcontext():
+        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        replayed = poutine.replay(model, trace=guide_trace)
+        model_trace = poutine.trace(replayed).get_trace(*args, **kwargs)
+    if enumerate:
+        _check_enumeration(guide_trace)
+        _check_enumeration(model_trace)
+    return model_trace, guide_trace
+
+
+def _name_enumerated_sites(
+    model: Fn,
+    guide: Fn,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    nesting: int,
+    num_particles: int | None,
+    error: Exception,
+) -> None:
+    """Raise :class:`SiteError` if the programs run without enumeration, naming the sites
+    marked for it; return (for the caller to re-raise ``error``) if they fail anyway."""
+    try:
+        with poutine.block():
+            traces = _run(model, guide, args, kwargs, nesting, num_particles, False)
+    except Exception:
+        return
+    marked = sorted(
+        {k for tr in traces for k, s in latent_sites(tr) if s["infer"].get("enumerate")}
+    )
+    if marked:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise SiteError(
+            f"the program fails with the sites {marked} enumerated in parallel ({first}), and "
+            "runs with them sampled: an enumerated site's value holds its support in a batch "
+            "dim left of the plates, and the program must broadcast over it (as Pyro's "
+            "TraceEnum_ELBO needs too). Make it broadcast, or drop the enumerate mark "
+            "(config_enumerate) to sample the site."
+        ) from error
+
+
 def run_traces(
     model: Fn,
     guide: Fn,
@@ -324,16 +378,15 @@ def run_traces(
     enumerated at dims from ``-(nesting + 2)`` leftwards, the guide's first, then the
     model's own (sites the guide does not sample), as in Pyro's ``TraceEnum_ELBO``.
     """
-    particle_dim = -nesting - 1
-    if enumerate:
-        guide = EnumMessenger(first_available_dim=particle_dim - 1)(guide)
-        model = EnumMessenger()(model)  # continues the allocation after the guide's dims
-    plate = pyro.plate(PARTICLE_PLATE, num_particles, dim=particle_dim)
-    with plate if num_particles is not None else nullcontext():
-        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        replayed = poutine.replay(model, trace=guide_trace)
-        model_trace = poutine.trace(replayed).get_trace(*args, **kwargs)
-    if enumerate:
-        _check_enumeration(guide_trace)
-        _check_enumeration(model_trace)
+    try:
+        model_trace, guide_trace = _run(
+            model, guide, args, kwargs, nesting, num_particles, enumerate
+        )
+    except SiteError:
+        raise
+    except Exception as error:
+        if not enumerate:
+            raise
+        _name_enumerated_sites(model, guide, args, kwargs, nesting, num_particles, error)
+        raise
     return prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace)

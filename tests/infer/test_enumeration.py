@@ -24,6 +24,7 @@ from linear_gaussian import LinearGaussian
 from pyro.infer import config_enumerate
 
 from pyro_vae import elbo_terms, log_likelihood, log_weights
+from pyro_vae.infer.sites import SiteError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -131,3 +132,35 @@ def test_a_sampled_class_is_an_unbiased_monte_carlo_estimate() -> None:
     )
     se = draws.std(0) / 400**0.5
     assert ((draws.mean(0) - elbo).abs() < 4.5 * se + 1e-9).all()
+
+
+def test_programs_out_of_scope_are_refused_with_the_site_and_the_fix() -> None:
+    x = torch.linspace(-3, 4, 6, dtype=torch.float64)
+
+    def sequential(x: torch.Tensor) -> None:
+        with pyro.plate("data", x.shape[0]):
+            y = pyro.sample("y", dist.Categorical(PI), infer={"enumerate": "sequential"})
+            pyro.sample("x", dist.Normal(MU[y], 0.7), obs=x)
+
+    with pytest.raises(SiteError, match=r"site 'y' asks for 'sequential'.*parallel"):
+        log_likelihood(sequential, empty_guide, x, num_samples=2)
+
+    @config_enumerate
+    def nested(x: torch.Tensor) -> None:
+        with pyro.plate("data", x.shape[0]), pyro.plate("copies", 2, dim=-2):
+            y = pyro.sample("y", dist.Categorical(PI))
+            pyro.sample("x", dist.Normal(MU[y], 0.7), obs=x)
+
+    with pytest.raises(SiteError, match=r"enumerated site 'y' is in plates \['copies', 'data'\]"):
+        elbo_terms(nested, empty_guide, x)
+
+    @config_enumerate
+    def flat(x: torch.Tensor) -> None:
+        with pyro.plate("data", x.shape[0]):
+            y = pyro.sample("y", dist.Categorical(PI))
+            pyro.sample("x", dist.Normal(MU[y].reshape(x.shape[0]), 0.7), obs=x)
+
+    with pytest.raises(SiteError, match=r"sites \['y'\] enumerated in parallel.*broadcast"):
+        elbo_terms(flat, empty_guide, x)
+    with pytest.raises(SiteError, match=r"sites \['y'\] enumerated in parallel.*broadcast"):
+        log_likelihood(flat, empty_guide, x, num_samples=2)
