@@ -163,17 +163,18 @@ def data_plate(
 ) -> DataPlate:
     """The plate over the data points of a model trace (then its guide's, if given).
 
-    The candidates are the plates that enclose every observed site (every sample site
-    when the model observes nothing, or nothing in one common plate); with ``n`` (the rows
-    of ``x``), only those of size ``n``. Of these, the plate named ``"data"``, else the
-    outermost (leftmost dim): an inner plate, over pixels say, may have the size of the
-    batch by chance. Plates at dims left of ``max_plate_nesting`` (particles, enumeration)
-    are never the data plate; without it, Pyro's and this package's particle plates are
-    skipped by name. Raises :class:`SiteError` when no plate has ``n`` elements.
+    The candidates are the plates that enclose every observed site but the
+    ``pyro.deterministic`` ones (every plate when the model observes nothing, or nothing in
+    one common plate); with ``n`` (the rows of ``x``), only those of size ``n``. Of these,
+    the plate named ``"data"``, else the outermost (leftmost dim): an inner plate, over
+    pixels say, may have the size of the batch by chance. Plates at dims left of
+    ``max_plate_nesting`` (particles, enumeration) are never the data plate; without it,
+    Pyro's and this package's particle plates are skipped by name. Raises :class:`SiteError`
+    when no plate has ``n`` elements.
     """
     all_sites = [s for tr in traces for _, s in sample_sites(tr)]
     sizes = _sizes(all_sites, max_plate_nesting)
-    observed = [s for _, s in observed_sites(traces[0])] if traces else []
+    observed = [s for _, s in observed_sites(traces[0]) if not s["infer"].get("_deterministic")]
     common: set[str] | None = None
     for site in observed:
         names = {f.name for f in _frames(site, max_plate_nesting)}
