@@ -40,8 +40,8 @@ from matplotlib.layout_engine import ConstrainedLayoutEngine
 from matplotlib.textpath import TextToPath
 from matplotlib.ticker import MaxNLocator
 
-from pyro_vae.data import Dataset, load_dataset
-from pyro_vae.training.fit import FitResult, evaluation_split, split_labels
+from pyro_vae.data import Dataset, evaluation_split, load_dataset
+from pyro_vae.training.fit import FitResult, split_labels
 
 __all__ = [
     "SAMPLES_TITLE",

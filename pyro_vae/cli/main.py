@@ -42,7 +42,7 @@ from pyro_vae.config import (
     load_toml_sections,
     resolve_binarize,
 )
-from pyro_vae.data import DataError, load_dataset
+from pyro_vae.data import DataError, evaluation_split, load_dataset
 from pyro_vae.infer.decomposition import elbo_terms
 from pyro_vae.infer.importance import PointEstimateError, log_likelihood
 from pyro_vae.models import SupportError
@@ -61,7 +61,6 @@ from pyro_vae.training.fit import (
     TrainingInterrupted,
     TrainingNotice,
     check_run_paths,
-    evaluation_split,
     fit,
     resolve_device,
     resume_config,

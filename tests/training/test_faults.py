@@ -102,7 +102,8 @@ def test_skip_counts_steps_and_stops_past_the_limit(faulty_net: str, tmp_path: P
     lines = (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(s)["skipped_steps"] for s in lines] == [0, 3]
     assert result.history[1]["skipped_steps"] == 3
-    with pytest.raises(NonFiniteError, match=r"3 steps were skipped .* more than --max-skipped"):
+    limit = r"3 steps were skipped .* more than TrainConfig\(max_skipped_steps=2\) allows"
+    with pytest.raises(NonFiniteError, match=limit):
         fit(_config(tmp_path / "b", net, on_nan="skip", max_skipped_steps=2), progress=False)
 
 
