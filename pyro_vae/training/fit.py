@@ -85,6 +85,9 @@ from pyro_vae.training.rundir import (
 from pyro_vae.training.summary import mean_terms, summarize
 from pyro_vae.vae import VAE
 
+# The names the first layout's pyro_vae.train exported, importable from here still; those
+# that live in other modules (rundir, summary, errors, pyro_vae.data.splits) are documented
+# there.
 __all__ = [
     "RESUME_OVERRIDES",
     "TEST_BINARIZATION_SEED",
