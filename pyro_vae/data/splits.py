@@ -1,6 +1,6 @@
 """The rows a run trains on and is scored on, and their labels: the data splits as used.
 
-A :class:`~pyro_vae.data.datasets.Dataset` holds fixed train, valid and test splits. Training
+A :class:`~pyro_vae.data.base.Dataset` holds fixed train, valid and test splits. Training
 reads the train split (or, for the IWAE paper's regime, train and valid stacked:
 :func:`training_split`); validation and test read theirs through :func:`evaluation_split`,
 which binarizes them once with a fixed seed under dynamic binarization, so that every run
@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import torch
 
-from pyro_vae.data.datasets import DataError, Dataset, static_binarize
+from pyro_vae.data.base import DataError, Dataset
+from pyro_vae.data.datasets import static_binarize
 
 __all__ = [
     "SPLITS",
@@ -88,7 +89,7 @@ def class_count(dataset: Dataset, conditional: bool) -> int:
     """The number of classes a model conditioned on ``dataset``'s labels needs (0 if not).
 
     A conditional model needs labels for every split, each in ``0..num_classes - 1``;
-    :class:`~pyro_vae.data.datasets.DataError` says what is missing otherwise.
+    :class:`~pyro_vae.data.base.DataError` says what is missing otherwise.
     """
     if not conditional:
         return 0

@@ -176,7 +176,7 @@ def load_config(directory: str | Path) -> tuple[VAEConfig, dict[str, Any]]:
     if not path.is_file():
         raise CheckpointError(
             f"{str(directory)!r} is not a pyro-vae run or checkpoint: it has no config.json. "
-            "Pass a directory written by pyro-vae train (or pyro_vae.save)."
+            "Pass a directory written by fit() (or pyro_vae.save)."
         )
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))

@@ -16,8 +16,9 @@
 A stateful component is anything the trainer holds, other than the VAE's parameters and
 buffers, whose state changes during training (an annealing schedule with its own counter,
 a running baseline): it exposes ``state_dict()`` and ``load_state_dict(state)``, and the
-trainer lists it in ``_Loop.stateful()``. Tensors go to the safetensors part, plain JSON
-values to the metadata, so such state is resumed exactly with no per-component code here.
+trainer lists it in :meth:`~pyro_vae.training.loop.Loop.stateful`. Tensors go to the
+safetensors part, plain JSON values to the metadata, so such state is resumed exactly with
+no per-component code here.
 Schedules that are a function of the epoch alone need nothing: the epoch is restored.
 
 :func:`restore` checks the file against the run's own model and optimizer before using

@@ -7,15 +7,10 @@ flags its user typed.
 
 from __future__ import annotations
 
-import ast
-import re
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import pytest
-
-import pyro_vae.training
 from pyro_vae.training.errors import BadStepError
 from pyro_vae.training.nonfinite import StepReport
 from pyro_vae.training.runstate import Partial, Position
@@ -56,28 +51,3 @@ def test_an_interrupted_run_says_how_to_continue_in_python(tmp_path: Path) -> No
     message = str(interrupted(_loop(), tmp_path))  # after an epoch: its checkpoint is there
     assert message.startswith("interrupted after epoch 1; ")
     assert message.endswith(f"Continue with fit(resume_config({str(tmp_path)!r}), resume=True).")
-
-
-def _messages(path: Path) -> list[str]:
-    """The string constants of a module, docstrings left out."""
-    tree = ast.parse(path.read_text())
-    docstrings = {
-        id(node.body[0].value)
-        for node in ast.walk(tree)
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
-        and node.body
-        and isinstance(node.body[0], ast.Expr)
-        and isinstance(node.body[0].value, ast.Constant)
-    }
-    return [
-        node.value
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Constant) and isinstance(node.value, str)
-        if id(node) not in docstrings
-    ]
-
-
-@pytest.mark.parametrize("path", sorted(Path(pyro_vae.training.__file__).parent.glob("*.py")))
-def test_no_message_of_the_training_layer_names_a_flag(path: Path) -> None:
-    flags = [s for s in _messages(path) if re.search(r"(?<![\w-])--[a-z]", s)]
-    assert flags == [], f"{path.name} names command-line flags: {flags}"
