@@ -27,7 +27,7 @@ from torch import nn
 
 from pyro_vae.infer.decomposition import traces
 
-__all__ = ["Diagnosis", "StepReport", "diagnose_step", "explain_step"]
+__all__ = ["StepReport", "explain_step"]
 
 
 @dataclass
@@ -202,6 +202,6 @@ def explain_step(
     return report
 
 
-# The names of the first layout (pyro_vae.diagnose), kept for code that imports them.
+# The names of the first layout (pyro_vae.diagnose), still importable (not documented twice).
 Diagnosis = StepReport
 diagnose_step = explain_step
