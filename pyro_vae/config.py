@@ -164,6 +164,8 @@ class TrainConfig:
     lr_stage_scale: float = 1.0  # burda: stage i lasts ceil(scale*3**i) epochs (1: 3280 in all)
     train_on: str = "train"  # train | train+valid: the rows trained on (paper: all 60k MNIST)
     data_on_device: str = "auto"  # auto | yes | no: data in GPU memory (auto: if it fits)
+    early_stop: int = 0  # PATIENCE: stop once the valid ELBO gained nothing in N epochs (0: off)
+    tensorboard: bool = False  # also write each epoch's metrics and lr to RUN/tensorboard/
 
     def __post_init__(self) -> None:
         if self.binarize not in ("auto", "none", "dynamic"):
@@ -256,6 +258,10 @@ def _check_train_extras(tc: TrainConfig) -> None:
         )
     if tc.on_nan not in ("stop", "skip"):
         raise ConfigError(f"on_nan must be 'stop' or 'skip', got {tc.on_nan!r}")
+    if not is_int(tc.early_stop) or tc.early_stop < 0:
+        raise ConfigError(f"early_stop must be an int >= 0 (0: off), got {tc.early_stop!r}")
+    if not isinstance(tc.tensorboard, bool):
+        raise ConfigError(f"tensorboard must be true or false, got {tc.tensorboard!r}")
     steps = tc.max_skipped_steps
     if not is_int(steps) or steps < 0:
         raise ConfigError(f"max_skipped_steps must be an int >= 0, got {steps!r}")

@@ -118,7 +118,10 @@ def _kind(name: str, default: Any, help_text: str) -> tuple[Any, str, str]:
     if name == "activation":
         return str, "NAME", f"; one of {', '.join(sorted(ACTIVATIONS))}"
     words = _words(help_text)
-    return type(default), "{" + ",".join(words) + "}" if words else name.upper(), ""
+    if words:
+        return type(default), "{" + ",".join(words) + "}", ""
+    metavar = re.match(r"([A-Z][A-Z_]*): ", help_text)  # a comment naming its value: "N: ..."
+    return type(default), metavar.group(1) if metavar else name.upper(), ""
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, cls: type, section: str) -> None:

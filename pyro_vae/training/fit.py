@@ -82,6 +82,7 @@ from pyro_vae.training.rundir import (
     resume_run,
     start_run,
 )
+from pyro_vae.training.scalars import require_tensorboard
 from pyro_vae.training.summary import mean_terms, summarize
 from pyro_vae.vae import VAE
 
@@ -156,6 +157,8 @@ def fit(
     if resume and not write:
         raise ValueError("resume=True continues a run directory, so it needs write=True")
     build_objective(config.train.objective)  # a bad spec fails before anything is written
+    if config.train.tensorboard and write:
+        require_tensorboard()  # a missing optional extra, too
     world, device = setup(resolve_device(config.train.device))
     try:
         result = _fit(config, world, device, dataset, resume, progress, write, on_epoch)
@@ -209,12 +212,14 @@ def _fit(
     history: list[dict[str, Any]] = []
     if run_dir is not None:
         history = resume_run(run_dir, loop) if resume else start_run(run_dir, loop, config)
-    train(loop, run_dir, history, valid_x, valid_y, on_epoch)
+    early = train(loop, run_dir, history, valid_x, valid_y, on_epoch)
     if not world.is_main:
         return FitResult(vae, history, {}, run_dir, config, rank=world.rank)
     summary = summarize(vae, dataset, tc, device, home)
     if loop.position.skipped_total:  # on_nan='skip': the run's total, resumed runs included
         summary["skipped_steps"] = loop.position.skipped_total
+    if tc.early_stop:  # why and when it stopped, and the best epoch (RUN/best.safetensors)
+        summary.update(early.summary(tc.epochs))
     if run_dir is not None:
         write_json(run_dir / "summary.json", summary)
     return FitResult(vae, history, summary, run_dir, config)

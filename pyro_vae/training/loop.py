@@ -41,11 +41,12 @@ from pyro_vae.data import dynamic_binarize
 from pyro_vae.infer.objectives import batch_terms, build_objective
 from pyro_vae.training.checkpoint import CheckpointError, write_tensors
 from pyro_vae.training.distributed import World, all_reduce_sum, gather_rng_states
+from pyro_vae.training.earlystop import EarlyStop
+from pyro_vae.training.epochlog import EpochLog
 from pyro_vae.training.errors import BadStepError
 from pyro_vae.training.guard import StepGuard
 from pyro_vae.training.nonfinite import StepReport, explain_step
 from pyro_vae.training.replay import Replay
-from pyro_vae.training.rundir import write_epoch
 from pyro_vae.training.runstate import Partial, Position, Stateful, capture, restore
 from pyro_vae.training.schedules import learning_rate
 from pyro_vae.training.stops import interrupted, nonfinite_error, stop_on_ctrl_c
@@ -64,26 +65,30 @@ def train(
     valid_x: torch.Tensor,
     valid_y: torch.Tensor | None = None,
     on_epoch: Callable[[dict[str, float], VAE], None] | None = None,
-) -> None:
+) -> EarlyStop:
     """Train from the loop's position to ``TrainConfig.epochs``, appending to ``history``.
 
     Each epoch trains, scores the valid rows ``valid_x`` (labels ``valid_y`` for a
     conditional VAE), logs to ``run_dir`` and checkpoints there (``None``: nothing is
-    written), then calls ``on_epoch``.
+    written), then calls ``on_epoch``. With ``TrainConfig.early_stop`` it stops once the
+    validation ELBO has not improved for that many epochs
+    (:mod:`~pyro_vae.training.earlystop`); returns the run's :class:`EarlyStop` state.
     """
+    log = EpochLog(loop, run_dir, history)  # metrics, checkpoints, early stopping
     loop.show_position()
     with stop_on_ctrl_c(loop):
         try:
             for epoch in range(loop.position.epochs_done + 1, loop.tc.epochs + 1):
+                if log.early.exhausted:
+                    loop.note(log.early.message())
+                    break
                 result = loop.train_epoch(epoch)
                 if result is None:  # Ctrl-C during the epoch
                     raise interrupted(loop, run_dir)
                 record, timing = result
                 scores = mean_terms(loop.vae, valid_x, world=loop.world, y=valid_y)
                 record.update({f"valid_{k}": v for k, v in scores.items()})
-                history.append(record)
-                if run_dir is not None:
-                    write_epoch(run_dir, loop, record, timing)
+                log.add(record, timing)
                 if on_epoch is not None and loop.world.is_main:
                     on_epoch(record, loop.vae)
                 if loop.stop_requested:  # Ctrl-C while scoring or writing
@@ -92,6 +97,8 @@ def train(
             raise nonfinite_error(loop, fault, loop.explain_fault(fault), run_dir) from None
         finally:
             loop.close()
+            log.close()
+    return log.early
 
 
 class Loop:
@@ -287,6 +294,11 @@ class Loop:
         partial = self.position.partial
         steps = partial.steps_done if partial else 0
         self.bar.update(self.position.epochs_done * self.steps_per_epoch + steps)
+
+    def note(self, text: str) -> None:
+        """Print a line above the progress bar (nothing when it is off)."""
+        if not self.bar.disable:
+            self.bar.write(f"pyro-vae: {text}")
 
     def close(self) -> None:
         """Close the progress bar and drop the DDP wrapper while the process group lives."""

@@ -62,6 +62,8 @@ RESUME_OVERRIDES = (
     "max_skipped_steps",
     "eval_num_samples",
     "eval_num_points",
+    "early_stop",
+    "tensorboard",
 )
 
 # The files pyro-vae writes in a run directory, and its one folder (see check_run_paths).
@@ -74,6 +76,7 @@ RUN_FILES = (
     "summary.json",
     "eval.json",
     "samples.png",
+    "best.safetensors",
 )
 RUN_FOLDER = "plots"
 
