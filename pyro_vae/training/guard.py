@@ -122,8 +122,9 @@ class StepGuard:
         self.optimizer.step()
         for t, old in zip(tensors, before, strict=True):
             t.copy_(torch.where(ok, t, old))
+        had = {id(p) for p in kept}  # by identity: `in` on a list of tensors compares values
         for p in self.params:  # state created by this step: zero it if the step was bad
-            if p not in kept and p in state:
+            if id(p) not in had and p in state:
                 for v in state[p].values():
                     if isinstance(v, torch.Tensor):
                         v.copy_(torch.where(ok, v, torch.zeros_like(v)))
