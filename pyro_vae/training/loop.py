@@ -40,6 +40,7 @@ from pyro_vae.config import TrainConfig
 from pyro_vae.data import dynamic_binarize
 from pyro_vae.infer.objectives import batch_terms, build_objective
 from pyro_vae.training.checkpoint import CheckpointError, write_tensors
+from pyro_vae.training.devices import check_devices
 from pyro_vae.training.distributed import World, all_reduce_sum, gather_rng_states
 from pyro_vae.training.earlystop import EarlyStop
 from pyro_vae.training.epochlog import EpochLog
@@ -122,7 +123,7 @@ class Loop:
         train_y: torch.Tensor | None = None,
     ) -> None:
         self.vae, self.opt, self.gen, self.tc, self.train_x = vae, opt, gen, tc, train_x
-        self.device = next(vae.parameters()).device  # train_x may stay in host memory
+        self.device = check_devices(vae, train_x=train_x, train_y=train_y)  # x: or host
         self.world = world = world or World()
         self.train_y = train_y  # (N,) labels of a conditional VAE
         self.objective = build_objective(tc.objective, num_particles=tc.num_particles)
