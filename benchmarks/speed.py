@@ -14,11 +14,18 @@ device-resident batches; the column ``Pyro program every step`` is the same loop
 ``replay=False``. The reference is ``benchmarks.reference``: the same
 networks and initial weights, trained by a hand-written loss with ``torch.optim.Adam`` at
 its defaults (what a PyTorch user writes). Its row ``reference (fused Adam)`` shows how much
-of any difference the optimizer accounts for. Every configuration alternates one epoch of
-each, ``--repeats`` times, on the same MNIST rows, and reports the median images per second.
+of any difference the optimizer accounts for.
+
+Every configuration times *paired step blocks*: a block of ``--block-rows`` rows (one
+epoch of them) of each contender in turn, in an order rotated each round, ``--pairs``
+rounds (at least 5) after one warm-up round. Each round's ratio is the reference's block
+time over pyro-vae's, measured seconds apart under the same machine load; the verdict is
+the median ratio, reported with its spread (min, quartiles, max), so a neighbour's job
+that slows one block slows its pair too and moves the verdict little.
+
 Peak resident memory is measured in separate processes (``ru_maxrss``), one epoch of MNIST
 each. The conv architecture (the parts issue's ``conv`` pair) is timed on a tenth of
-``--rows``. ``--smoke`` is a seconds-long run for CI with no claims.
+``--block-rows``. ``--smoke`` is a seconds-long run for CI with no claims.
 """
 
 from __future__ import annotations
@@ -77,12 +84,23 @@ def training_row(
     x: torch.Tensor,
     arch: str,
     batch: int,
-    repeats: int,
+    pairs: int,
     device: torch.device,
     eager_column: bool = True,
+    block_rows: int = 4096,
 ) -> dict[str, Any]:
-    """Median images/s of each contender, one epoch of each in turn, ``repeats`` rounds."""
-    x = x[: max(batch, int(x.shape[0] * ARCHITECTURES[arch][4]))]
+    """Paired step blocks: each round times one block of steps of every contender in turn.
+
+    A block is one epoch of ``block_rows`` rows (at least one batch; ``block_rows / batch``
+    steps) through each contender's real epoch function. Round ``r`` runs the contenders in
+    an order rotated by ``r``, so none always runs first or after the same neighbour. Each
+    round gives a *pair* ratio per contender, the reference's block time over its block
+    time (> 1: faster than the reference), measured seconds apart under the same machine
+    load. The verdict is the median of the ``pairs`` rounds' ratios (the first, warm-up
+    round is not counted), reported with its spread (min, quartiles, max).
+    """
+    share = ARCHITECTURES[arch][4]
+    x = x[: max(batch, int(min(block_rows, x.shape[0]) * share))]
     loops = {}
     kinds = [("pyro-vae", True), ("pyro-vae (Pyro program every step)", False)]
     for name, replay in kinds[: 2 if eager_column else 1]:
@@ -100,27 +118,47 @@ def training_row(
         "reference": lambda e: train_epoch(ref, ref_opt, x, batch, order),
         "reference (fused Adam)": lambda e: train_epoch(ref_fused, fused_opt, x, batch, order),
     }
-    runs: dict[str, list[float]] = {name: [] for name in contenders}
-    for epoch in range(1, repeats + 2):  # the first round warms up and is not counted
-        for name, run in contenders.items():
+    names = list(contenders)
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    for block in range(pairs + 1):  # block 0 warms up (records the replay) and is not counted
+        for name in names[block % len(names) :] + names[: block % len(names)]:
             _sync(device)
             start = time.perf_counter()
-            run(epoch)
+            contenders[name](block + 1)
             _sync(device)
-            if epoch > 1:
-                runs[name].append(x.shape[0] / (time.perf_counter() - start))
-    med = {k: statistics.median(v) for k, v in runs.items()}
+            if block > 0:
+                seconds[name].append(time.perf_counter() - start)
+    ratios = {
+        name: [r / t for r, t in zip(seconds["reference"], seconds[name], strict=True)]
+        for name in names
+        if name != "reference"
+    }
+    med = {k: x.shape[0] / statistics.median(v) for k, v in seconds.items()}
     replayed = loops["pyro-vae"].loss_fn
     return {
         "architecture": arch,
         "batch": batch,
         "rows": x.shape[0],
+        "steps_per_block": loops["pyro-vae"].steps_per_epoch,
         "images_per_s": med,
-        "ratio_vs_reference": med["pyro-vae"] / med["reference"],
-        "ratio_vs_reference_fused": med["pyro-vae"] / med["reference (fused Adam)"],
+        "ratio_vs_reference": statistics.median(ratios["pyro-vae"]),
+        "ratio_spread": spread(ratios["pyro-vae"]),
+        "pair_ratios": {k: [round(r, 4) for r in v] for k, v in ratios.items()},
+        "ratio_vs_reference_fused": statistics.median(
+            [
+                f / t
+                for f, t in zip(seconds["reference (fused Adam)"], seconds["pyro-vae"], strict=True)
+            ]
+        ),
         "replayed": bool(getattr(replayed, "recorded", False)),
-        "repeats": repeats,
+        "pairs": pairs,
     }
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """Min, quartiles and max of ``values`` (the quartiles equal the median below 2 values)."""
+    q = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else values * 3
+    return {"min": min(values), "q1": q[0], "median": q[1], "q3": q[2], "max": max(values)}
 
 
 def iw_row(x: torch.Tensor, k: int, device: torch.device) -> dict[str, Any]:
@@ -198,18 +236,25 @@ def markdown(result: dict[str, Any]) -> str:
         f"Date: {result['date']}  ",
         f"Load average at start/end: {result['load_start']} / {result['load_end']}",
         "",
-        "| architecture | batch | pyro-vae img/s | reference img/s | **ratio** | "
-        "Pyro program every step img/s | ratio | reference (fused Adam) img/s | ratio |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "Ratios are medians over paired step blocks (each block of pyro-vae timed beside one "
+        "of the reference, seconds apart); [min, q1-q3, max] is their spread.",
+        "",
+        "| architecture | batch | steps/block | pairs | pyro-vae img/s | reference img/s | "
+        "**ratio** | spread | Pyro program every step img/s | ratio | "
+        "reference (fused Adam) img/s | ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     for r in result["training"]:
-        ips = r["images_per_s"]
+        ips, sp = r["images_per_s"], r["ratio_spread"]
         eager = ips.get("pyro-vae (Pyro program every step)", math.nan)
+        eager_pairs = r["pair_ratios"].get("pyro-vae (Pyro program every step)")
+        eager_ratio = statistics.median(eager_pairs) if eager_pairs else math.nan
         lines.append(
-            f"| {r['architecture']} | {r['batch']} | {ips['pyro-vae']:.0f} | "
-            f"{ips['reference']:.0f} | **{r['ratio_vs_reference']:.2f}** | {eager:.0f} | "
-            f"{eager / ips['reference']:.2f} | {ips['reference (fused Adam)']:.0f} | "
-            f"{r['ratio_vs_reference_fused']:.2f} |"
+            f"| {r['architecture']} | {r['batch']} | {r['steps_per_block']} | {r['pairs']} | "
+            f"{ips['pyro-vae']:.0f} | {ips['reference']:.0f} | "
+            f"**{r['ratio_vs_reference']:.2f}** | [{sp['min']:.2f}, {sp['q1']:.2f}-"
+            f"{sp['q3']:.2f}, {sp['max']:.2f}] | {eager:.0f} | {eager_ratio:.2f} | "
+            f"{ips['reference (fused Adam)']:.0f} | {r['ratio_vs_reference_fused']:.2f} |"
         )
     iw = result["iw"]
     lines += [
@@ -235,8 +280,17 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--rows", type=int, default=10240, help="MNIST rows per timed epoch")
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument(
+        "--rows",
+        type=int,
+        default=10240,
+        help="MNIST rows loaded (a block uses --block-rows of them)",
+    )
+    p.add_argument(
+        "--pairs", "--repeats", type=int, default=9, help="timed rounds of paired blocks (>= 5)"
+    )
+    p.add_argument("--block-rows", type=int, default=4096, help="rows per timed step block")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory probes")
     p.add_argument("--batches", default="32,128,512")
     p.add_argument("--architectures", default=";".join(ARCHITECTURES), help="; separated names")
     p.add_argument(
@@ -252,19 +306,22 @@ def main() -> None:
     p.add_argument("--memory-probe", choices=("pyro-vae", "reference"))
     p.add_argument("--rows-file", help="(internal) the .npy of rows a memory probe trains on")
     args = p.parse_args()
+    if not args.smoke and args.pairs < 5:
+        p.error("--pairs must be at least 5 (the verdict is a median of pairs)")
     torch.set_num_threads(args.threads)
     if args.memory_probe:
         memory_probe(args.memory_probe, args.device, args.rows_file)
         return
     if args.smoke:
-        args.rows, args.repeats, args.batches, args.iw_k, args.iw_points = 256, 1, "32", 20, 4
+        args.rows, args.pairs, args.batches, args.iw_k, args.iw_points = 256, 1, "32", 20, 4
+        args.block_rows = 256
     device = torch.device(args.device)
     data = load_dataset("mnist", progress=False)
     x = torch.bernoulli(data.train[: args.rows], generator=torch.Generator().manual_seed(0))
     x = x.to(device)
     load_start = os.getloadavg()
     training = [
-        training_row(x, arch, int(b), args.repeats, device, not args.no_eager_column)
+        training_row(x, arch, int(b), args.pairs, device, not args.no_eager_column, args.block_rows)
         for arch in args.architectures.split(";")
         for b in args.batches.split(",")
     ]
@@ -282,7 +339,7 @@ def main() -> None:
         "load_start": [round(v, 2) for v in load_start],
         "load_end": [round(v, 2) for v in os.getloadavg()],
     }
-    if not args.smoke:
+    if not args.smoke and not args.no_memory:
         result["memory_mib"] = memory_rows(args.device, 60000)
         result["memory_rows"] = 60000
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,25 @@ def test_speed_benchmark_smoke(tmp_path: Path) -> None:
     assert archs == {"200-200-50 tanh (IWAE)", "400-50", "conv 32-64, fc 256, 50"}
     assert all(r["images_per_s"]["pyro-vae"] > 0 for r in result["training"])
     assert all(r["replayed"] for r in result["training"])  # the fast path was the one timed
+    for r in result["training"]:  # paired step blocks: a median ratio with its spread
+        assert r["pairs"] == len(r["pair_ratios"]["pyro-vae"]) >= 1
+        assert r["ratio_spread"]["min"] <= r["ratio_vs_reference"] <= r["ratio_spread"]["max"]
     assert out.with_suffix(".md").read_text().count("|") > 10
+
+
+def test_the_speed_verdict_needs_five_pairs_and_reports_their_spread() -> None:
+    from benchmarks.speed import spread
+
+    assert spread([1.0, 2.0, 3.0, 4.0, 5.0]) == {
+        "min": 1.0,
+        "q1": 2.0,
+        "median": 3.0,
+        "q3": 4.0,
+        "max": 5.0,
+    }
+    cmd = [sys.executable, "benchmarks/speed.py", "--pairs", "3"]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "--pairs must be at least 5" in result.stderr
 
 
 def test_distributed_benchmark_smoke(tmp_path: Path) -> None:
