@@ -32,10 +32,10 @@ def check_devices(module: torch.nn.Module, **data: torch.Tensor | None) -> torch
             "run trains on one. Move the whole VAE with vae.to(device) before training."
         )
     device = torch.device(next(iter(places))) if places else torch.device("cpu")
-    for name, t in data.items():
-        if t is not None and t.device != device and t.device.type != "cpu":
+    for name, value in data.items():
+        if value is not None and value.device != device and value.device.type != "cpu":
             raise TrainingError(
-                f"{name} is on {t.device}, but the VAE is on {device}. Keep the data on the "
+                f"{name} is on {value.device}, but the VAE is on {device}. Keep the data on the "
                 f"VAE's device or in host memory (each batch is then copied to {device})."
             )
     return device
