@@ -88,6 +88,7 @@ def training_row(
     device: torch.device,
     eager_column: bool = True,
     block_rows: int = 4096,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, Any]:
     """Paired step blocks: each round times one block of steps of every contender in turn.
 
@@ -123,11 +124,11 @@ def training_row(
     for block in range(pairs + 1):  # block 0 warms up (records the replay) and is not counted
         for name in names[block % len(names) :] + names[: block % len(names)]:
             _sync(device)
-            start = time.perf_counter()
+            start = clock()
             contenders[name](block + 1)
             _sync(device)
             if block > 0:
-                seconds[name].append(time.perf_counter() - start)
+                seconds[name].append(clock() - start)
     ratios = {
         name: [r / t for r, t in zip(seconds["reference"], seconds[name], strict=True)]
         for name in names
@@ -234,7 +235,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"Command: `{result['command']}`  ",
         f"Machine: {result['machine']}  ",
         f"Date: {result['date']}  ",
-        f"Load average at start/end: {result['load_start']} / {result['load_end']}",
+        f"Load average at start/end: {result['load_start']} / {result['load_end']}  ",
+        f"Clock: {result.get('clock', 'wall')} time",
         "",
         "Ratios are medians over paired step blocks (each block of pyro-vae timed beside one "
         "of the reference, seconds apart); [min, q1-q3, max] is their spread.",
@@ -291,6 +293,13 @@ def main() -> None:
     )
     p.add_argument("--block-rows", type=int, default=4096, help="rows per timed step block")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory probes")
+    p.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall: elapsed time (the verdict); cpu: this process's CPU time, which a busy "
+        "machine inflates far less (a CPU-only cross-check; use with --threads 1)",
+    )
     p.add_argument("--batches", default="32,128,512")
     p.add_argument("--architectures", default=";".join(ARCHITECTURES), help="; separated names")
     p.add_argument(
@@ -334,6 +343,7 @@ def main() -> None:
         + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""),
         "date": time.strftime("%Y-%m-%d"),
         "device": str(device),
+        "clock": args.clock,
         "training": training,
         "iw": iw,
         "load_start": [round(v, 2) for v in load_start],
