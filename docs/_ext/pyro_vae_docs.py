@@ -92,6 +92,16 @@ def modules() -> list[str]:
     return sorted(names)
 
 
+def subpackages() -> list[str]:
+    """Every subpackage of pyro_vae (``pyro_vae.models``, ``pyro_vae.infer``, ...), walked."""
+    names: set[str] = set(ROOTS[1:])
+    pkg = importlib.import_module(ROOTS[0])
+    for info in pkgutil.walk_packages(pkg.__path__, prefix=f"{ROOTS[0]}."):
+        if info.ispkg and not any(p.startswith("_") for p in info.name.split(".")):
+            names.add(info.name)
+    return sorted(names)
+
+
 def _builtin(cls: Any) -> bool:
     """A component pyro-vae ships, not one a plugin registered (tutorial 5 registers some in
     the build's own process, and they have no page to link to)."""
@@ -216,19 +226,22 @@ def public_page() -> str:
             ]
         )
     packages = []
-    for package in ("pyro_vae.models", "pyro_vae.guides"):
+    for package in subpackages():
         pkg = importlib.import_module(package)
-        for name in pkg.__all__:
+        for name in getattr(pkg, "__all__", []):
             obj = getattr(pkg, name)
             target = _qualified(obj) if hasattr(obj, "__qualname__") else f"{package}.{name}"
             role = _role(obj)
             if role == "data":
-                target = f"{_defining_module(pkg, name)}.{name}"
-            if role == "data":
-                summary = f"the registry of every {obj.kind}"
+                home = _defining_module(pkg, name)
+                target = f"{home}.{name}"
+                summary = _data_summary(home if home != package else package, name)
             else:
                 summary = _qualify_roles(_summary(obj), inspect.getmodule(obj))
-            packages.append([f":py:{role}:`{package}.{name} <{target}>`", summary])
+            if role == "data" and home == package:  # no module documents it: no link
+                packages.append([f"``{package}.{name}``", summary])
+            else:
+                packages.append([f":py:{role}:`{package}.{name} <{target}>`", summary])
     return "\n".join(
         [
             _title("Public API"),
@@ -236,13 +249,32 @@ def public_page() -> str:
             "each linked to its documentation in the module that defines it.",
             "",
             _list_table(["name", "summary"], rows, "30 70"),
-            _title("The model and guide packages", "-"),
-            "``pyro_vae.models`` (the generative side) and ``pyro_vae.guides`` (the inference "
-            "side) re-export their parts:",
+            _title("The subpackages", "-"),
+            "Each subpackage re-exports the names of its modules that other code may use "
+            "(``pyro_vae.models``: the generative side, ``pyro_vae.guides``: the inference "
+            "side, ``pyro_vae.data``, ``pyro_vae.cli``, ...; see :doc:`../../architecture`):",
             "",
             _list_table(["name", "summary"], packages, "30 70"),
         ]
     )
+
+
+def _data_summary(module_name: str, name: str) -> str:
+    """One line for a public constant: a registry's kind, else its ``#:`` doc or comment."""
+    from sphinx.pycode import ModuleAnalyzer
+
+    from pyro_vae.registry import Registry
+
+    module = importlib.import_module(module_name)
+    obj = getattr(module, name)
+    if isinstance(obj, Registry):
+        return f"the registry of every {obj.kind}"
+    try:
+        docs = ModuleAnalyzer.for_module(module_name).find_attr_docs().get(("", name))
+    except Exception:  # a module without source: no comment to read
+        docs = None
+    text = " ".join(docs or []).strip() or _comment_above(module, name)
+    return _qualify_roles(text, module) or f"a ``{type(obj).__name__}``"
 
 
 def _defining_module(pkg: Any, name: str) -> str:
