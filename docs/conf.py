@@ -111,6 +111,7 @@ myst_heading_anchors = 3
 html_theme = "sphinx_rtd_theme"  # Pyro's own docs theme
 html_title = f"pyro-vae {release}"
 html_static_path = ["_static"]
+html_css_files = ["wrap-tables.css"]  # table cells wrap instead of running off the page
 html_favicon = "_static/favicon.svg"  # a local icon: no request for a missing /favicon.ico
 html_show_sourcelink = True
 html_theme_options = {"navigation_depth": 3, "collapse_navigation": False}
