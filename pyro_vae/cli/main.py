@@ -17,6 +17,7 @@ import json
 import math
 import os
 import re
+import shlex
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
@@ -50,7 +51,9 @@ from pyro_vae.plugins import PluginError, load_plugin
 from pyro_vae.registry import SpecError, is_size_overflow
 from pyro_vae.training.checkpoint import (
     CheckpointError,
+    DiskFullError,
     check_run_dir,
+    is_disk_full,
     load,
     load_config,
     write_json,
@@ -67,6 +70,8 @@ from pyro_vae.training.fit import (
     resume_config,
     split_labels,
 )
+from pyro_vae.training.lock import run_lock
+from pyro_vae.training.runstate import last_checkpoint
 from pyro_vae.vae import VAE
 
 __all__ = ["build_parser", "main"]
@@ -362,6 +367,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = resume_run_config(args) if args.resume else run_config(args)
     tc = config.train
     main_rank = os.environ.get("RANK", "0") in ("", "0")  # under torchrun only rank 0 reports
+    # rank 0 holds the run's lock (fit takes it again) until the plots are written too
+    held = main_rank and not Path(tc.out).is_file()  # a file: fit says so
+    with _writing(args, tc.out) if held else contextlib.nullcontext():
+        return _train(args, config, main_rank)
+
+
+def _train(args: argparse.Namespace, config: RunConfig, main_rank: bool) -> int:
+    tc = config.train
     if main_rank:
         print(f"pyro-vae train: {tc.dataset} -> {tc.out}  (device {resolve_device(tc.device)})")
     result = fit(config, resume=bool(args.resume), progress=not args.quiet)
@@ -425,6 +438,11 @@ def subset(total: int, n: int, seed: int) -> torch.Tensor:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     _, raw = load_config(args.run_dir)
+    with _writing(args, args.run_dir):  # eval.json, plots/ and mcmc.nc go into the run
+        return _evaluate(args, raw)
+
+
+def _evaluate(args: argparse.Namespace, raw: dict[str, Any]) -> int:
     check_run_dir(args.run_dir)
     check_run_paths(args.run_dir)  # eval.json a file, plots a folder: before the slow part
     train = from_dict(TrainConfig, raw.get("train", {}), "config.json train")
@@ -594,6 +612,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.out is None:
         check_run_dir(args.run_dir)
         check_run_paths(args.run_dir)
+    if not out.resolve().is_relative_to(args.run_dir.resolve()):
+        return _sample(args, out)  # a reader: it changes nothing in the run
+    load_config(args.run_dir)  # a run, before its lock is taken
+    with _writing(args, args.run_dir):  # a file written into the run: a writer of it
+        return _sample(args, out)
+
+
+def _sample(args: argparse.Namespace, out: Path) -> int:
     vae = load(args.run_dir)
     _check_label(vae, args.label, args.run_dir)
     torch.manual_seed(args.seed)
@@ -653,7 +679,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, train=train)
     seeds = list(range(config.train.seed, config.train.seed + args.seeds))
     out = Path(config.train.out)
-    compare(split_specs(args.objectives), seeds, config, out, progress=not args.quiet, log=print)
+    with _writing(args, out):  # compare() takes it too; here it is named by the command line
+        compare(
+            split_specs(args.objectives), seeds, config, out, progress=not args.quiet, log=print
+        )
     print((out / "compare.md").read_text(encoding="utf-8"))
     print(f"wrote {out / 'compare.json'}, {out / 'compare.md'}, {out / 'compare.png'}")
     return 0
@@ -677,6 +706,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, unknown = build_parser().parse_known_args(argv)
     if unknown:  # said by the command's parser, whose --help lists its flags
         args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.command_line = shlex.join(["pyro-vae", *(sys.argv[1:] if argv is None else argv)])
     try:
         for plugin in args.plugin:
             load_plugin(plugin)
@@ -694,8 +724,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:
         if args.debug or not _is_user_error(e):
             raise
-        print(f"pyro-vae: error: {_message(e)}", file=sys.stderr)
+        text = _disk_full(e, args) if is_disk_full(e) else _message(e)
+        print(f"pyro-vae: error: {text}", file=sys.stderr)
         return 2
+
+
+@contextlib.contextmanager
+def _writing(args: argparse.Namespace, run_dir: str | Path) -> Iterator[None]:
+    """Hold the lock of the run directory this command writes (one writer at a time)."""
+    with run_lock(run_dir, command=getattr(args, "command_line", None)):
+        yield
+
+
+def _disk_full(e: BaseException, args: argparse.Namespace) -> str:
+    """A full disk, in one paragraph: the file, its size, and how to go on (no OSError)."""
+    assert isinstance(e, OSError)
+    if not isinstance(e, DiskFullError):  # a plot or an array, written by another library
+        e = DiskFullError(e.filename or "a file", 0, e.errno or 28)
+    resume = f"pyro-vae train --resume {e.run_dir}"
+    if args.command == "train" and e.run_dir is None:  # after fit: the plots
+        run = args.resume if isinstance(args.resume, str) else getattr(args, "train.out", None)
+        run = run or TrainConfig().out
+        e.in_run(run, last_checkpoint(run))
+        resume = f"pyro-vae train --resume {run}"
+    elif args.command == "compare":
+        resume = f"the same pyro-vae compare command (or pyro-vae train --resume {e.run_dir})"
+    return " ".join(e.describe(resume).split()) + "\n(run with --debug for the traceback)"
 
 
 def _is_user_error(e: BaseException) -> bool:

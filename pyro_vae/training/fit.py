@@ -69,6 +69,7 @@ from pyro_vae.infer.importance import PointEstimateError, log_likelihood
 from pyro_vae.infer.objectives import batch_terms, build_objective
 from pyro_vae.training.checkpoint import (
     CheckpointError,
+    DiskFullError,
     atomic_write,
     check_run_dir,
     load_run_config,
@@ -87,9 +88,17 @@ from pyro_vae.training.distributed import (
     teardown,
 )
 from pyro_vae.training.guard import StepGuard, fused_adam
+from pyro_vae.training.lock import LOCK_NAME, run_lock
 from pyro_vae.training.nonfinite import Diagnosis, diagnose_step
 from pyro_vae.training.replay import Replay
-from pyro_vae.training.runstate import Partial, Position, Stateful, capture, restore
+from pyro_vae.training.runstate import (
+    Partial,
+    Position,
+    Stateful,
+    capture,
+    last_checkpoint,
+    restore,
+)
 from pyro_vae.training.schedules import learning_rate
 from pyro_vae.vae import VAE
 
@@ -444,11 +453,7 @@ def check_run_paths(run_dir: str | Path) -> None:
 def _prepare_run_dir(config: RunConfig, resume: bool) -> tuple[Path, RunConfig]:
     """Check the run directory before anything is built or written; return it and the config."""
     run_dir = Path(config.train.out)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise TrainingError(
-            f"--out {str(run_dir)!r} is a file, but a run directory is expected. Choose another "
-            "--out."
-        )
+    _refuse_file_out(run_dir)
     check_run_dir(run_dir)
     check_run_paths(run_dir)
     if resume:
@@ -462,11 +467,22 @@ def _prepare_run_dir(config: RunConfig, resume: bool) -> tuple[Path, RunConfig]:
     return run_dir, config
 
 
+def _refuse_file_out(run_dir: Path) -> None:
+    if run_dir.exists() and not run_dir.is_dir():
+        raise TrainingError(
+            f"--out {str(run_dir)!r} is a file, but a run directory is expected. Choose another "
+            "--out."
+        )
+
+
 def _refuse_other_files(run_dir: Path) -> None:
     """A new run needs an empty or new folder (or one a new run was stopped in)."""
     if not run_dir.is_dir():
         return
-    other = sorted(p.name for p in run_dir.iterdir() if not _STARTED.fullmatch(p.name))
+    mine = (LOCK_NAME,)  # the lock this command holds, or one a killed command left
+    other = sorted(
+        p.name for p in run_dir.iterdir() if p.name not in mine and not _STARTED.fullmatch(p.name)
+    )
     if other:
         shown = ", ".join(other[:5]) + (", ..." if len(other) > 5 else "")
         raise TrainingError(
@@ -521,8 +537,12 @@ def fit(
     atomically), ``model.safetensors``, ``config.json``, ``metrics.jsonl`` (one line per
     epoch), ``timing.jsonl`` and ``summary.json`` at the end; a new run needs a new or
     empty directory (one holding other files, or a run, is refused with
-    :class:`TrainingError`). Everything is built and checked before the directory is
-    touched. ``resume=True`` continues the run in ``config.train.out`` from its checkpoint,
+    :class:`TrainingError`). Everything is built and checked before a file is written.
+    While it writes, ``fit`` holds the run directory's lock
+    (:func:`~pyro_vae.training.lock.run_lock`): a second writer of the same directory is
+    refused at once with :class:`~pyro_vae.training.lock.RunLockedError`. A full disk raises
+    :class:`~pyro_vae.training.checkpoint.DiskFullError`, which names the file and the
+    run's last checkpoint, from which ``resume=True`` continues once space is freed. ``resume=True`` continues the run in ``config.train.out`` from its checkpoint,
     exactly where it stopped (build ``config`` with :func:`resume_config`). ``dataset``
     overrides loading ``config.train.dataset``. The trainer draws no plots;
     :func:`pyro_vae.analysis.plots.plot_run` writes the run's ``plots/`` as the CLI does.
@@ -536,11 +556,16 @@ def fit(
     build_objective(config.train.objective)  # a bad spec fails before anything is written
     world, device = setup(resolve_device(config.train.device))
     try:
-        result = _fit(config, world, device, dataset, resume, progress, write, on_epoch)
-        # No rank leaves the group while another still uses it: under load, a rank that
-        # destroyed its gloo group while rank 0 was still summarizing sometimes aborted.
-        _barrier(world)
+        with _writer(config, write, world):  # one writer per run directory (training.lock)
+            result = _fit(config, world, device, dataset, resume, progress, write, on_epoch)
+            # No rank leaves the group while another still uses it: under load, a rank that
+            # destroyed its gloo group while rank 0 was still summarizing sometimes aborted.
+            _barrier(world)
         return result
+    except DiskFullError as e:  # the message says where the run can continue from
+        if write and e.run_dir is None:
+            e.in_run(config.train.out, last_checkpoint(config.train.out))
+        raise
     except RuntimeError as e:  # gloo/nccl report a dead peer as a bare RuntimeError
         if not world.enabled or isinstance(e, (DistributedError, TrainingError)):
             raise
@@ -551,6 +576,14 @@ def fit(
         ) from e
     finally:
         teardown(world)
+
+
+def _writer(config: RunConfig, write: bool, world: World) -> contextlib.AbstractContextManager[Any]:
+    """The run directory's lock when ``fit`` writes one (rank 0 holds it for the group)."""
+    if not write:
+        return contextlib.nullcontext()
+    _refuse_file_out(Path(config.train.out))  # before the lock would create a folder
+    return run_lock(config.train.out, world=world)
 
 
 def _barrier(world: World) -> None:

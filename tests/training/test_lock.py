@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from pyro_vae.cli.main import main
 from pyro_vae.training.checkpoint import DiskFullError, atomic_write, write_json
 from pyro_vae.training.lock import LOCK_NAME, RunLockedError, holder_of, run_lock
 
@@ -215,3 +217,47 @@ def test_a_full_disk_names_the_file_and_its_size_and_keeps_the_old_file(tiny_fs:
     assert isinstance(info.value, OSError) and info.value.errno == 28
     assert path.read_bytes() == b"x" * 300_000
     assert sorted(p.name for p in tiny_fs.iterdir()) == ["big.bin", "small.json"]
+
+
+FLAGS = ["--hidden", "32", "--latent-dim", "2", "--quiet", "--seed", "7"]
+FLAGS += ["--eval-num-samples", "2", "--eval-num-points", "10"]
+
+
+def _fill(mount: Path, leave: int) -> Path:
+    """A file that leaves about ``leave`` bytes free on ``mount``."""
+    filler = mount / "filler"
+    free = shutil.disk_usage(mount).free
+    with filler.open("wb") as f:
+        f.write(b"\0" * max(0, free - leave))
+    return filler
+
+
+def test_a_full_disk_stops_a_resume_with_exit_2_and_a_resume_after_is_exact(
+    tiny_fs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trained, full, run = tmp_path / "trained", tmp_path / "full", tiny_fs / "run"
+    assert main(["train", "--out", str(trained), "--epochs", "2", *FLAGS]) == 0
+    assert main(["train", "--out", str(full), "--epochs", "4", *FLAGS]) == 0
+    shutil.copytree(trained, run)
+    checkpoint = (run / "checkpoint.safetensors").read_bytes()
+    model = (run / "model.safetensors").stat().st_size
+    # room for the logs and the model, which a resume rewrites first, but not a checkpoint
+    assert len(checkpoint) > model + 8 * 4096
+    filler = _fill(tiny_fs, model + 6 * 4096)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--epochs", "4", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    size = f"{len(checkpoint) / 1e3:.1f} kB"
+    assert f"could not write {str(run / 'checkpoint.safetensors')!r} (about {size})" in err
+    assert "its file system is full" in err
+    assert "is intact at its last checkpoint (after epoch 2)" in err
+    assert f"continue it with pyro-vae train --resume {run}." in err
+    assert "OSError" not in err and "Errno" not in err and "Traceback" not in err
+    assert err.startswith("pyro-vae: error: ") and err.count("\n") == 2  # one paragraph
+    assert (run / "checkpoint.safetensors").read_bytes() == checkpoint
+    assert not [p.name for p in run.rglob("*") if p.name.endswith(".tmp")]
+    assert not (run / LOCK_NAME).exists()
+    filler.unlink()  # space freed: the same command continues exactly
+    assert main(["train", "--resume", str(run), "--epochs", "4", "--quiet"]) == 0
+    for name in ("metrics.jsonl", "model.safetensors", "checkpoint.safetensors"):
+        assert (run / name).read_bytes() == (full / name).read_bytes(), name
