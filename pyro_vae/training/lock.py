@@ -11,9 +11,11 @@ advisory ``flock(LOCK_EX | LOCK_NB)`` on the file ``RUN/.pyro-vae.lock``:
   it exits (``kill -9`` included). The file's existence means nothing: a file left by a
   killed process never blocks a new command, which takes the lock and rewrites the file;
 - the holder deletes the file when it releases the lock, and the folders it created for it
-  when they are still empty, so a command that failed before writing leaves no trace. A
-  process that opened the old file in the meantime sees that the path no longer leads to it
-  and opens the path again (the usual check of ``fstat`` against ``stat``);
+  when they are still empty; when nothing else in the folder was created, renamed or
+  removed, it gives the folder back its modification time, so a command that failed before
+  writing leaves no trace. A process that opened the old file in the meantime sees that the
+  path no longer leads to it and opens the path again (the usual check of ``fstat``
+  against ``stat``);
 - readers (``load``, sampling to a file outside the run) take no lock: every file is
   replaced by an atomic rename, so a reader sees the old file or the new one;
 - the lock is re-entrant within a process (a command that holds it may call :func:`fit`,
@@ -72,6 +74,7 @@ class RunLock:
     fd: int
     created: list[Path] = field(default_factory=list)  # folders made for it, innermost first
     depth: int = 1  # nested run_lock calls of this process
+    before: _Listing | None = None  # the folder as it was, when it existed before the lock
 
     @property
     def path(self) -> Path:
@@ -83,6 +86,8 @@ class RunLock:
         try:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()  # still under the lock: nobody else holds this inode
+            if self.before is not None:
+                self.before.restore_mtime()
             for folder in self.created:
                 try:
                     folder.rmdir()
@@ -90,6 +95,37 @@ class RunLock:
                     break
         finally:
             os.close(self.fd)
+
+
+@dataclass(frozen=True)
+class _Listing:
+    """A folder's entries (the lock file left out) and its times."""
+
+    folder: Path
+    entries: dict[str, tuple[int, int]]
+    times_ns: tuple[int, int]  # (atime, mtime)
+
+    @classmethod
+    def of(cls, folder: Path) -> _Listing:
+        st = os.stat(folder)
+        return cls(folder, _entries(folder), (st.st_atime_ns, st.st_mtime_ns))
+
+    def restore_mtime(self) -> None:
+        """The folder's times as they were, if no entry but the lock file was created,
+        renamed or removed (which is all that moves a folder's mtime)."""
+        with contextlib.suppress(OSError):
+            if _entries(self.folder) == self.entries:
+                os.utime(self.folder, ns=self.times_ns)
+
+
+def _entries(folder: Path) -> dict[str, tuple[int, int]]:
+    """Name to (inode, mtime) of every entry but the lock file (an inode can be reused)."""
+    with os.scandir(folder) as it:
+        return {
+            e.name: (e.inode(), e.stat(follow_symlinks=False).st_mtime_ns)
+            for e in it
+            if e.name != LOCK_NAME
+        }
 
 
 def command_line() -> str:
@@ -161,12 +197,16 @@ def _new_folders(run_dir: Path) -> list[Path]:
     return missing
 
 
-def _open_locked(run_dir: Path) -> tuple[int, list[Path]]:
+def _open_locked(run_dir: Path) -> tuple[int, list[Path], _Listing | None]:
     """Open, lock and check the lock file of ``run_dir``; raise RunLockedError if held."""
     path = run_dir / LOCK_NAME
     for _ in range(100):  # each retry follows a holder that released in between
         created = _new_folders(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            before = None if created else _Listing.of(run_dir)  # before the file is made
+        except FileNotFoundError:
+            continue
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         except FileNotFoundError:  # a releasing holder removed the folder it had made
@@ -184,7 +224,7 @@ def _open_locked(run_dir: Path) -> tuple[int, list[Path]]:
         except FileNotFoundError:
             same = False
         if same:
-            return fd, created
+            return fd, created, before
         os.close(fd)  # the holder deleted that file as it released: open the path again
     raise CheckpointError(f"could not take the lock {str(path)!r}: it kept being replaced")
 
@@ -223,10 +263,10 @@ def acquire(run_dir: str | Path, *, command: str | None = None) -> RunLock:
                 f"{str(run_dir)!r} is a file, but a run directory is expected; nothing was changed."
             )
         try:
-            fd, created = _open_locked(Path(run_dir))
+            fd, created, before = _open_locked(Path(run_dir))
         except OSError as e:
             raise _lock_os_error(Path(run_dir), e) from e
-        lock = RunLock(Path(run_dir), fd, created)
+        lock = RunLock(Path(run_dir), fd, created, before=before)
         try:
             _write_holder(fd, command)
         except BaseException:

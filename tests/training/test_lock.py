@@ -135,6 +135,26 @@ def test_the_lock_is_reentrant_and_leaves_no_trace(tmp_path: Path) -> None:
     assert sorted(p.name for p in run.iterdir()) == ["config.json"]
 
 
+def test_a_command_that_wrote_nothing_leaves_the_folder_as_it_was(tmp_path: Path) -> None:
+    """Names, bytes and modification times, the folder's own included (its mtime moves
+    when an entry is created or removed, as the lock file is)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    os.utime(run, ns=(10**18, 10**18))
+
+    def snapshot() -> list[tuple[str, int]]:
+        return [(p.name, p.stat().st_mtime_ns) for p in [run, *sorted(run.iterdir())]]
+
+    before = snapshot()
+    with run_lock(run):
+        assert snapshot() != before  # the lock file
+    assert snapshot() == before
+    with run_lock(run):
+        write_json(run / "config.json", {})
+    assert snapshot() != before and run.stat().st_mtime_ns != 10**18
+
+
 def test_a_symlinked_lock_file_is_refused(tmp_path: Path) -> None:
     run, target = tmp_path / "run", tmp_path / "outside"
     run.mkdir()
