@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pyro_vae.checks import inverse_softplus
+from pyro_vae.checks import inverse_softplus, is_number
 from pyro_vae.registry import Registry
 
 from .likelihood_dists import ContinuousBernoulli, DiscretizedLogistic, QuantizedCategorical, grid
@@ -147,8 +147,8 @@ class Bernoulli(Likelihood):
             raise SupportError(
                 f"the Bernoulli likelihood needs binary data (0 or 1), but {bad} of "
                 f"{x.numel()} values are not (e.g. {float(x[~binary][0]):.4g}). Use "
-                "--binarize dynamic to draw x ~ Bernoulli(pixel) every epoch, or a "
-                "likelihood for continuous data (e.g. --likelihood normal)."
+                "TrainConfig(binarize='dynamic') to draw x ~ Bernoulli(pixel) every epoch, or "
+                "a likelihood for continuous data (e.g. VAEConfig(likelihood='normal'))."
             )
 
 
@@ -176,7 +176,7 @@ class Normal(Likelihood):
 
 
 def _positive(name: str, value: float) -> float:
-    if isinstance(value, bool) or not (math.isfinite(value) and value > 0):
+    if not is_number(value) or not (math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a positive finite number, got {value}")
     return float(value)
 
@@ -246,7 +246,8 @@ class ContinuousBernoulliLikelihood(Likelihood):
             0.0,
             1.0,
             "Rescale the data into [0, 1] (e.g. divide 8-bit values by 255), or use a "
-            "likelihood for real-valued data (--likelihood normal-decoder or laplace).",
+            "likelihood for real-valued data (VAEConfig(likelihood='normal-decoder') or "
+            "VAEConfig(likelihood='laplace')).",
         )
 
 
@@ -352,10 +353,11 @@ class Beta(Likelihood):
             0.0,
             1.0,
             "The Beta density lives on the open interval, so values 0 and 1 (black and "
-            "white pixels, or binarized data: use --binarize none) cannot be scored. Squeeze "
-            "the data first, x' = eps + (1 - 2 eps) x with e.g. eps = 1e-3 (save it as your "
-            "own .npy and pass --dataset FILE.npy), or use --likelihood continuous-bernoulli, "
-            "which accepts the closed interval [0, 1].",
+            "white pixels, or binarized data: use TrainConfig(binarize='none')) cannot be "
+            "scored. Squeeze the data first, x' = eps + (1 - 2 eps) x with e.g. eps = 1e-3 "
+            "(save it as your own .npy and pass TrainConfig(dataset='FILE.npy')), or use "
+            "VAEConfig(likelihood='continuous-bernoulli'), which accepts the closed interval "
+            "[0, 1].",
             open_ends=True,
         )
 
@@ -366,8 +368,9 @@ class Beta(Likelihood):
 def _check_8bit(x: torch.Tensor, name: str) -> None:
     advice = (
         "Pass 8-bit images scaled to [0, 1] (pixel / 255, as mnist and fashion-mnist are "
-        "loaded) with --binarize none, or use a likelihood for continuous data in [0, 1] "
-        "(--likelihood continuous-bernoulli or beta)."
+        "loaded) with TrainConfig(binarize='none'), or use a likelihood for continuous data "
+        "in [0, 1] (VAEConfig(likelihood='continuous-bernoulli') or "
+        "VAEConfig(likelihood='beta'))."
     )
     _check_range(x, name, 0.0, 1.0, advice)
     on_grid = grid(BINS).check(x)
@@ -443,8 +446,9 @@ def _check_counts(x: torch.Tensor, name: str) -> None:
         raise SupportError(
             f"the {name} likelihood needs counts (non-negative integers, stored as floats), "
             f"but {_example(x, ~counts)}. Pass the raw counts (not normalized or "
-            "log-transformed values), with --binarize none; for intensities in [0, 1] use "
-            "--likelihood continuous-bernoulli or bernoulli."
+            "log-transformed values), with TrainConfig(binarize='none'); for intensities in "
+            "[0, 1] use VAEConfig(likelihood='continuous-bernoulli') or "
+            "VAEConfig(likelihood='bernoulli')."
         )
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pyro_vae.checks import is_int, is_number
 from pyro_vae.nn import ACTIVATIONS
 from pyro_vae.registry import CONFIG_FIELDS
 
@@ -85,11 +86,11 @@ class VAEConfig:
         _check_positive_ints("upper_hidden", self.upper_hidden)
         if not isinstance(self.conditional, bool):
             raise ConfigError(f"conditional must be true or false, got {self.conditional!r}")
-        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int):
+        if not is_int(self.num_classes):
             raise ConfigError(f"num_classes must be an int, got {self.num_classes!r}")
         if self.num_classes < 0:
             raise ConfigError(f"num_classes must be >= 0, got {self.num_classes}")
-        if isinstance(self.latent_dim, bool) or not isinstance(self.latent_dim, int):
+        if not is_int(self.latent_dim):
             raise ConfigError(f"latent_dim must be an int, got {self.latent_dim!r}")
         if self.latent_dim <= 0:
             raise ConfigError(f"latent_dim must be a positive int, got {self.latent_dim}")
@@ -182,11 +183,11 @@ class TrainConfig:
             )
         for name in ("epochs", "batch_size", "num_particles", "eval_num_samples"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            if not is_int(value) or value <= 0:
                 raise ConfigError(f"{name} must be a positive int, got {value!r}")
-        if isinstance(self.eval_num_points, bool) or not isinstance(self.eval_num_points, int):
+        if not is_int(self.eval_num_points):
             raise ConfigError(f"eval_num_points must be an int, got {self.eval_num_points!r}")
-        if not isinstance(self.lr, (int, float)) or not 0 < self.lr < math.inf:
+        if not is_number(self.lr) or not 0 < self.lr < math.inf:
             raise ConfigError(f"lr must be a positive finite number, got {self.lr!r}")
         _check_train_extras(self)
         if not isinstance(self.replay, bool):
@@ -252,7 +253,7 @@ class _Sections:
 
 
 def resolve_binarize(binarize: str, likelihood: str) -> str:
-    """``--binarize auto``: ``dynamic`` for a likelihood of binary data, else ``none``.
+    """``TrainConfig(binarize='auto')``: ``dynamic`` for a likelihood of binary data, else ``none``.
 
     Binarizing is for a likelihood of {0, 1} data (``bernoulli``, or a user's own class
     with ``binary_data = True``); a likelihood of grey levels, counts or real values is given
@@ -271,7 +272,7 @@ def resolve_binarize(binarize: str, likelihood: str) -> str:
 
 def _check_train_extras(tc: TrainConfig) -> None:
     """Checks of the seed and the non-finite-step policy (see :mod:`pyro_vae.training.guard`)."""
-    if isinstance(tc.seed, bool) or not isinstance(tc.seed, int) or not 0 <= tc.seed < 2**32:
+    if not is_int(tc.seed) or not 0 <= tc.seed < 2**32:
         raise ConfigError(f"seed must be an int in [0, 2**32), got {tc.seed!r}")
     if tc.data_on_device not in ("auto", "yes", "no"):
         raise ConfigError(
@@ -280,7 +281,7 @@ def _check_train_extras(tc: TrainConfig) -> None:
     if tc.on_nan not in ("stop", "skip"):
         raise ConfigError(f"on_nan must be 'stop' or 'skip', got {tc.on_nan!r}")
     steps = tc.max_skipped_steps
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+    if not is_int(steps) or steps < 0:
         raise ConfigError(f"max_skipped_steps must be an int >= 0, got {steps!r}")
 
 
@@ -288,15 +289,15 @@ def _check_optimisation(tc: TrainConfig) -> None:
     """Checks of Adam's hyper-parameters, the learning-rate schedule and the training rows."""
     for name in ("adam_beta1", "adam_beta2"):
         value = getattr(tc, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        if not is_number(value) or not 0 <= value < 1:
             raise ConfigError(f"{name} must be a number in [0, 1), got {value!r}")
     eps = tc.adam_eps
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < math.inf:
+    if not is_number(eps) or not 0 < eps < math.inf:
         raise ConfigError(f"adam_eps must be a positive finite number, got {eps!r}")
     if tc.lr_schedule not in ("constant", "burda"):
         raise ConfigError(f"lr_schedule must be 'constant' or 'burda', got {tc.lr_schedule!r}")
     scale = tc.lr_stage_scale
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < math.inf:
+    if not is_number(scale) or not 0 < scale < math.inf:
         raise ConfigError(f"lr_stage_scale must be a positive finite number, got {scale!r}")
     if tc.train_on not in ("train", "train+valid"):
         raise ConfigError(f"train_on must be 'train' or 'train+valid', got {tc.train_on!r}")
@@ -306,7 +307,7 @@ def _check_positive_ints(name: str, value: Any, allow_empty: bool = False) -> No
     if not isinstance(value, tuple) or (not value and not allow_empty):
         raise ConfigError(f"{name} must be a non-empty tuple of positive ints, got {value!r}")
     for v in value:
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+        if not is_int(v) or v <= 0:
             raise ConfigError(f"{name} must hold positive ints, got {value!r}")
 
 
@@ -389,11 +390,10 @@ def _coerce(hint: Any, value: Any, where: str, keys: tuple[str, ...]) -> Any:
             except ConfigError:
                 continue
         raise ConfigError(f"{label} must be {hint}, got {_short(value)}")
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+    if hint is float and is_int(value):
         value = float(value) if abs(value) < 2**1023 else math.inf
-    if hint in (int, float, str, bool) and (
-        not isinstance(value, hint) or (hint is int and isinstance(value, bool))
-    ):
+    wrong = not is_int(value) if hint is int else not isinstance(value, hint)
+    if hint in (int, float, str, bool) and wrong:
         raise ConfigError(f"{label} must be {hint.__name__}, got {_short(value)}{_unquote(value)}")
     return _check_value(value, label)
 
@@ -409,7 +409,7 @@ def _unquote(value: Any) -> str:
 
 def _check_value(value: Any, where: str) -> Any:
     """Values every field refuses: ints beyond int64, NaN, strings with NUL characters."""
-    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+    if is_int(value) and not -(2**63) <= value < 2**63:
         raise ConfigError(f"{where} must fit in a 64-bit int, got {_short(value)}")
     if isinstance(value, float) and math.isnan(value):
         raise ConfigError(f"{where} must be a number, got nan")
@@ -467,5 +467,5 @@ def _refuse_data_settings(data: dict[str, Any], path: str | Path) -> None:
         raise ConfigError(
             f"{path}: vae.{given[0]} is set from the data set ({_FROM_DATA[given[0]]}), not "
             "by a config file. Remove it, and choose the data with [train] dataset (or "
-            "--dataset)."
+            "TrainConfig.dataset)."
         )

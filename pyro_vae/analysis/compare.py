@@ -32,8 +32,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pyro_vae.analysis import figures as diagnostic_plots
-from pyro_vae.analysis.diagnostics import active_units
+from pyro_vae.analysis.figures import plot_comparison
+from pyro_vae.analysis.latent import active_units
 from pyro_vae.config import RunConfig, to_dict
 from pyro_vae.data import Dataset, load_dataset
 from pyro_vae.infer.objectives import build_objective
@@ -136,7 +136,8 @@ def _check_same_config(run_dir: Path, config: RunConfig) -> None:
     if diff:
         raise ValueError(
             f"{str(run_dir)!r} holds a run made with other settings ({'; '.join(diff)}). Use "
-            "the same settings to continue the comparison, or another --out for a new one."
+            "the same settings to continue the comparison, or another out directory for a "
+            "new one."
         )
 
 
@@ -226,7 +227,7 @@ def _compare(
     write_json(out / "compare.json", result)
     table = markdown_table(result).encode("utf-8")
     atomic_write(out / "compare.md", lambda f: f.write(table), nbytes=len(table))
-    diagnostic_plots.comparison(rows, out / "compare.png")
+    plot_comparison(rows, out / "compare.png")
     return result
 
 

@@ -26,7 +26,7 @@ from torch.distributions import kl_divergence
 
 from pyro_vae.guides.posteriors import is_point_mass
 
-__all__ = ["ElboTerms", "elbo_terms", "per_point", "traces"]
+__all__ = ["ElboTerms", "analytic_kl_allowed", "elbo_terms", "per_point", "traces"]
 
 # A trace site (pyro.poutine.runtime.Message). Pyro types its "fn" as a bare callable, so
 # sites are Any here rather than a cast at every log_prob.
@@ -94,11 +94,14 @@ def per_point(
     return value if particle_dim is not None else value.expand(n)
 
 
-def _analytic_kl_allowed(name: str, model_trace: Trace, guide_trace: Trace) -> bool:
-    """True if every latent the model draws before ``name`` the guide also draws before it.
+def analytic_kl_allowed(name: str, model_trace: Trace, guide_trace: Trace) -> bool:
+    r"""True if every latent the model draws before ``name`` the guide also draws before it.
 
-    Then p(name | parents) depends on nothing that q draws from ``name``, and
-    E_q[log q - log p] = E[KL(q(name|...) || p(name|...))] holds site by site.
+    Then :math:`p(z_{name} \mid \text{parents})` depends on nothing that q draws from
+    ``name``, and :math:`\mathbb{E}_q[\log q - \log p] = \mathbb{E}[\mathrm{KL}(q(z_{name}|\ldots)
+    \,\|\, p(z_{name}|\ldots))]` holds site by site, so the closed-form KL may replace the
+    Monte Carlo one. In a hierarchy whose guide draws z1 before z2, p(z1|z2) depends on
+    the z2 that q(z2|z1) draws from this very z1: not allowed there.
     """
     model_order = _latent_names(model_trace)
     guide_order = _latent_names(guide_trace)
@@ -123,7 +126,7 @@ def _site_kl(
     if is_point_mass(q_site["fn"]):  # log q = 0 at its point: "kl" is -log p(z) there
         log_p = p_site["fn"].log_prob(p_site["value"])
         return -per_point(log_p, p_site, n), "delta"
-    if analytic and _analytic_kl_allowed(name, model_trace, guide_trace):
+    if analytic and analytic_kl_allowed(name, model_trace, guide_trace):
         try:
             kl = kl_divergence(q_site["fn"], p_site["fn"])
             return per_point(kl, q_site, n), "analytic"

@@ -75,8 +75,11 @@ class DiskFullError(OSError):
         self.run_dir, self.checkpoint = Path(run_dir), checkpoint
         return self
 
-    def describe(self, resume: str = "fit(..., resume=True)") -> str:
-        """The message; ``resume`` is how the reader continues a run (the CLI: its command)."""
+    def describe(self, resume: str | None = None) -> str:
+        """The message; ``resume`` is how the reader continues the run (default: the call
+        ``fit(resume_config(RUN_DIR), resume=True)``; the CLI names its command)."""
+        if resume is None and self.run_dir is not None:
+            resume = f"fit(resume_config({str(self.run_dir)!r}), resume=True)"
         code = self.errno or errno.ENOSPC
         full = "over its disk quota" if code == errno.EDQUOT else "full"
         size = f" (about {_size(self.nbytes)})" if self.nbytes > 0 else ""

@@ -542,8 +542,9 @@ def fit(
     (:func:`~pyro_vae.training.lock.run_lock`): a second writer of the same directory is
     refused at once with :class:`~pyro_vae.training.lock.RunLockedError`. A full disk raises
     :class:`~pyro_vae.training.checkpoint.DiskFullError`, which names the file and the
-    run's last checkpoint, from which ``resume=True`` continues once space is freed. ``resume=True`` continues the run in ``config.train.out`` from its checkpoint,
-    exactly where it stopped (build ``config`` with :func:`resume_config`). ``dataset``
+    run's last checkpoint, from which ``resume=True`` continues once space is freed.
+    ``resume=True`` continues the run in ``config.train.out`` from its checkpoint, exactly
+    where it stopped (build ``config`` with :func:`resume_config`). ``dataset``
     overrides loading ``config.train.dataset``. The trainer draws no plots;
     :func:`pyro_vae.analysis.plots.plot_run` writes the run's ``plots/`` as the CLI does.
 

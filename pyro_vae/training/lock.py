@@ -30,6 +30,7 @@ recent NFS); they do not stop other programs from writing the files.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
 import fcntl
 import json
@@ -50,12 +51,21 @@ import torch.distributed as dist
 from pyro_vae.training.checkpoint import CheckpointError, DiskFullError, is_disk_full
 from pyro_vae.training.distributed import World
 
-__all__ = ["LOCK_NAME", "RunLock", "RunLockedError", "holder_of", "run_lock"]
+__all__ = [
+    "LOCK_NAME",
+    "RunLock",
+    "RunLockedError",
+    "command_line",
+    "holder_of",
+    "naming_command",
+    "run_lock",
+]
 
 LOCK_NAME = ".pyro-vae.lock"
 
 _HELD: dict[Path, RunLock] = {}  # this process's locks, by resolved run directory
 _HELD_GUARD = threading.Lock()
+_COMMAND: contextvars.ContextVar[str | None] = contextvars.ContextVar("command", default=None)
 
 
 class RunLockedError(CheckpointError):
@@ -128,8 +138,23 @@ def _entries(folder: Path) -> dict[str, tuple[int, int]]:
         }
 
 
+@contextlib.contextmanager
+def naming_command(command: str) -> Iterator[None]:
+    """Locks taken inside the block name ``command`` as their holder's command (the CLI
+    names the command the user typed, also when :func:`main` is called in a process)."""
+    token = _COMMAND.set(command)
+    try:
+        yield
+    finally:
+        _COMMAND.reset(token)
+
+
 def command_line() -> str:
-    """This process's command line as a user would type it (``pyro-vae ...`` for the CLI)."""
+    """What a lock's holder runs: the command named by :func:`naming_command`, else this
+    process's command line as a user would type it (``pyro-vae ...`` for the CLI)."""
+    named = _COMMAND.get()
+    if named is not None:
+        return named
     argv = list(sys.argv) or ["python"]
     first = Path(argv[0])
     if first.name == "__main__.py" and first.parent.name == "pyro_vae":

@@ -17,6 +17,7 @@ import pytest
 
 from pyro_vae.cli.main import main
 from pyro_vae.training.checkpoint import DiskFullError, atomic_write, write_json
+from pyro_vae.training.fit import fit, resume_config
 from pyro_vae.training.lock import LOCK_NAME, RunLockedError, holder_of, run_lock
 
 HOLD = textwrap.dedent(
@@ -264,6 +265,12 @@ def test_a_full_disk_stops_a_resume_with_exit_2_and_a_resume_after_is_exact(
     # room for the logs and the model, which a resume rewrites first, but not a checkpoint
     assert len(checkpoint) > model + 8 * 4096
     filler = _fill(tiny_fs, model + 6 * 4096)
+    with pytest.raises(DiskFullError) as info:  # in Python: the call that continues
+        fit(resume_config(run, epochs=4), resume=True, progress=False)
+    said = str(info.value)
+    assert "is intact at its last checkpoint (after epoch 2)" in said
+    assert f"continue it with fit(resume_config({str(run)!r}), resume=True)." in said
+    assert info.value.run_dir == run and info.value.path == run / "checkpoint.safetensors"
     capsys.readouterr()
     assert main(["train", "--resume", str(run), "--epochs", "4", "--quiet"]) == 2
     err = capsys.readouterr().err
