@@ -15,8 +15,8 @@ from pyro_vae import FitResult, RunConfig, TrainConfig, VAEConfig, evaluate_run,
 from pyro_vae.analysis import report
 from pyro_vae.analysis.report import ArgumentError
 from pyro_vae.cli import build_parser
-from pyro_vae.cli.evaluate import evaluate_flags
 from pyro_vae.cli.main import main
+from pyro_vae.cli.messages import to_flags
 from pyro_vae.config import ConfigError, EvaluateConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
@@ -156,11 +156,11 @@ def test_data_of_another_shape_is_refused_in_each_callers_terms(
     assert "evaluate_run" not in err
 
 
-def test_evaluate_flags_translates_only_evaluate_runs_arguments() -> None:
-    assert evaluate_flags("e.g. evaluate_run(..., dataset='mnist').") == "e.g. --dataset mnist."
-    assert evaluate_flags("gaps can use at most 5", "gaps") == "--gaps can use at most 5"
-    assert evaluate_flags("the gaps diagnostic failed") == "the gaps diagnostic failed"
-    assert evaluate_flags("x must be a tensor", "x") == "x must be a tensor"
+def test_to_flags_translates_evaluate_runs_arguments() -> None:
+    assert to_flags("e.g. evaluate_run(..., dataset='mnist').") == "e.g. --dataset mnist."
+    assert to_flags("gaps can use at most 5") == "--gaps can use at most 5"
+    assert to_flags("the gaps diagnostic failed") == "the gaps diagnostic failed"
+    assert to_flags("x must be a tensor") == "x must be a tensor"
 
 
 def test_report_runs_its_diagnostics_under_their_new_name() -> None:
