@@ -84,7 +84,7 @@ class RunLock:
     fd: int
     created: list[Path] = field(default_factory=list)  # folders made for it, innermost first
     depth: int = 1  # nested run_lock calls of this process
-    before: _Listing | None = None  # the folder as it was, when it existed before the lock
+    before: _Listing | None = None  # the first folder that existed, as it was
 
     @property
     def path(self) -> Path:
@@ -96,13 +96,13 @@ class RunLock:
         try:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()  # still under the lock: nobody else holds this inode
-            if self.before is not None:
-                self.before.restore_mtime()
             for folder in self.created:
                 try:
                     folder.rmdir()
                 except OSError:  # not empty (the command wrote), or already gone
                     break
+            if self.before is not None:
+                self.before.restore_mtime()
         finally:
             os.close(self.fd)
 
@@ -227,11 +227,11 @@ def _open_locked(run_dir: Path) -> tuple[int, list[Path], _Listing | None]:
     path = run_dir / LOCK_NAME
     for _ in range(100):  # each retry follows a holder that released in between
         created = _new_folders(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            before = None if created else _Listing.of(run_dir)  # before the file is made
+        try:  # the first folder that exists, as it is before the lock (and folders) made
+            before = _Listing.of(created[-1].parent if created else run_dir)
         except FileNotFoundError:
             continue
+        run_dir.mkdir(parents=True, exist_ok=True)
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         except FileNotFoundError:  # a releasing holder removed the folder it had made

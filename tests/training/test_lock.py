@@ -154,6 +154,10 @@ def test_a_command_that_wrote_nothing_leaves_the_folder_as_it_was(tmp_path: Path
     with run_lock(run):
         write_json(run / "config.json", {})
     assert snapshot() != before and run.stat().st_mtime_ns != 10**18
+    os.utime(tmp_path, ns=(10**18, 10**18))
+    with run_lock(tmp_path / "new" / "run"):  # folders made for the lock, then removed
+        pass
+    assert tmp_path.stat().st_mtime_ns == 10**18
 
 
 def test_a_symlinked_lock_file_is_refused(tmp_path: Path) -> None:
