@@ -1,7 +1,8 @@
 """What a trained VAE gets wrong: latent statistics, PSIS, the inference gaps, MCMC, the
 evaluation of a run, the comparison of runs, and their figures.
 
-- :mod:`~pyro_vae.analysis.latent`: KL per coordinate, active units, I(x; z);
+- :mod:`~pyro_vae.analysis.latent`: KL per coordinate, active units, I(x; z)
+  (:mod:`~pyro_vae.analysis.information`);
 - :mod:`~pyro_vae.analysis.psis`: Pareto k̂ of the importance weights, and what it means;
 - :mod:`~pyro_vae.analysis.gaps`: the approximation and amortization gaps;
 - :mod:`~pyro_vae.analysis.mcmc`: NUTS on the exact posterior, beside the guide;
