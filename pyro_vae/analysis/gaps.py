@@ -64,12 +64,13 @@ def check_inference_gaps(guide: Fn, x: torch.Tensor, *args: Any, **kwargs: Any) 
     ``"per-point parameters"``: one latent site whose distribution exposes its parameters
     (Normal, low-rank and full-covariance Normals, ...): each becomes a free tensor per
     point. ``"per-point copies of the guide"``: otherwise (a flow such as the IAF guide,
-    several latent sites as in a hierarchy), a guide that is an ``nn.Module`` is copied
-    once per point and all the copy's parameters are optimized on that point alone, which
-    frees every member of the family for it. Refused: a point-mass (``Delta``) site
-    (:class:`~pyro_vae.infer.importance.PointEstimateError`), a guide without latent sites, and a
-    plain-function guide whose parameters cannot be read. Cheap: one run of the guide on
-    the first row, so callers check before any slow work.
+    several latent sites as in a hierarchy), a guide that is an ``nn.Module`` (or a method
+    of one) is copied once per point and all the copy's parameters are optimized on that
+    point alone, which frees every member of the family for it. Refused: a point-mass
+    (``Delta``) site (:class:`~pyro_vae.infer.importance.PointEstimateError`), a guide
+    without latent sites, a discrete latent site (a class y: pass its values, the labels,
+    as an argument instead), and a plain-function guide whose parameters cannot be read.
+    Cheap: one run of the guide on the first row, so callers check before any slow work.
     """
     x = check_x(x)
     with torch.no_grad():
@@ -273,7 +274,9 @@ def inference_gaps(
     about as tight as the better of the two (an ELBO-optimal :math:`q^*` is mode-seeking
     and is not always the better one, e.g. against an IWAE-trained :math:`q_\phi`). The IW
     bound with :math:`q_\phi` alone is reported too. Each figure is a mean over points
-    with its standard error over points.
+    with its standard error over points. The plate over the rows of ``x`` may be in any
+    style (:mod:`pyro_vae.infer.sites`); scales are loss weights and are undone, so every
+    figure is that of the unscaled program.
     """
     x = check_x(x)
     check_count("steps", steps, minimum=0)
