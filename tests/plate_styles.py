@@ -10,7 +10,8 @@ are bounded but not constant. Each style puts the same densities in a different 
 * ``named-otherwise``: ``pyro.plate("rows", N)``;
 * ``subsample``: ``pyro.plate("data", 1000, subsample=arange(N))``, a mini-batch (scale 1000/N);
 * ``dim-2``, ``dim-2-unsized``: rows at dim -2, pixels in a plate at dim -1;
-* ``scale``, ``scale-per-point``: ``poutine.scale`` by 0.01, or by one weight per point (7).
+* ``scale``, ``scale-per-point``: ``poutine.scale`` by 0.01, or by one weight per point (7);
+* :func:`masked_programs`: ``obs_mask``, each point observing some entries of x.
 
 Scales are loss weights: every per-point value is that of the unscaled program.
 """
@@ -103,3 +104,45 @@ STYLES: dict[str, Callable[..., Programs]] = {
         torch.linspace(0.5, 2.0, 7, dtype=torch.float64), widen
     ),
 }
+
+
+def masked_programs(mask: torch.Tensor, widen: float = 1.0) -> Programs:
+    """x observed where ``mask`` is True (``obs_mask``), rows at dim -2, pixels at dim -1.
+
+    The model draws the unobserved entries (``x_unobserved``), which the guide does not;
+    the guide is each point's posterior given its observed entries (covariance times
+    ``widen``). Run on a prefix of the rows (a shape probe), they use that prefix's mask."""
+
+    def model(x: torch.Tensor) -> None:
+        n, d = x.shape
+        with pyro.plate("data", n, dim=-2):
+            z = pyro.sample("z", prior(x))
+            loc = (z @ LG.W.T + LG.b).squeeze(-2)
+            with pyro.plate("pixels", d, dim=-1):
+                pyro.sample("x", dist.Normal(loc, LG.sigma), obs=x, obs_mask=mask[:n])
+
+    def guide(x: torch.Tensor) -> None:
+        pairs = [observed_posterior(row, m) for row, m in zip(x, mask[: len(x)], strict=True)]
+        mean = torch.stack([m for m, _ in pairs]).unsqueeze(-2)  # (N, 1, L)
+        cov = torch.stack([c for _, c in pairs]).unsqueeze(-3)  # (N, 1, L, L)
+        with pyro.plate("data", x.shape[0], dim=-2):
+            pyro.sample("z", dist.MultivariateNormal(mean, covariance_matrix=widen * cov))
+
+    return model, guide
+
+
+def observed_posterior(x: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean ``(L,)`` and covariance ``(L, L)`` of p(z | the entries of one row x where m)."""
+    W, b, s2 = LG.W[m], LG.b[m], LG.sigma**2
+    cov = torch.linalg.inv(torch.eye(L, dtype=x.dtype) + W.T @ W / s2)
+    return cov @ W.T @ (x[m] - b) / s2, cov
+
+
+def observed_log_px(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """log p(x_n's observed entries) per point, ``(N,)``."""
+    out = []
+    for row, m in zip(x, mask, strict=True):
+        W = LG.W[m]
+        cov = W @ W.T + LG.sigma**2 * torch.eye(int(m.sum()), dtype=x.dtype)
+        out.append(dist.MultivariateNormal(LG.b[m], covariance_matrix=cov).log_prob(row[m]))
+    return torch.stack(out)

@@ -36,6 +36,7 @@ from pyro_vae.analysis.common import (
 from pyro_vae.analysis.localguide import LocalGuide
 from pyro_vae.guides.posteriors import is_point_mass
 from pyro_vae.infer import sites
+from pyro_vae.infer.decomposition import traces
 from pyro_vae.infer.importance import (
     PointEstimateError,
     log_likelihood,
@@ -140,13 +141,15 @@ def _mean_se(values: torch.Tensor) -> dict[str, float]:
 
 @dataclass
 class _Fit:
-    """How the per-point guides are fitted: SVI settings and the particle plate's dim."""
+    """How the per-point guides are fitted: SVI settings, the particle plate's dim, and the
+    model's latent sites that the guide does not draw (proposed from their prior)."""
 
     steps: int
     lr: float
     num_particles: int
     dim: int
     analytic: bool
+    from_prior: list[str]
 
 
 def _fit(model: Fn, part: _Part, x: torch.Tensor, args: Any, kwargs: Any, fit: _Fit) -> None:
@@ -156,13 +159,16 @@ def _fit(model: Fn, part: _Part, x: torch.Tensor, args: Any, kwargs: Any, fit: _
     plate's ``N/B``) weighs a training loss and is not part of :math:`\log p(x_n)`."""
     particles = pyro.plate("gap_particles", fit.num_particles, dim=fit.dim)  # vectorized draws
     objective: Any = build_objective("elbo-analytic" if fit.analytic else "elbo")
+    # a site the guide does not draw (an obs_mask's x_unobserved) is drawn from its prior
+    # and cancels: hidden from the ELBO's traces, it still draws
+    target = pyro.poutine.block(unscaled(model), hide=fit.from_prior)
     opt = torch.optim.Adam(part.params, lr=fit.lr)
     scale = x.shape[0] * fit.num_particles
     for step in range(fit.steps):
         for group in opt.param_groups:  # cosine decay to 0: the last steps average the noise out
             group["lr"] = fit.lr * 0.5 * (1 + math.cos(math.pi * step / fit.steps))
         loss = objective.differentiable_loss(
-            particles(unscaled(model)), particles(part.guide), x, *args, **kwargs
+            particles(target), particles(part.guide), x, *args, **kwargs
         )
         # not the model's; a copied module's own model parameters are unused
         grads = torch.autograd.grad(loss / scale, part.params, allow_unused=True)
@@ -287,7 +293,11 @@ def inference_gaps(
         raise ValueError(f"lr must be a positive number, got {lr!r}")
     how = check_inference_gaps(guide, x, *args, **kwargs)
     nesting = plate_nesting(model, guide, x, *args, **kwargs)
-    fit = _Fit(steps, lr, num_particles, -nesting - 1, how == "per-point parameters")
+    with torch.no_grad(), pyro.poutine.block():
+        model_trace, guide_trace = traces(model, guide, x, *args, **kwargs)
+    guided = {k for k, _ in sites.sample_sites(guide_trace)}
+    from_prior = [k for k, _ in sites.latent_sites(model_trace) if k not in guided]
+    fit = _Fit(steps, lr, num_particles, -nesting - 1, how == "per-point parameters", from_prior)
     optimized = x.new_empty(x.shape[0])
     log_px = x.new_empty(x.shape[0])
     store = pyro.get_param_store()

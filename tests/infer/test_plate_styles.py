@@ -89,40 +89,8 @@ def test_a_program_that_does_not_vectorize_runs_one_draw_at_a_time(x: torch.Tens
     torch.testing.assert_close(terms["elbo"], LG.log_px(x), rtol=0, atol=1e-9)
 
 
-def _masked_programs(mask: torch.Tensor) -> Programs:
-    """x observed where ``mask`` is True (``obs_mask``), rows at dim -2, pixels at dim -1."""
-
-    def model(x: torch.Tensor) -> None:
-        n, d = x.shape
-        with pyro.plate("data", n, dim=-2):
-            z = pyro.sample("z", _prior(x))
-            loc = (z @ LG.W.T + LG.b).squeeze(-2)
-            with pyro.plate("pixels", d, dim=-1):
-                pyro.sample("x", dist.Normal(loc, LG.sigma), obs=x, obs_mask=mask)
-
-    def guide(x: torch.Tensor) -> None:
-        pairs = [_observed_posterior(row, m) for row, m in zip(x, mask, strict=True)]
-        mean = torch.stack([m for m, _ in pairs]).unsqueeze(-2)  # (N, 1, L)
-        cov = torch.stack([c for _, c in pairs]).unsqueeze(-3)  # (N, 1, L, L)
-        with pyro.plate("data", x.shape[0], dim=-2):
-            pyro.sample("z", dist.MultivariateNormal(mean, covariance_matrix=cov))
-
-    return model, guide
-
-
-def _observed_posterior(x: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    W, b, s2 = LG.W[m], LG.b[m], LG.sigma**2
-    cov = torch.linalg.inv(torch.eye(L, dtype=x.dtype) + W.T @ W / s2)
-    return cov @ W.T @ (x[m] - b) / s2, cov
-
-
-def _observed_log_px(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    out = []
-    for row, m in zip(x, mask, strict=True):
-        W = LG.W[m]
-        cov = W @ W.T + LG.sigma**2 * torch.eye(int(m.sum()), dtype=x.dtype)
-        out.append(dist.MultivariateNormal(LG.b[m], covariance_matrix=cov).log_prob(row[m]))
-    return torch.stack(out)
+_masked_programs = plate_styles.masked_programs
+_observed_log_px = plate_styles.observed_log_px
 
 
 def test_obs_mask_scores_the_observed_entries_of_each_point(x: torch.Tensor) -> None:
