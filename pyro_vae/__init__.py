@@ -4,6 +4,7 @@ The public API is listed in ``__all__``; everything else is an implementation de
 """
 
 from pyro_vae import _compat
+from pyro_vae.compression import compress, decompress
 from pyro_vae.config import ConfigError, RunConfig, TrainConfig, VAEConfig
 from pyro_vae.data import DataError, Dataset, load_dataset
 from pyro_vae.infer.decomposition import ElboTerms, elbo_terms
@@ -34,6 +35,8 @@ __all__ = [
     "TrainingError",
     "VAEConfig",
     "__version__",
+    "compress",
+    "decompress",
     "elbo_terms",
     "fit",
     "load",

@@ -30,6 +30,7 @@ from pyro_vae.analysis import plots
 from pyro_vae.analysis.compare import compare, split_specs
 from pyro_vae.analysis.diagnostics import check_inference_gaps
 from pyro_vae.analysis.report import check_settings, diagnose
+from pyro_vae.cli import codec
 from pyro_vae.components import component_names, describe
 from pyro_vae.config import (
     ConfigError,
@@ -235,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     co = sub.add_parser("components", help="list the registered priors, likelihoods, ...")
     co.add_argument("--json", action="store_true", help="names only, as one JSON object")
-    for p in (train, ev, sa, co, cp):
+    codecs = codec.add_parsers(sub)  # compress, decompress
+    for p in (train, ev, sa, co, cp, *codecs):
         p.add_argument(
             "--plugin",
             action="append",
@@ -250,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
         sa,
         co,
         cp,
+        *codecs,
     ):  # --debug also after the command; SUPPRESS keeps the top value
         p.set_defaults(command_parser=p)  # reports flags it does not know (main)
         p.add_argument(
@@ -665,6 +668,8 @@ COMMANDS = {
     "sample": cmd_sample,
     "components": cmd_components,
     "compare": cmd_compare,
+    "compress": codec.cmd_compress,
+    "decompress": codec.cmd_decompress,
 }
 
 

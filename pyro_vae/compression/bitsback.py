@@ -175,9 +175,11 @@ def clean_words(config: CodecConfig, latent_dim: int) -> np.ndarray:
     """The seeded pseudo-random words the stack starts with (uint32, never zero at the ends)."""
     bits = config.clean_bits or latent_dim * config.latent_bits + 64
     count = max(2, -(-bits // 32))
-    words = np.random.default_rng(config.clean_seed).integers(
-        0, 2**32, count, dtype=np.uint64
-    ).astype(np.uint32)
+    words = (
+        np.random.default_rng(config.clean_seed)
+        .integers(0, 2**32, count, dtype=np.uint64)
+        .astype(np.uint32)
+    )
     words[0] |= 1
     words[-1] |= 1
     return words

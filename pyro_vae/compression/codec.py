@@ -82,7 +82,7 @@ def compress(
         max_symbol = _largest_count(arr, config)
         code = observed_code(vae.model.likelihood, max_symbol)
         assert code is not None
-    symbols = code.to_symbols(arr).reshape(arr.shape[0], -1)
+    symbols = code.to_symbols(arr).reshape(arr.shape[0], int(np.prod(shape)))
     plan = make_plan(vae, config, code)
     start = clean_words(config, plan.latent_dim)
     words = encode_points(plan, symbols, start, progress)
@@ -196,4 +196,3 @@ def inspect(data: bytes) -> PvzInfo:
         container_bits=8 * len(data) - words,
         raw_bits=8 * itemsize * dims,
     )
-

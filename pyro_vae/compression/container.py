@@ -46,6 +46,7 @@ __all__ = [
     "Pvz",
     "RunMismatchError",
     "TruncatedPvzError",
+    "check_run",
     "pack",
     "run_identity",
     "unpack",

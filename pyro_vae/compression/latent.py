@@ -223,9 +223,10 @@ class LatentCoder:
             return self._decode_rows(coder, dims, q.loc, q.scale)
         out = np.zeros(len(q.loc), dtype=np.int32)
 
-        def pick(l: int, mean: float, sd: float) -> int:
-            out[l] = self._decode_rows(coder, dims[l : l + 1], np.array([mean]), np.array([sd]))[0]
-            return int(out[l])
+        def pick(d: int, mean: float, sd: float) -> int:
+            row = dims[d : d + 1]
+            out[d] = self._decode_rows(coder, row, np.array([mean]), np.array([sd]))[0]
+            return int(out[d])
 
         self._walk(q, pick)
         return out
@@ -239,14 +240,15 @@ class LatentCoder:
             return
         conditionals: list[tuple[float, float]] = []
 
-        def pick(l: int, mean: float, sd: float) -> int:
+        def pick(d: int, mean: float, sd: float) -> int:
             conditionals.append((mean, sd))
-            return int(k[l])
+            return int(k[d])
 
         self._walk(q, pick)
-        for l in reversed(range(len(k))):  # the stack: last decoded, first pushed back
-            mean, sd = conditionals[l]
-            self._encode_rows(coder, k[l : l + 1], dims[l : l + 1], np.array([mean]), np.array([sd]))
+        for d in reversed(range(len(k))):  # the stack: last decoded, first pushed back
+            mean, sd = conditionals[d]
+            row = dims[d : d + 1]
+            self._encode_rows(coder, k[row], row, np.array([mean]), np.array([sd]))
 
     def _walk(self, q: GaussianCode, pick: Callable[[int, float, float], int]) -> None:
         """Visit the dimensions in order with their conditional mean and scale given the
@@ -254,12 +256,12 @@ class LatentCoder:
         chol = q.chol
         assert chol is not None
         eps = np.zeros(len(q.loc))
-        for l in range(len(q.loc)):
-            mean = float(q.loc[l] + np.dot(chol[l, :l], eps[:l]))
-            sd = float(chol[l, l])
-            k = pick(l, mean, sd)
-            value = self.loc[l] + self.scale[l] * self.buckets.centres[k]
-            eps[l] = (value - mean) / sd
+        for d in range(len(q.loc)):
+            mean = float(q.loc[d] + np.dot(chol[d, :d], eps[:d]))
+            sd = float(chol[d, d])
+            k = pick(d, mean, sd)
+            value = self.loc[d] + self.scale[d] * self.buckets.centres[k]
+            eps[d] = (value - mean) / sd
 
     # ------------------------------------------------------------------ p(k)
 

@@ -76,8 +76,8 @@ class ObservedCode:
 
         self.max_symbol = max_symbol
         model = constriction.stream.model
-        self.family = model.Bernoulli(perfect=False) if self.bernoulli else model.Categorical(
-            perfect=False
+        self.family = (
+            model.Bernoulli(perfect=False) if self.bernoulli else model.Categorical(perfect=False)
         )
 
     # ------------------------------------------------------------------ data <-> symbols
@@ -85,7 +85,11 @@ class ObservedCode:
     def to_symbols(self, x: np.ndarray) -> np.ndarray:
         """int64 symbols of ``x``, or ``ValueError`` if a value has none (the exact check)."""
         with np.errstate(invalid="ignore", over="ignore"):
-            sym = np.rint(x * self.scale).astype(np.int64) if x.dtype.kind == "f" else x.astype(np.int64)
+            sym = (
+                np.rint(x * self.scale).astype(np.int64)
+                if x.dtype.kind == "f"
+                else x.astype(np.int64)
+            )
         bad = (sym < 0) | (sym > self.max_symbol) | (self.to_values(sym, x.dtype) != x)
         if bad.any():
             raise ValueError(
@@ -143,7 +147,10 @@ class _EightBit(ObservedCode):
         return sym.astype(dtype) / np.dtype(dtype).type(_LEVELS)
 
     def alphabet(self) -> str:
-        return "8-bit values: k/255 for k = 0..255 as floats (exactly k/255 in their dtype), or the integers 0..255"
+        return (
+            "8-bit values: k/255 for k = 0..255 as floats (exactly k/255 in their dtype), "
+            "or the integers 0..255"
+        )
 
 
 class _Categorical256(_EightBit):
