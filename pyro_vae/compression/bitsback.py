@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import pyro
 import pyro.distributions as dist
 import torch
 
@@ -187,12 +188,15 @@ def clean_words(config: CodecConfig, latent_dim: int) -> np.ndarray:
 
 @contextlib.contextmanager
 def _one_thread(vae: VAE) -> Iterator[None]:
-    """Eval mode, no grad, one torch thread: the same arithmetic in both directions."""
+    """Eval mode, no grad, one torch thread: the same arithmetic in both directions.
+
+    Distribution arguments are not validated here (the data were checked on entry).
+    """
     threads, training = torch.get_num_threads(), vae.training
     torch.set_num_threads(1)
     vae.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), pyro.validation_enabled(False):  # checked once, at the boundary
             yield
     finally:
         torch.set_num_threads(threads)
