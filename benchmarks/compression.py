@@ -77,6 +77,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--runs-dir", type=Path, default=Path("runs/bench-compression"))
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/compression.json"))
     p.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads for training and scoring (1: on a shared machine more threads "
+        "than free cores slow training down many times over)",
+    )
     p.add_argument("--smoke", action="store_true", help="digits, seconds: checks the path")
     p.add_argument("--render", type=Path, help="rewrite the markdown of stored results")
     return p.parse_args(argv)
@@ -279,6 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "machine": _machine(),
               "settings": {k: str(v) for k, v in vars(args).items()}}  # fmt: skip
+    torch.set_num_threads(args.threads)
     record["results"] = run(args)
     record["machine"]["load_average_end"] = list(os.getloadavg())
     args.out.parent.mkdir(parents=True, exist_ok=True)

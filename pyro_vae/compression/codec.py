@@ -126,7 +126,15 @@ def decompress(vae: VAE, data: bytes, *, progress: Progress | None = None) -> An
         config = CodecConfig(**head["codec"])
         shape, dtype, kind = tuple(head["shape"]), np.dtype(head["dtype"]), head["kind"]
         code = observed_code(vae.model.likelihood, int(head["max_symbol"]))
-        if len(head["sha256"]) != 64 or kind not in ("torch", "numpy") or code is None:
+        if (
+            len(head["sha256"]) != 64
+            or kind not in ("torch", "numpy")
+            or code is None
+            or dtype.kind not in "fiub"
+            or len(shape) < 1
+            or int(shape[0]) < 0
+            or tuple(shape[1:]) != tuple(vae.config.data_shape)
+        ):
             raise ValueError("unknown field values")
     except (KeyError, TypeError, ValueError) as e:
         raise DamagedPvzError(f"the .pvz header lacks or garbles a field ({e})") from None
