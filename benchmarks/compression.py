@@ -84,6 +84,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="torch threads for training and scoring (1: on a shared machine more threads "
         "than free cores slow training down many times over)",
     )
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="score and code the models a previous run trained in --runs-dir (its budget.json)",
+    )
     p.add_argument("--smoke", action="store_true", help="digits, seconds: checks the path")
     p.add_argument("--render", type=Path, help="rewrite the markdown of stored results")
     return p.parse_args(argv)
@@ -135,20 +140,29 @@ def baselines(images: np.ndarray, binary: bool) -> dict[str, dict[str, Any]]:
 # --------------------------------------------------------------------------- the VAE
 
 
-def _train(name: str, data: Dataset, likelihood: str, seconds: float, run_dir: Path, smoke: bool):
+def _train(
+    name: str, data: Dataset, likelihood: str, args: argparse.Namespace
+) -> tuple[Any, dict[str, Any]]:
+    """Train within ``args.train_seconds`` (or, with ``--reuse``, load the run trained before)."""
+    run_dir = args.runs_dir / name
+    record = run_dir / "budget.json"
+    if args.reuse and record.is_file():
+        return load(run_dir), {**json.loads(record.read_text()), "reused": True}
     shape = tuple(data.train.shape[1:])
-    vae = VAEConfig(data_shape=shape, latent_dim=4 if smoke else 50,
-                    hidden=(32,) if smoke else (200, 200), likelihood=likelihood)  # fmt: skip
+    vae = VAEConfig(data_shape=shape, latent_dim=4 if args.smoke else 50,
+                    hidden=(32,) if args.smoke else (200, 200), likelihood=likelihood)  # fmt: skip
     train = TrainConfig(dataset=name, binarize="none", epochs=1, seed=0, device="cpu",
                         out=str(run_dir), eval_num_points=10, eval_num_samples=1)  # fmt: skip
     start = time.perf_counter()
     fit(RunConfig(vae=vae, train=train), dataset=data, progress=False)
     first = time.perf_counter() - start
-    more = max(0, int(seconds / first) - 1)
+    more = max(0, int(args.train_seconds / first) - 1)
     if more:
         fit(resume_config(run_dir, epochs=1 + more), dataset=data, resume=True, progress=False)
-    return load(run_dir), {"epochs": 1 + more, "seconds": time.perf_counter() - start,
-                           "first_epoch_seconds": first}  # fmt: skip
+    training = {"epochs": 1 + more, "seconds": time.perf_counter() - start,
+                "first_epoch_seconds": first, "threads": torch.get_num_threads()}  # fmt: skip
+    record.write_text(json.dumps(training) + "\n")
+    return load(run_dir), training
 
 
 def _bits(values: torch.Tensor, dims: int) -> float:
@@ -204,8 +218,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         data = _load(name, args.smoke)
         x = data.test[: args.points]
         print(f"[{label}] training for about {args.train_seconds:.0f} s ...", flush=True)
-        vae, training = _train(name, data, likelihood, args.train_seconds,
-                               args.runs_dir / name, args.smoke)  # fmt: skip
+        vae, training = _train(name, data, likelihood, args)
         print(f"[{label}] {training['epochs']} epochs; scoring {len(x)} points", flush=True)
         scores = _score(vae, x, args.iw_k)
         print(f"[{label}] coding", flush=True)
@@ -269,11 +282,58 @@ def markdown(record: dict[str, Any]) -> str:
         lines.append(
             f"| {label} | {m['likelihood']}, {r['dims_per_point']}-"
             f"{'-'.join(map(str, m['hidden']))}-{m['latent_dim']} | "
-            f"{t['epochs']} epochs, {t['seconds']:.0f} s | {c['exact']} | "
+            f"{t['epochs']} epochs, {t['seconds']:.0f} s"
+            f"{' (an earlier run, --reuse)' if t.get('reused') else ''} | {c['exact']} | "
             f"{c['compress_images_per_s']:.0f} | {c['decompress_images_per_s']:.0f} | "
             f"{c['clean_bits']} | {c['container_bits']} |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _goals(record)) + "\n"
+
+
+def _goals(record: dict[str, Any]) -> list[str]:
+    """The issue's goals, each met or not with the figure, and what limits it."""
+    out = ["", "## Goals (issue 15)", ""]
+    for label, r in record["results"].items():
+        c, anchor = r["pyro_vae"], r["anchors_bb_ans_table2"]["BB-ANS"]
+        rel = c["payload_bits_per_dim"] / r["neg_elbo_bits_per_dim"] - 1
+        slow = min(c["compress_images_per_s"], c["decompress_images_per_s"])
+        out += [
+            f"- {label}: {c['bits_per_dim']:.4f} bits/dim against BB-ANS's {anchor} "
+            f"({'met' if c['bits_per_dim'] < anchor else 'not met'}); the bits-back payload is "
+            f"{100 * rel:+.2f}% from the model's -ELBO ({'met' if abs(rel) < 0.01 else 'not met'}"
+            f" within 1%); {slow:.0f} images/s the slower way "
+            f"({'met' if slow >= 1000 else 'not met'} at 1,000).",
+        ]
+    out += [
+        "",
+        "What limits the figures:",
+        "",
+        "- **Rate.** The coder reaches the model's -ELBO (the payload column against the "
+        "ideal column), so the rate is the model's: a VAE trained a few minutes on one "
+        "thread of a shared CPU. The quality benchmark (same architecture) reaches "
+        "104.7 nats = 0.193 bits/dim on binarized MNIST after 20 epochs, and the IWAE "
+        "paper's 3,280-epoch schedule (`--lr-schedule burda`) goes further; a longer "
+        "training lowers the pyro-vae column by as much as it lowers the -ELBO.",
+        "- **ELBO to IW NLL.** Plain bits-back pays the ELBO, not log p(x): the gap to the "
+        "IW column is KL(q(z|x) || p(z|x)). Importance-weighted bits-back (Ruan et al. 2021, "
+        '"Improving lossless compression rates via Monte Carlo bits-back coding") codes at '
+        "the IW bound with k particles and would close most of that gap, at k times the "
+        "network evaluations; it is not implemented.",
+        "- **Throughput.** One point at a time (the decompressor needs each point before it "
+        "can code the next, and both sides run the networks on the same one-row batches so "
+        "that they compute the same floats), on one thread, on a machine shared with other "
+        "jobs (see the load average). Per point the cost is two MLP passes and a few "
+        "constriction calls of whole vectors; 8-bit data add a 784 x 256 table of logistic "
+        "CDF differences per image.",
+        "- **PNG and WebP of binary images** are mode-1 PNGs and lossless WebPs of the "
+        "0/255 images, one 28x28 file each, so their headers weigh heavily; the anchors' "
+        "lower figures for binarized MNIST used settings the paper does not give. On 8-bit "
+        "MNIST all four standard codecs land within 0.02 bits/dim of the anchors.",
+        "- **Container.** The clean bits (latent_dim * 12 + 64, rounded up to words) and the "
+        "header (run identity, SHA-256 of the data, settings) are fixed costs, shown apart; "
+        "over the test set they are under 0.3% of the file.",
+    ]
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -114,9 +114,10 @@ def _largest_count(arr: np.ndarray, config: CodecConfig) -> int:
 def decompress(vae: VAE, data: bytes, *, progress: Progress | None = None) -> Any:
     """The data coded in ``data`` (a ``.pvz`` file's bytes), decoded with ``vae``.
 
-    Returns a torch tensor or a numpy array as was compressed, of the same dtype and shape,
-    every element equal. Refuses a file that is not a ``.pvz``, truncated or damaged, or
-    made with another run (each its own :class:`CompressionError`), before decoding.
+    Returns a torch tensor (on the CPU) or a numpy array as was compressed, of the same
+    dtype and shape, every element equal. Refuses a file that is not a ``.pvz``, truncated
+    or damaged, or made with another run (each its own :class:`CompressionError`), before
+    decoding.
     """
     pvz = unpack(data)
     check_vae(vae)
