@@ -5,7 +5,9 @@ training, analysis or the command line):
 
 - :mod:`~pyro_vae.compression.codec`: ``compress``, ``decompress`` and ``inspect``;
 - :mod:`~pyro_vae.compression.bitsback`: the coder's loop and :class:`CodecConfig`;
-- :mod:`~pyro_vae.compression.latent`: z in buckets of equal prior mass;
+- :mod:`~pyro_vae.compression.latent`: z in buckets of equal prior mass (Normal priors);
+- :mod:`~pyro_vae.compression.mixture`: the same under a mixture prior (``mixture``, and
+  ``vamp`` with a ``normal`` guide), by conditional quantiles;
 - :mod:`~pyro_vae.compression.observed`: x as symbols under a discrete p(x|z);
 - :mod:`~pyro_vae.compression.container`: the ``.pvz`` file format and its checks.
 

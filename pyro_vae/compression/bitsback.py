@@ -39,11 +39,12 @@ import torch
 
 from pyro_vae.checks import is_int
 from pyro_vae.guides.posteriors import PointMass
-from pyro_vae.models.priors import LearnedNormal, StandardNormal
+from pyro_vae.models.priors import GaussianMixture, LearnedNormal, StandardNormal, VampPrior
 from pyro_vae.vae import VAE
 
 from .container import CompressionError, DamagedPvzError
 from .latent import GaussianCode, LatentCoder, gaussian_code, make_buckets
+from .mixture import MixtureLatentCoder
 from .observed import CODED_LIKELIHOODS, ObservedCode, observed_code
 
 __all__ = ["CodecConfig", "Plan", "clean_words", "decode_points", "encode_points", "make_plan"]
@@ -140,11 +141,12 @@ def check_vae(vae: VAE) -> None:
             "it is conditional (VAEConfig(conditional=True)); the coder does not carry the "
             "labels it would need as side information."
         )
-    if not isinstance(vae.model.prior, (StandardNormal, LearnedNormal)):
+    if _prior_parts(vae) is None:
         raise _refuse(
             f"its prior VAEConfig(prior={config.prior!r}) has no quantiles the coder can "
-            "compute in closed form; the latent buckets are prior quantiles, supported for "
-            "the priors 'normal' and 'learned-normal'."
+            "compute; the latent buckets are prior quantiles, supported for the priors "
+            "'normal' and 'learned-normal' (closed form) and 'mixture' and 'vamp' with a "
+            "'normal' guide (mixtures of diagonal Normals, by bisection)."
         )
     if isinstance(vae.guide.posterior, PointMass):
         raise _refuse(
@@ -158,18 +160,44 @@ def _device(vae: VAE) -> torch.device:
     return next(vae.parameters()).device
 
 
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    return np.asarray(t.detach().to("cpu", torch.float64).numpy()).copy()
+
+
+def _prior_parts(vae: VAE) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
+    """(loc, scale, None) of a Normal prior, (locs, scales, logits) of a mixture of diagonal
+    Normals (C, L), or None for a prior without a route."""
+    prior = vae.model.prior
+    if not isinstance(prior, (StandardNormal, LearnedNormal, GaussianMixture, VampPrior)):
+        return None
+    with torch.no_grad():
+        p = prior()
+    if isinstance(prior, (StandardNormal, LearnedNormal)):
+        base = p.base_dist if isinstance(p, dist.Independent) else p
+        return _numpy(base.loc), _numpy(base.scale), None
+    comp = p.component_distribution
+    base = comp.base_dist if isinstance(comp, dist.Independent) else comp
+    if not isinstance(base, dist.Normal):
+        return None  # a VampPrior of a correlated or flow guide
+    return _numpy(base.loc), _numpy(base.scale), _numpy(p.mixture_distribution.logits)
+
+
 def make_plan(vae: VAE, config: CodecConfig, observed: ObservedCode) -> Plan:
     """The shared codes for ``vae``; call :func:`check_vae` first."""
     import constriction
 
-    prior = vae.model.prior()
-    base = prior.base_dist if isinstance(prior, dist.Independent) else prior
-    loc = base.loc.detach().to("cpu", torch.float64).numpy().copy()
-    scale = base.scale.detach().to("cpu", torch.float64).numpy().copy()
+    parts = _prior_parts(vae)
+    assert parts is not None
+    loc, scale, logits = parts
     family = constriction.stream.model.Categorical(perfect=False)
-    latent = LatentCoder(loc, scale, make_buckets(config.latent_bits, config.coarse_bits), family)
+    buckets = make_buckets(config.latent_bits, config.coarse_bits)
+    latent: LatentCoder = (
+        LatentCoder(loc, scale, buckets, family)
+        if logits is None
+        else MixtureLatentCoder(logits, loc, scale, buckets, family)
+    )
     dtype = next(vae.parameters()).dtype
-    return Plan(vae, latent, observed, len(loc), dtype, _device(vae))
+    return Plan(vae, latent, observed, loc.shape[-1], dtype, _device(vae))
 
 
 def clean_words(config: CodecConfig, latent_dim: int) -> np.ndarray:

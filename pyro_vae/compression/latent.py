@@ -27,6 +27,8 @@ Gaussian :math:`\mathcal{N}(f(\mu_0), J\,\mathrm{diag}(\sigma_0^2)\,J^\top)` wit
 the flow's Jacobian there. The round trip stays exact (coder and decoder compute the same
 Gaussian); its rate is the ELBO of that Gaussian, not of the flow.
 
+Mixture priors (``mixture``, ``vamp``) are coded by :mod:`~pyro_vae.compression.mixture`.
+
 All of this runs in float64 numpy, the same code and array shapes when compressing and
 decompressing, so that both sides compute the same probabilities bit for bit.
 """

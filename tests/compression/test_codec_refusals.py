@@ -33,7 +33,8 @@ def test_a_delta_guide_is_refused() -> None:
 @pytest.mark.parametrize(
     ("kw", "words"),
     [
-        ({"prior": "mixture"}, "quantiles"),
+        ({"prior": "flow"}, "quantiles"),
+        ({"prior": "vamp:components=3", "guide": "full"}, "quantiles"),
         ({"upper_latent_dims": (2,)}, "several stochastic layers"),
         ({"conditional": True, "num_classes": 3}, "conditional"),
     ],

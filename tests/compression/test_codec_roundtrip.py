@@ -60,6 +60,18 @@ def test_learned_normal_prior_and_coarse_settings() -> None:
         assert torch.equal(decompress(vae, compress(vae, x, config)), x)
 
 
+@pytest.mark.parametrize(
+    ("prior", "guide"),
+    [("mixture:components=3", "normal"), ("mixture:components=3", "lowrank"),
+     ("vamp:components=4", "normal")],
+)  # fmt: skip
+def test_mixture_priors_code_by_conditional_quantiles(prior: str, guide: str) -> None:
+    vae = tiny_vae("categorical256", guide, prior=prior)
+    for n, seed in ((5, 0), (1, 1), (0, 2)):
+        x = random_data("categorical256", n, seed)
+        assert torch.equal(decompress(vae, compress(vae, x)), x)
+
+
 def test_compressing_twice_gives_the_same_bytes() -> None:
     vae = tiny_vae("categorical256", "iaf")
     x = random_data("categorical256", 5)
