@@ -9,8 +9,13 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from pyro_vae._naming import unique_name
-from pyro_vae.structure import check_data_shape, check_labels, latent_site_names, one_hot
+from pyro_vae.structure import (
+    check_data_shape,
+    check_labels,
+    latent_site_names,
+    one_hot,
+    unique_name,
+)
 
 from .posteriors import Posterior
 

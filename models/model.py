@@ -11,9 +11,14 @@ from pyro.infer.util import is_validation_enabled
 from torch import nn
 from torch.nn import functional as F
 
-from pyro_vae._naming import unique_name
 from pyro_vae.nn import MLP
-from pyro_vae.structure import check_data_shape, check_labels, latent_site_names, one_hot
+from pyro_vae.structure import (
+    check_data_shape,
+    check_labels,
+    latent_site_names,
+    one_hot,
+    unique_name,
+)
 
 from .likelihoods import Likelihood
 from .priors import Prior

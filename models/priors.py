@@ -200,7 +200,7 @@ class VampPrior(Prior):
             raise ConfigError(  # a pairing of two settings that cannot work: the user's to fix
                 "the VampPrior is a mixture of the guide's densities, but this guide family "
                 "is a point mass (delta), which has none. Use another guide family with "
-                "--prior vamp, or another prior with --guide delta."
+                "VAEConfig(prior='vamp'), or another prior with VAEConfig(guide='delta')."
             )
         self.pseudo_inputs = nn.Parameter(torch.rand(self.components, *input_shape))
         # a plain attribute, not a submodule: the encoder's parameters belong to the guide

@@ -52,6 +52,7 @@ class MovedModules(importlib.abc.MetaPathFinder):
     def find_spec(
         self, fullname: str, path: object = None, target: object = None
     ) -> importlib.machinery.ModuleSpec | None:
+        """A spec that loads ``MOVED[fullname]`` for an old path; ``None`` for any other name."""
         if fullname not in MOVED:
             return None
         return importlib.machinery.ModuleSpec(fullname, _Alias(MOVED[fullname]))

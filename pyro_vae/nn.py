@@ -115,14 +115,14 @@ def _conv_geometry(data_shape: tuple[int, ...], layers: int) -> tuple[int, int, 
             f"the conv network needs images of shape (C, H, W), channels first, but the data "
             f"have shape {tuple(data_shape)}, which looks like (H, W, C) with C = {c}. "
             f"Transpose the array to ({c}, {h}, {w}) before saving it, e.g. "
-            "np.save(path, x.transpose(0, 3, 1, 2)), or use --network mlp."
+            "np.save(path, x.transpose(0, 3, 1, 2)), or use VAEConfig(network='mlp')."
         )
     if not fits:
         raise ValueError(
             f"the conv network needs images of shape (C, H, W) with H and W divisible by "
             f"2**layers = {factor} (e.g. (1, 28, 28) or (3, 32, 32) with layers=2), got "
-            f"data_shape {tuple(data_shape)}. Use --network mlp, or fewer layers "
-            "(conv:layers=1)."
+            f"data_shape {tuple(data_shape)}. Use VAEConfig(network='mlp'), or fewer layers "
+            "(VAEConfig(network='conv:layers=1'))."
         )
     c, h, w = data_shape
     return c, h, w

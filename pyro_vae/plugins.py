@@ -43,6 +43,7 @@ __all__ = [
     "COMPONENT_FIELDS",
     "PLUGIN_MODULE_PREFIX",
     "PluginError",
+    "is_ours",
     "load_plugin",
     "plugin_records",
     "require_registered",
@@ -96,7 +97,9 @@ def load_plugin(path: str | Path) -> ModuleType:
     return module
 
 
-def _is_ours(module: str) -> bool:
+def is_ours(module: str) -> bool:
+    """True for the name of a module pyro-vae ships (``pyro_vae`` or ``pyro_vae.*``), whose
+    components need no plugin file; False for a user's module or a loaded plugin's."""
     return module == "pyro_vae" or module.startswith("pyro_vae.")
 
 
@@ -116,7 +119,7 @@ def plugin_records(config: VAEConfig) -> list[dict[str, str | None]]:
             continue
         cls = registry.entry(name).cls
         module = getattr(cls, "__module__", "")
-        if _is_ours(module):
+        if is_ours(module):
             continue
         try:
             file: str | None = inspect.getsourcefile(cls)  # type: ignore[arg-type]
@@ -167,10 +170,10 @@ def require_registered(raw_config: Mapping[str, Any], where: str = "this run") -
             files.append(f"<the file of module {module}>")
     if not missing:
         return
-    flags = " ".join(f"--plugin {f}" for f in dict.fromkeys(files)) or "--plugin FILE"
+    given = list(dict.fromkeys(files)) or ["FILE"]
+    calls = " ".join(f"load_plugin({f!r})" for f in given)
     raise PluginError(
         f"{where} needs " + "; ".join(missing) + ", which this process has not registered. "
-        f"On the command line pass {flags} (importing a plugin runs its code: pass only "
-        "files you trust); in Python import the plugin module, or call "
-        "pyro_vae.load_plugin(FILE) or pyro_vae.load(RUN_DIR, plugins=[FILE]), first."
+        f"Load the plugin first: {calls}, or load(run_dir, plugins={given!r}) (importing a "
+        "plugin runs its code: load only files you trust), or import the plugin module."
     )

@@ -166,8 +166,8 @@ class Registry(Generic[T]):
                 f"unknown {self.kind} {name!r}; valid {self.kind} names are: "
                 + ", ".join(self.names())
                 + f". Your own {self.kind}? Register its class with the registry's "
-                'register("name") decorator in a Python file and pass --plugin FILE (in '
-                "Python: import it before building the config)."
+                'register("name") decorator in a Python file and load it with '
+                "load_plugin('FILE') (or import its module) before building the config."
             )
         return self._entries[name]
 

@@ -266,7 +266,7 @@ def test_checking_specs_leaves_the_rng_and_the_data_shape_alone() -> None:
 
 
 def test_unknown_names_say_how_to_plug_in() -> None:
-    with pytest.raises(SpecError, match=r"valid prior names are: .*--plugin FILE"):
+    with pytest.raises(SpecError, match=r"valid prior names are: .*load_plugin\('FILE'\)"):
         PRIORS.build("student-t", latent_dim=2)
 
 

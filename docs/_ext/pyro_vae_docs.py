@@ -83,9 +83,9 @@ def modules() -> list[str]:
 def _builtin(cls: Any) -> bool:
     """A component pyro-vae ships, not one a plugin registered (tutorial 5 registers some in
     the build's own process, and they have no page to link to)."""
-    from pyro_vae.plugins import _is_ours
+    from pyro_vae.plugins import is_ours
 
-    return _is_ours(str(getattr(cls, "__module__", "")))
+    return is_ours(str(getattr(cls, "__module__", "")))
 
 
 def registered_classes() -> dict[str, list[tuple[str, type]]]:

@@ -30,8 +30,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pyro_vae.analysis import figures as diagnostic_plots
-from pyro_vae.analysis.diagnostics import active_units
+from pyro_vae.analysis.figures import plot_comparison
+from pyro_vae.analysis.latent import active_units
 from pyro_vae.config import RunConfig, to_dict
 from pyro_vae.data import Dataset, load_dataset
 from pyro_vae.infer.objectives import build_objective
@@ -133,7 +133,8 @@ def _check_same_config(run_dir: Path, config: RunConfig) -> None:
     if diff:
         raise ValueError(
             f"{str(run_dir)!r} holds a run made with other settings ({'; '.join(diff)}). Use "
-            "the same settings to continue the comparison, or another --out for a new one."
+            "the same settings to continue the comparison, or another out directory for a "
+            "new one."
         )
 
 
@@ -210,7 +211,7 @@ def compare(
     }
     write_json(out / "compare.json", result)
     (out / "compare.md").write_text(markdown_table(result), encoding="utf-8")
-    diagnostic_plots.comparison(rows, out / "compare.png")
+    plot_comparison(rows, out / "compare.png")
     return result
 
 

@@ -1,8 +1,13 @@
-"""PNG plots of the diagnostics: PSIS k̂ with the worst-fit points, posterior pair plots,
+"""The figures of the diagnostics: PSIS k̂ with the worst-fit points, posterior pair plots,
 and the comparison of objectives across seeds.
 
-As in :mod:`pyro_vae.analysis.plots`: matplotlib's object API only (no ``pyplot``), each figure with
-its own Agg canvas, every PNG written atomically.
+Each is a ``plot_*`` function (:func:`plot_psis_khat`, :func:`plot_posterior_pairs`,
+:func:`plot_comparison`), so that a figure is never taken for the diagnostic it draws
+(:func:`pyro_vae.analysis.psis.psis_khat` computes k̂; :func:`plot_psis_khat` draws it).
+Their first names (``psis_khat``, ``posterior_pairs``, ``comparison``) still work.
+
+Drawn with :mod:`pyro_vae.analysis.drawing`: matplotlib's object API only (no ``pyplot``),
+each figure with its own Agg canvas, every PNG written atomically.
 """
 
 from __future__ import annotations
@@ -13,14 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from pyro_vae.analysis.plots import ArrayLike, _figure, _save, _tiles, _to_numpy
+from pyro_vae.analysis.drawing import ArrayLike, figure, save, to_numpy, to_tiles
 
-__all__ = ["comparison", "posterior_pairs", "psis_khat"]
+__all__ = ["plot_comparison", "plot_posterior_pairs", "plot_psis_khat"]
 
 _THRESHOLDS = ((0.5, "0.5: usable", "tab:orange"), (0.7, "0.7: unreliable", "tab:red"))
+_TILE_COLUMN_PX = 100  # the width of one worst point's column of tiles and its caption
 
 
-def psis_khat(
+def plot_psis_khat(
     khat: ArrayLike,
     path: str | Path,
     *,
@@ -41,7 +47,7 @@ def psis_khat(
     default: its point id): what the guide fits worst, and what it makes of it. The legend
     sits outside the axes, so it never hides a point.
     """
-    k = _to_numpy(khat, "khat").reshape(-1)
+    k = to_numpy(khat, "khat").reshape(-1)
     if k.size == 0:
         raise ValueError("khat must hold at least one value")
     at = np.arange(k.size) if point_ids is None else np.asarray(point_ids, dtype=np.int64)
@@ -51,11 +57,13 @@ def psis_khat(
     if any(not 0 <= i < k.size for i in worst):
         raise ValueError(f"worst must index khat (0..{k.size - 1}), got {worst}")
     show = originals is not None and recons is not None and len(worst) > 0
-    if show and len(_to_numpy(originals, "originals")) != len(worst):
+    if show and len(to_numpy(originals, "originals")) != len(worst):
         raise ValueError(f"originals must hold the {len(worst)} worst points, one row each")
     ncols = max(1, len(worst)) if show else 1
-    height = 340 + (260 if show else 0)
-    with _figure(max(760, 90 * ncols), height, constrained=True) as fig:
+    height = 340 + (280 if show else 0)
+    # each worst point's caption is two short lines over its own column (index, then k-hat),
+    # and a column is wide enough for them: one string, at 90 px a column, ran together
+    with figure(max(760, _TILE_COLUMN_PX * ncols + 120), height, constrained=True) as fig:
         grid = fig.add_gridspec(3 if show else 1, ncols, height_ratios=[3, 1, 1] if show else [1])
         ax = fig.add_subplot(grid[0, :])
         ax.scatter(at, k, s=8, color="tab:blue", alpha=0.7, label="points")
@@ -73,14 +81,24 @@ def psis_khat(
             if len(names) != len(worst):
                 raise ValueError(f"labels must name the {len(worst)} worst points")
             _worst_tiles(fig, grid, originals, recons, worst, names, k)
-        return _save(fig, path)
+        return save(fig, path)
 
 
 def _khat_title(k: np.ndarray) -> str:
     return (
         rf"PSIS $\hat k$ per point: mean {k.mean():.2f}, max {k.max():.2f}, "
-        f"{(k > 0.7).mean():.0%} above 0.7"
+        f"{_percent(float((k > 0.7).mean()))} above 0.7"
     )
+
+
+def _caption(name: int, khat: float) -> str:
+    """A worst point's caption, on two lines: ``#692`` over ``k̂=1.52``."""
+    return f"#{name}\n" + rf"$\hat k$={khat:.2f}"
+
+
+def _percent(fraction: float) -> str:
+    """``72%``; a fraction under 1% but above 0 as ``0.3%`` (not ``0%``)."""
+    return f"{fraction:.1%}" if 0 < fraction < 0.01 else f"{fraction:.0%}"
 
 
 def _worst_tiles(
@@ -92,11 +110,11 @@ def _worst_tiles(
     names: Sequence[int],
     k: np.ndarray,
 ) -> None:
-    orig = _to_numpy(originals, "originals")
-    rec = _to_numpy(recons, "recons").reshape(orig.shape)
-    tiles, rec_tiles = _tiles(orig, "originals"), _tiles(rec, "recons")
+    orig = to_numpy(originals, "originals")
+    rec = to_numpy(recons, "recons").reshape(orig.shape)
+    tiles, rec_tiles = to_tiles(orig, "originals"), to_tiles(rec, "recons")
     for col, i in enumerate(worst):
-        for row, (source, name) in enumerate(((tiles, "data"), (rec_tiles, "recon."))):
+        for row, (source, name) in enumerate(((tiles, "input"), (rec_tiles, "recon."))):
             ax = fig.add_subplot(grid[row + 1, col])
             tile = source[col]
             if tile.ndim >= 2:
@@ -107,12 +125,12 @@ def _worst_tiles(
                 ax.set_xticks([])
                 ax.tick_params(labelsize=6)
             if row == 0:
-                ax.set_title(rf"#{names[col]} $\hat k$={k[i]:.2f}", fontsize=8)
+                ax.set_title(_caption(names[col], float(k[i])), fontsize=8, linespacing=1.3)
             if col == 0:
                 ax.text(-0.1, 0.5, name, transform=ax.transAxes, ha="right", va="center")
 
 
-def posterior_pairs(
+def plot_posterior_pairs(
     nuts: ArrayLike,
     guide: ArrayLike,
     path: str | Path,
@@ -128,7 +146,7 @@ def posterior_pairs(
     disagree in location, scale or correlation. ``names`` label the columns (default
     ``z[0]``, ``z[1]``, ...).
     """
-    a, b = _to_numpy(nuts, "nuts"), _to_numpy(guide, "guide")
+    a, b = to_numpy(nuts, "nuts"), to_numpy(guide, "guide")
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(a.shape + b.shape) == 0:
         raise ValueError(
             f"nuts and guide must be (S, L) arrays with the same L, got {a.shape} and {b.shape}"
@@ -138,7 +156,7 @@ def posterior_pairs(
     if len(labels) < dims:
         raise ValueError(f"names must label {dims} columns, got {len(labels)}")
     size = 150 * dims + 60
-    with _figure(size, size + 30, constrained=True) as fig:
+    with figure(size, size + 30, constrained=True) as fig:
         axes = fig.subplots(dims, dims, squeeze=False)
         for i in range(dims):
             for j in range(dims):
@@ -161,10 +179,10 @@ def posterior_pairs(
         axes[0][0].legend(fontsize=7)
         if title:
             fig.suptitle(title)
-        return _save(fig, path)
+        return save(fig, path)
 
 
-def comparison(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
+def plot_comparison(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
     """One panel per metric: each objective's per-seed values and mean with 95% interval.
 
     ``rows`` are :func:`pyro_vae.analysis.compare.compare`'s rows: ``objective`` and, per metric,
@@ -180,7 +198,7 @@ def comparison(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
         ("seconds_per_epoch", "seconds per epoch"),
     ]
     names = [str(r["objective"]) for r in rows]
-    with _figure(260 * len(metrics), 330, constrained=True) as fig:
+    with figure(260 * len(metrics), 330, constrained=True) as fig:
         for ax, (key, label) in zip(fig.subplots(1, len(metrics)), metrics, strict=True):
             for i, row in enumerate(rows):
                 cell = row.get(key)
@@ -195,4 +213,10 @@ def comparison(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
             ax.set_title(label, fontsize=10)
             ax.grid(alpha=0.3)
         fig.suptitle("mean over seeds with 95% t-interval; grey: one seed each")
-        return _save(fig, path)
+        return save(fig, path)
+
+
+# the first names of the figures, before the plot_ prefix told them from the diagnostics
+psis_khat = plot_psis_khat
+posterior_pairs = plot_posterior_pairs
+comparison = plot_comparison

@@ -1,4 +1,7 @@
-"""The diagnostics of ``pyro-vae evaluate``: what goes into eval.json beside the ELBO and NLL.
+"""The diagnostics of an evaluation: what goes into eval.json beside the ELBO and NLL.
+
+:func:`run_diagnostics` runs them for :func:`pyro_vae.analysis.evaluate.evaluate_run` (and so
+for ``pyro-vae evaluate``), one after another, saving after each.
 
 ``eval.json`` keys added here (nats per data point unless said otherwise):
 
@@ -12,16 +15,18 @@
 - ``mutual_information`` (I_q(x;z), null with ``mutual_information_reason`` when it cannot
   be estimated), ``mutual_information_points`` (N; the estimate is at most log N);
 - ``psis_khat``: ``mean``, ``max``, ``frac_above_0.5``, ``frac_above_0.7``, ``num_samples``;
+- ``psis_interpretation``: one sentence on what those figures mean for the IW NLL, and
+  what to do about it (:func:`pyro_vae.analysis.psis.interpret_khat`);
 - ``worst_points``: the points with the largest k̂, worst first: ``index`` (row of the
   split), ``khat``, ``elbo``, ``log_px``;
-- with ``--gaps N``: ``gaps`` (see :func:`pyro_vae.analysis.diagnostics.inference_gaps`);
-- with ``--mcmc N``: ``mcmc``: ``points``, ``num_chains``, ``num_samples``,
+- with ``gaps=N``: ``gaps`` (see :func:`pyro_vae.analysis.gaps.inference_gaps`);
+- with ``mcmc=N``: ``mcmc``: ``points``, ``num_chains``, ``num_samples``,
   ``warmup_steps``, ``inference_data`` (the file name of the NUTS draws in the run
   directory, ``mcmc.nc``), ``max_r_hat``, ``min_ess_bulk`` and ``moments`` (NUTS mean/sd
   with MCSE, ESS and r̂ beside q's mean/sd, per latent site, point and coordinate);
 - ``diagnostic_errors`` (name -> message), only when a diagnostic failed.
 
-Plots go to ``RUN_DIR/plots``: ``psis_khat.png`` and, with ``--mcmc``,
+Plots go to ``RUN_DIR/plots``: ``psis_khat.png`` and, with ``mcmc=N``,
 ``posterior_pairs_<index>.png`` per point (the 4 coordinates where q is narrowest, over
 every latent site).
 """
@@ -38,31 +43,52 @@ from typing import Any
 import numpy as np
 import torch
 
-from pyro_vae.analysis import diagnostics
-from pyro_vae.analysis import figures as diagnostic_plots
+from pyro_vae.analysis import diagnostics, figures
+from pyro_vae.checks import is_int
+from pyro_vae.config import ConfigError
 from pyro_vae.vae import VAE
 
-__all__ = ["MIN_PSIS_SAMPLES", "check_settings", "diagnose"]
+__all__ = ["MIN_PSIS_SAMPLES", "ArgumentError", "check_settings", "run_diagnostics"]
 
 MIN_PSIS_SAMPLES = 100  # draws per point below which the Pareto tail fit is not trusted
 
 
+class ArgumentError(ConfigError):
+    """An argument of an evaluation that cannot be used; the message starts with its name.
+
+    ``field`` (and ``argument``) is that name: ``num_points``, ``psis_samples``, ..., each
+    a field of :class:`~pyro_vae.config.EvaluateConfig`, so a caller that took the value
+    under another name (a command-line flag) can say so.
+    """
+
+    def __init__(self, argument: str, message: str) -> None:
+        super().__init__(f"{argument} {message}", field=argument)
+        self.argument = argument
+
+
 def check_settings(psis_samples: int, gaps: int, mcmc: int, num_points: int) -> None:
-    """Refuse diagnostic settings that cannot work, before anything slow runs."""
+    """Refuse diagnostic settings that cannot work, before anything slow runs.
+
+    Raises :class:`ArgumentError` naming ``psis_samples``, ``gaps`` or ``mcmc``.
+    """
     for name, value in (("psis_samples", psis_samples), ("gaps", gaps), ("mcmc", mcmc)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+        if not is_int(value) or value < 0:
+            raise ArgumentError(name, f"must be a non-negative int, got {value!r}")
     if psis_samples < MIN_PSIS_SAMPLES:
-        raise ValueError(
-            f"--psis-samples must be at least {MIN_PSIS_SAMPLES}, got {psis_samples}: PSIS fits "
-            "a Pareto tail to the largest 3*sqrt(S) weights, and with fewer draws k-hat is "
-            "inf or noise, which would blame the guide for too few draws (Vehtari et al. 2024)"
+        raise ArgumentError(
+            "psis_samples",
+            f"must be at least {MIN_PSIS_SAMPLES}, got {psis_samples}: PSIS fits a Pareto "
+            "tail to the largest 3*sqrt(S) weights, and with fewer draws k-hat is inf or "
+            "noise, which would blame the guide for too few draws (Vehtari et al. 2024)",
         )
-    if max(gaps, mcmc) > num_points:
-        raise ValueError(f"--gaps and --mcmc can use at most the {num_points} evaluated points")
+    for name, value in (("gaps", gaps), ("mcmc", mcmc)):
+        if value > num_points:
+            raise ArgumentError(
+                name, f"can use at most the {num_points} evaluated points, got {value}"
+            )
 
 
-def diagnose(
+def run_diagnostics(
     vae: VAE,
     x: torch.Tensor,
     point_ids: Sequence[int],
@@ -175,7 +201,7 @@ def _psis(
     rows = [int(r["index"]) for r in worst]
     if plots_dir is not None:
         labels = [a[rows] for a in d.args]
-        diagnostic_plots.psis_khat(
+        figures.plot_psis_khat(
             khat,
             plots_dir / "psis_khat.png",
             originals=d.x[rows],
@@ -184,8 +210,10 @@ def _psis(
             labels=[d.ids[r] for r in rows],
             point_ids=d.ids,
         )
+    summary = diagnostics.khat_summary(khat)
     return {
-        "psis_khat": {**diagnostics.khat_summary(khat), "num_samples": samples},
+        "psis_khat": {**summary, "num_samples": samples},
+        "psis_interpretation": diagnostics.interpret_khat(summary),
         "worst_points": [{**r, "index": d.ids[r["index"]]} for r in worst],
     }
 
@@ -221,7 +249,7 @@ def _mcmc(
             a, names = _point_draws(nuts, i)  # (S, units) over every latent site
             b, _ = _point_draws(q, i, names=list(nuts.posterior.data_vars))
             dims = np.argsort(b.std(0), kind="stable")[:4]  # q's most informative
-            diagnostic_plots.posterior_pairs(
+            figures.plot_posterior_pairs(
                 a[:, dims],
                 b[:, dims],
                 plots_dir / f"posterior_pairs_{point}.png",
@@ -263,3 +291,6 @@ def _write_netcdf(idata: Any, path: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+diagnose = run_diagnostics  # its first name, which a reader took for the NaN-step report's

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-import pyro_vae.cli.main as cli_module
 import pyro_vae.training.fit as train_module
 from pyro_vae import RunConfig, TrainConfig, VAEConfig
 from pyro_vae.analysis.compare import compare, run_dir_name, split_specs, t_interval
+from pyro_vae.cli import COMMANDS
 from pyro_vae.cli.main import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
@@ -217,7 +217,7 @@ def test_ctrl_c_in_compare_says_interrupted_once(
     def stop(args: object) -> int:
         raise error("interrupted at epoch 1, step 2 of 5")
 
-    monkeypatch.setitem(cli_module.COMMANDS, "compare", stop)
+    monkeypatch.setitem(COMMANDS, "compare", stop)  # the dict main() reads
     assert main(["compare", "--objectives", "elbo", "--out", "somewhere"]) == 130
     err = capsys.readouterr().err
     assert err.count("interrupted") == 1, err

@@ -1,4 +1,5 @@
-"""Tests for pyro_vae.analysis.plots: every function writes a readable PNG of the expected proportions."""
+"""Tests for pyro_vae.analysis.plots (and the drawing helpers under it): every function writes a
+readable PNG of the expected proportions, and says what its rows and curves are."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import matplotlib.colors
 import matplotlib.image
@@ -14,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from pyro_vae.analysis import plots
+from pyro_vae.analysis import drawing, plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SHAPES = [(1, 28, 28), (1, 8, 8), (64,), (5,), (28, 28), (3, 16, 16)]
@@ -135,7 +137,7 @@ def test_items_that_are_not_images_are_drawn_as_blocks_of_slices(
     """Any channel count, and any number of item axes: each item is its grey 2-D slices over
     the last two axes, in C order, in rows of ceil(sqrt(S)), one NaN pixel between them."""
     x = rand(6, shape)
-    tiles = plots._tiles(x, "images")
+    tiles = drawing.to_tiles(x, "images")
     stack = x.reshape(6, -1, *shape[-2:])
     count, (h, w) = stack.shape[1], shape[-2:]
     cols = math.ceil(math.sqrt(count))
@@ -151,7 +153,7 @@ def test_items_that_are_not_images_are_drawn_as_blocks_of_slices(
 
 def _blue_pixels(path: Path) -> int:
     pixels = matplotlib.image.imread(path)[..., :3]
-    return int((np.abs(pixels - matplotlib.colors.to_rgb(plots._SLICE_LINE)) < 0.02).all(-1).sum())
+    return int((np.abs(pixels - matplotlib.colors.to_rgb(drawing.SLICE_LINE)) < 0.02).all(-1).sum())
 
 
 def test_slices_are_separated_by_a_line_that_images_do_not_have(tmp_path: Path) -> None:
@@ -193,7 +195,7 @@ def test_failed_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyP
     def refuse(src: object, dst: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(plots.os, "replace", refuse)
+    monkeypatch.setattr(drawing.os, "replace", refuse)
     with pytest.raises(OSError, match="disk full"):
         plots.image_grid(rand(4, (1, 8, 8)), tmp_path / "grid.png")
     assert list(tmp_path.iterdir()) == []
@@ -240,6 +242,52 @@ def test_reconstructions_row_pairs(tmp_path: Path) -> None:
     assert six_rows == pytest.approx(3 * two_rows, rel=0.1)
 
 
+def _drawn(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Keep what the next figures hold instead of writing them: row labels, legends, lines."""
+    seen: dict[str, Any] = {"labels": [], "legends": [], "lines": []}
+
+    def keep(fig: Any, path: Any) -> Path:
+        fig.canvas.draw()
+        seen["labels"].append([t.get_text() for t in fig.texts])
+        seen["legends"].append(
+            [
+                [t.get_text() for t in ax.get_legend().get_texts()]
+                for ax in fig.axes
+                if ax.get_legend()
+            ]
+        )
+        seen["lines"].append([[line.get_xdata().tolist() for line in ax.lines] for ax in fig.axes])
+        seen["note"] = fig.get_supxlabel()
+        return Path(path)
+
+    monkeypatch.setattr(drawing, "save", keep)
+    monkeypatch.setattr(plots, "save", keep)
+    return seen
+
+
+def test_reconstructions_say_what_each_row_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Binarized data: the grey data, the binary draw the model saw, and its reconstruction,
+    each row labelled, so the draw's random-looking pixels are not taken for broken data."""
+    seen = _drawn(monkeypatch)
+    grey = rand(12, (1, 8, 8))
+    draw = (grey > 0.5).astype(np.float32)
+    plots.reconstructions(draw, grey, tmp_path / "plain.png")
+    plots.reconstructions(draw, grey, tmp_path / "binarized.png", grey=grey, num=12)
+    assert seen["labels"][0] == ["original", "reconstruction"]
+    assert seen["labels"][1] == ["data (grey)", "binarized input", "reconstruction"] * 2
+    with pytest.raises(ValueError, match="grey must have the shape of originals"):
+        plots.reconstructions(draw, grey, tmp_path / "x.png", grey=grey[:3])
+
+
+def test_reconstructions_of_binarized_data_show_the_grey_data(tmp_path: Path) -> None:
+    x = rand(10, (1, 8, 8))
+    plain = ratio(plots.reconstructions(x, x, tmp_path / "a.png"))
+    three = ratio(plots.reconstructions(x, x, tmp_path / "b.png", grey=x))
+    assert three == pytest.approx(1.5 * plain, rel=0.1)  # three rows where there were two
+
+
 def test_reconstructions_accepts_flat_decoder_output(tmp_path: Path) -> None:
     x = rand(6, (1, 8, 8))
     png_size(plots.reconstructions(x, x.reshape(6, 64), tmp_path / "recon.png", num=3))
@@ -278,6 +326,20 @@ def test_curves_writes_png(tmp_path: Path, epochs: int, keys: list[str]) -> None
     out = plots.curves(history(epochs, keys), tmp_path / "curves.png")
     assert out == tmp_path / "curves.png"
     assert ratio(out) == pytest.approx(400 / 1300, rel=0.1)  # three panels side by side
+
+
+def test_curves_say_what_each_curve_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The train figures are a running mean over the epoch, the valid ones the weights at its
+    end: the legend and a note say so, and the train points sit at mid-epoch."""
+    seen = _drawn(monkeypatch)
+    plots.curves(history(3), tmp_path / "curves.png")
+    legends = seen["legends"][0]
+    assert len(legends) == 3
+    for legend in legends:
+        assert legend == ["train: running mean over the epoch", "valid: at the epoch's end"]
+    train, valid = seen["lines"][0][0]
+    assert train == [0.5, 1.5, 2.5] and valid == [1.0, 2.0, 3.0]
+    assert "mid-epoch" in seen["note"] and "epoch's end" in seen["note"]
 
 
 def test_curves_tolerates_gaps_order_and_nan(tmp_path: Path) -> None:

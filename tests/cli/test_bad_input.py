@@ -25,6 +25,7 @@ import pytest
 from pyro_vae import data
 from pyro_vae.cli.main import main
 from pyro_vae.config import TrainConfig, VAEConfig
+from pyro_vae.data import published
 from pyro_vae.guides import GUIDES
 from pyro_vae.infer.objectives import OBJECTIVES
 from pyro_vae.models import LIKELIHOODS, PRIORS
@@ -235,7 +236,7 @@ def test_missing_data_root_and_offline_download(
     # With many mirrors the list of tried URLs is long; the advice still survives the CLI's
     # one-paragraph cut (it once came after the list and was cut off).
     monkeypatch.delenv("PYRO_VAE_MIRROR")
-    monkeypatch.setitem(data._MIRRORS, "mnist", [_closed_port() + "m" * 60 for _ in range(8)])
+    monkeypatch.setitem(published.MIRRORS, "mnist", [_closed_port() + "m" * 60 for _ in range(8)])
     err = refused(argv, capsys, "Could not download", "PYRO_VAE_DATA", "Tried: ")
     assert len(err) > 1000  # long enough that the cut applies
     assert not out.exists()
@@ -310,13 +311,16 @@ def idx_bytes() -> dict[str, bytes]:
     return {name: idx_gz(*spec) for name, spec in IDX_FILES.items()}
 
 
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def publish(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
     """Make the files now in ``folder`` the published MNIST files (size and SHA-256)."""
     infos = {
-        p.name: data._FileInfo(p.stat().st_size, "", hashlib.sha256(p.read_bytes()).hexdigest())
-        for p in folder.iterdir()
+        p.name: published.PublishedFile(p.stat().st_size, "", _sha256(p)) for p in folder.iterdir()
     }
-    monkeypatch.setitem(data._FILES, "mnist", infos)
+    monkeypatch.setitem(published.PUBLISHED_FILES, "mnist", infos)
 
 
 def _flip_middle(raw: bytes) -> bytes:

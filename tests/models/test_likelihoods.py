@@ -384,9 +384,9 @@ def grey(n: int = 3) -> torch.Tensor:
 
 
 REFUSALS = [
-    ("bernoulli", grey(), "--binarize dynamic"),
+    ("bernoulli", grey(), "TrainConfig(binarize='dynamic')"),
     ("continuous-bernoulli", grey() + 1, "needs data in [0, 1]"),
-    ("beta", torch.zeros(3, *SHAPE), "--likelihood continuous-bernoulli"),
+    ("beta", torch.zeros(3, *SHAPE), "VAEConfig(likelihood='continuous-bernoulli')"),
     ("beta", torch.ones(3, *SHAPE), "open interval"),
     ("discretized-logistic", grey() / 4 + 0.001, "8-bit data"),
     ("discretized-logistic", grey() - 1, "needs data in [0, 1]"),

@@ -1,0 +1,80 @@
+"""``pyro-vae train`` and ``pyro-vae compare``: flags to a config, then the library's
+:func:`~pyro_vae.training.fit.fit` and :func:`~pyro_vae.analysis.compare.compare`."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from pyro_vae.analysis import plots
+from pyro_vae.analysis.compare import compare, split_specs
+from pyro_vae.cli.messages import UsageError, to_flags
+from pyro_vae.cli.settings import resume_run_config, run_config
+from pyro_vae.cli.tables import table, term_rows
+from pyro_vae.config import EvaluateConfig, TrainConfig
+from pyro_vae.training.fit import fit, resolve_device
+
+__all__ = ["cmd_compare", "cmd_train"]
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train as the flags say, print the test split's figures, and plot the run."""
+    config = resume_run_config(args) if args.resume else run_config(args)
+    tc = config.train
+    main_rank = os.environ.get("RANK", "0") in ("", "0")  # under torchrun only rank 0 reports
+    if main_rank:
+        print(f"pyro-vae train: {tc.dataset} -> {tc.out}  (device {resolve_device(tc.device)})")
+    result = fit(config, resume=bool(args.resume), progress=not args.quiet)
+    if result.rank != 0:
+        return 0
+    s = result.summary
+    point = bool(s.get("point_estimate", False))
+    rows = term_rows(s["test_elbo"], s["test_reconstruction"], s["test_kl"], point)
+    if "test_nll" in s:
+        k, n = s["nll_num_samples"], s["nll_num_points"]
+        rows.append(("NLL", s["test_nll"], f"-log p(x), IW k={k}, {n} points"))
+    print(table("test split, nats per data point", rows))
+    _note_skipped(s, result.config.train)
+    paths = plots.plot_run(result) if result.run_dir is not None else []
+    print(f"run directory: {result.run_dir}  (plots: {', '.join(p.name for p in paths)})")
+    return 0
+
+
+def _note_skipped(summary: dict[str, Any], tc: TrainConfig) -> None:
+    """``--on-nan skip``: say at the end how many steps were skipped, if any were."""
+    skipped = summary.get("skipped_steps", 0)
+    if skipped:
+        print(
+            f"pyro-vae: note: {skipped} step(s) were skipped for a non-finite loss or gradient "
+            f"(--on-nan skip, at most --max-skipped-steps {tc.max_skipped_steps}); "
+            "metrics.jsonl counts them per epoch and summary.json in all (skipped_steps). "
+            "Many skipped steps suggest a lower --lr or a look at the data.",
+            file=sys.stderr,
+        )
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Train and score each objective over ``--seeds`` seeds; print compare.md."""
+    if getattr(args, "train.objective") is not None:
+        raise UsageError(
+            "compare trains every objective of --objectives (a comma-separated list, e.g. "
+            "--objectives elbo,iwae:k=5), not one --objective. Drop --objective."
+        )
+    if args.seeds < 1:
+        raise UsageError(f"--seeds must be a positive int, got {args.seeds}")
+    config = run_config(args)
+    if getattr(args, "train.eval_num_samples") is None and args.config is None:
+        # a report's IW NLL: k = 5000 unless --eval-num-samples (or --config) says otherwise
+        train = dataclasses.replace(config.train, eval_num_samples=EvaluateConfig().num_samples)
+        config = dataclasses.replace(config, train=train)
+    seeds = list(range(config.train.seed, config.train.seed + args.seeds))
+    out = Path(config.train.out)
+    specs = split_specs(args.objectives)
+    compare(specs, seeds, config, out, progress=not args.quiet, log=lambda s: print(to_flags(s)))
+    print((out / "compare.md").read_text(encoding="utf-8"))
+    print(f"wrote {out / 'compare.json'}, {out / 'compare.md'}, {out / 'compare.png'}")
+    return 0
