@@ -33,10 +33,10 @@ from typing import Any
 from pyro_vae.analysis.figures import plot_comparison
 from pyro_vae.analysis.latent import active_units
 from pyro_vae.config import RunConfig, to_dict
-from pyro_vae.data import Dataset, load_dataset
+from pyro_vae.data import Dataset, evaluation_split, load_dataset
 from pyro_vae.infer.objectives import build_objective
 from pyro_vae.training.checkpoint import load, write_json
-from pyro_vae.training.fit import evaluation_split, fit, resolve_device, split_labels
+from pyro_vae.training.fit import fit, resolve_device, split_labels
 
 __all__ = ["METRICS", "compare", "markdown_table", "run_dir_name", "split_specs", "t_interval"]
 

@@ -37,7 +37,7 @@ from pyro_vae.config import (
     from_dict,
     resolve_binarize,
 )
-from pyro_vae.data import DataError, Dataset, load_dataset
+from pyro_vae.data import DataError, Dataset, evaluation_split, load_dataset
 from pyro_vae.infer.decomposition import elbo_terms
 from pyro_vae.infer.importance import PointEstimateError, log_likelihood
 from pyro_vae.plugins import load_plugin
@@ -45,7 +45,6 @@ from pyro_vae.training.checkpoint import check_run_dir, load, load_config, write
 from pyro_vae.training.fit import (
     FitResult,
     check_run_paths,
-    evaluation_split,
     resolve_device,
     split_labels,
 )

@@ -29,8 +29,8 @@ from pyro_vae.analysis.drawing import (
     to_numpy,
     to_tiles,
 )
-from pyro_vae.data import Dataset, load_dataset
-from pyro_vae.training.fit import FitResult, evaluation_split, split_labels
+from pyro_vae.data import Dataset, evaluation_split, load_dataset
+from pyro_vae.training.fit import FitResult, split_labels
 
 __all__ = [
     "SAMPLES_TITLE",

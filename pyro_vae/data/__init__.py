@@ -1,5 +1,6 @@
 """Data sets: the built-in ones (embedded digits, MNIST, Fashion-MNIST, binarized MNIST), their
-verified downloads, a user's own arrays, and the fixed train/valid/test splits.
+verified downloads, a user's own arrays, the fixed train/valid/test splits and the rows
+and labels a run trains and is scored on (:mod:`pyro_vae.data.splits`).
 
 This subpackage imports nothing else of pyro_vae: any layer may use it.
 """
@@ -15,15 +16,31 @@ from pyro_vae.data.datasets import (
     load_dataset,
     static_binarize,
 )
+from pyro_vae.data.splits import (
+    TEST_BINARIZATION_SEED,
+    VALID_BINARIZATION_SEED,
+    class_count,
+    evaluation_split,
+    split_labels,
+    training_labels,
+    training_split,
+)
 
 __all__ = [
     "BUILTIN_DATASETS",
+    "TEST_BINARIZATION_SEED",
+    "VALID_BINARIZATION_SEED",
     "DataError",
     "Dataset",
     "cache_dir",
+    "class_count",
     "data_root",
     "dynamic_binarize",
+    "evaluation_split",
     "is_binary",
     "load_dataset",
+    "split_labels",
     "static_binarize",
+    "training_labels",
+    "training_split",
 ]

@@ -5,7 +5,7 @@ A run directory holds
 - ``config.json``: the complete :class:`~pyro_vae.config.RunConfig` (or only the VAE part
   for :func:`save`), from which the architecture is rebuilt;
 - ``model.safetensors``: the VAE's ``state_dict``;
-- ``checkpoint.safetensors``: everything ``--resume`` needs in one file, so that it is
+- ``checkpoint.safetensors``: everything ``fit(..., resume=True)`` needs in one file, so that it is
   replaced in one atomic step: model and optimizer tensors, RNG states, and JSON metadata
   (epoch, step, optimizer hyper-parameters).
 
@@ -176,7 +176,7 @@ def load_config(directory: str | Path) -> tuple[VAEConfig, dict[str, Any]]:
     if not path.is_file():
         raise CheckpointError(
             f"{str(directory)!r} is not a pyro-vae run or checkpoint: it has no config.json. "
-            "Pass a directory written by pyro-vae train (or pyro_vae.save)."
+            "Pass a directory written by fit() (or pyro_vae.save)."
         )
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
@@ -214,7 +214,8 @@ def load_run_config(directory: str | Path) -> RunConfig:
     if "train" not in raw:
         raise CheckpointError(
             f"{str(directory)!r} holds a saved model (pyro_vae.save), not a training run: its "
-            "config.json has no train settings. Start a new run with pyro-vae train --out DIR."
+            "config.json has no train settings. Start a new run with fit() and another "
+            "TrainConfig.out."
         )
     try:
         return from_dict(RunConfig, {k: raw[k] for k in ("vae", "train")}, f"{directory} config")
