@@ -22,6 +22,7 @@ import torch
 from tqdm import tqdm
 
 from pyro_vae.compression import CodecConfig, compress, decompress, inspect
+from pyro_vae.compression.bitsback import check_vae
 from pyro_vae.compression.container import CompressionError, check_run, unpack
 from pyro_vae.training.checkpoint import atomic_write, load
 
@@ -78,6 +79,7 @@ def _read_array(path: Path) -> np.ndarray:
 def cmd_compress(args: argparse.Namespace) -> int:
     """Compress ``--data`` with the run; print the rate; write ``--out`` atomically."""
     vae = load(args.run_dir)
+    check_vae(vae)  # a run that cannot code is refused before the progress bar starts
     x = _read_array(args.data)
     config = CodecConfig(latent_bits=args.latent_bits, max_count=args.max_count)
     with tqdm(total=len(x), disable=args.quiet, unit="pt", desc="compress") as bar:

@@ -72,3 +72,15 @@ def test_compress_refuses_data_it_cannot_code(
                str(run / "bad.pvz"), "--quiet"])  # fmt: skip
     assert rc == 2 and "cannot code exactly" in capsys.readouterr().err
     assert not (run / "bad.pvz").exists()
+
+
+def test_compress_refuses_a_continuous_run_before_its_progress_bar(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    save(tiny_vae("normal"), tmp_path / "run")
+    np.save(tmp_path / "x.npy", np.zeros((2, 1, 3, 4), dtype=np.float32))
+    rc = main(["compress", str(tmp_path / "run"), "--data", str(tmp_path / "x.npy"), "--out",
+               str(tmp_path / "x.pvz")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and "a density is not a code" in err and "--likelihood bernoulli" in err
+    assert "compress:" not in err and not (tmp_path / "x.pvz").exists()
