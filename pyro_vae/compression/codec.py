@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.metadata
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,8 +97,17 @@ def compress(
         "clean_words": len(start),
         "max_symbol": max_symbol,
         "sha256": _digest(arr),
+        "coder": _coder_version(),
     }
     return pack(header, words)
+
+
+def _coder_version() -> str:
+    """The entropy coder and its version: a file decodes with the same quantization."""
+    try:
+        return f"constriction {importlib.metadata.version('constriction')}"
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - a source build
+        return "constriction"
 
 
 def _largest_count(arr: np.ndarray, config: CodecConfig) -> int:
@@ -149,8 +159,9 @@ def decompress(vae: VAE, data: bytes, *, progress: Progress | None = None) -> An
     if _digest(values) != head["sha256"]:
         raise DamagedPvzError(
             "the decoded data fail the SHA-256 recorded when compressing: the model computed "
-            "different numbers than the compressor (another machine or library build). No "
-            "data was returned."
+            "different numbers than the compressor (another machine or library build; the "
+            f"file was coded with {head.get('coder', 'an unknown coder')}, this is "
+            f"{_coder_version()}). No data was returned."
         )
     return torch.from_numpy(values) if kind == "torch" else values
 
