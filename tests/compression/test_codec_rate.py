@@ -34,9 +34,11 @@ def _digits(kind: str) -> Dataset:
     return Dataset(f"digits-{kind}", f(d.train, 1), f(d.valid, 2), f(d.test, 3))
 
 
-def _train(likelihood: str, guide: str, data: Dataset, epochs: int) -> object:
+def _train(
+    likelihood: str, guide: str, data: Dataset, epochs: int, prior: str = "normal"
+) -> object:
     vae = VAEConfig(data_shape=(1, 8, 8), latent_dim=4, hidden=(64,), likelihood=likelihood,
-                    guide=guide)  # fmt: skip
+                    guide=guide, prior=prior)  # fmt: skip
     train = TrainConfig(epochs=epochs, binarize="none", seed=0, device="cpu",
                         eval_num_points=20, eval_num_samples=2)  # fmt: skip
     return fit(RunConfig(vae=vae, train=train), dataset=data, progress=False, write=False).vae
@@ -61,10 +63,11 @@ def test_round_trip_trained(likelihood: str, guide: str, kind: str) -> None:
     assert torch.equal(decompress(vae, compress(vae, x)), x)
 
 
-def test_rate_matches_the_negative_elbo_on_a_trained_model() -> None:
+@pytest.mark.parametrize(("prior", "points"), [("normal", 300), ("mixture", 100)])
+def test_rate_matches_the_negative_elbo_on_a_trained_model(prior: str, points: int) -> None:
     data = _digits("binary")
-    vae = _train("bernoulli", "normal", data, epochs=10)
-    x = data.test  # 300 points
+    vae = _train("bernoulli", "normal", data, epochs=10, prior=prior)
+    x = data.test[:points]
     info = inspect(compress(vae, x))
     pyro.set_rng_seed(0)
     with torch.no_grad():
