@@ -287,7 +287,8 @@ def markdown(record: dict[str, Any]) -> str:
             f"{c['compress_images_per_s']:.0f} | {c['decompress_images_per_s']:.0f} | "
             f"{c['clean_bits']} | {c['container_bits']} |"
         )
-    return "\n".join(lines + _goals(record)) + "\n"
+    notes = [f"- {note}" for note in record.get("notes", [])]
+    return "\n".join(lines + _goals(record) + (["", "Notes:", "", *notes] if notes else [])) + "\n"
 
 
 def _goals(record: dict[str, Any]) -> list[str]:
