@@ -247,6 +247,10 @@ def _machine() -> dict[str, Any]:
             "pyro_vae": pyro_vae.__version__, "load_average": list(os.getloadavg())}  # fmt: skip
 
 
+def _rounded(values: list[float]) -> list[float]:
+    return [round(v, 1) for v in values]
+
+
 def _cell(anchors: dict[str, float], key: str, value: float) -> str:
     return f"{value:.3f} ({anchors[key]:.2f})" if key in anchors else f"{value:.3f}"
 
@@ -256,7 +260,7 @@ def markdown(record: dict[str, Any]) -> str:
     lines = ["# Compression: a VAE as a lossless compressor (BB-ANS)", "",
              f"Command: `{record['command']}`", "",
              f"Machine: {record['machine']['cpu']}, {record['machine']['cores']} cores (shared; "
-             f"load average at start {record['machine']['load_average']}), torch "
+             f"load average at start {_rounded(record['machine']['load_average'])}), torch "
              f"{record['machine']['torch']}. Date: {record['date']}.", "",
              "Bits per dimension on the test split (first N points). pyro-vae: the whole .pvz "
              "file (bits-back payload in brackets); ideal: the model's -ELBO/(D ln 2); "
