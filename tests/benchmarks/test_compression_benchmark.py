@@ -19,7 +19,7 @@ def test_compression_benchmark_smoke(tmp_path: Path) -> None:
             "--runs-dir", str(tmp_path / "runs"), "--out", str(out)]  # fmt: skip
     assert compression.main(argv) == 0
     record = json.loads(out.read_text())
-    assert set(record["results"]) == {"binarized MNIST", "8-bit MNIST"}
+    assert set(record["results"]) == {"binarized MNIST", "8-bit MNIST", "8-bit Fashion-MNIST"}
     for r in record["results"].values():
         assert r["pyro_vae"]["exact"] and r["training"]["epochs"] == 1
         assert set(r["baselines"]) == {"gzip", "bz2", "lzma", "PNG", "WebP"}
