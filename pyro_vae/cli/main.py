@@ -18,6 +18,7 @@ import sys
 from collections.abc import Sequence
 
 from pyro_vae.analysis.evaluate import subset as subset  # where benchmarks and tests import it
+from pyro_vae.cli import codec
 from pyro_vae.cli.evaluate import cmd_evaluate
 from pyro_vae.cli.messages import UsageError, error_message, is_user_error, notices, to_flags
 from pyro_vae.cli.parser import build_parser
@@ -52,6 +53,8 @@ COMMANDS = {
     "sample": cmd_sample,
     "components": cmd_components,
     "compare": cmd_compare,
+    "compress": codec.cmd_compress,
+    "decompress": codec.cmd_decompress,
 }
 
 
