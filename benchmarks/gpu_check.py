@@ -16,7 +16,7 @@ It runs, each step in its own process with its own time limit, and writes everyt
 2. ``tests``: ``pytest -m cuda`` over ``tests/training/test_cuda.py`` (checkpoint and
    resume, the replayed step, the NaN guard, no host sync in a step, mixed devices).
    ``tests.xml`` and ``tests.log``.
-3. ``speed``: ``benchmarks/speed.py --device cuda`` at batch 128 and 1024, the IWAE
+3. ``speed``: ``python -m benchmarks.speed --device cuda`` at batch 128 and 1024, the IWAE
    architecture, pyro-vae against the hand-written reference on the same GPU, paired step
    blocks (``speed.json``, ``speed.md``).
 4. ``iw``: the importance-weighted bound with k = 5000 on the 10,000 MNIST test images,
@@ -76,7 +76,7 @@ def plan(out: Path, wheels: Path | None, target: Path) -> list[Step]:
     install += ["--no-cache-dir", "--upgrade", "--target", str(target), *found]
     tests = [py, "-m", "pytest", "-q", "-m", "cuda", "-rs", "-p", "no:cacheprovider"]
     tests += ["tests/training/test_cuda.py", f"--junitxml={out / 'tests.xml'}"]
-    speed = [py, "benchmarks/speed.py", "--device", "cuda", "--batches", "128,1024"]
+    speed = [py, "-m", "benchmarks.speed", "--device", "cuda", "--batches", "128,1024"]
     speed += ["--architectures", "200-200-50 tanh (IWAE)", "--rows", "60000"]
     speed += ["--block-rows", "60000", "--pairs", "5", "--no-eager-column", "--no-memory"]
     speed += ["--iw-points", "100", "--out", str(out / "speed.json")]
@@ -192,7 +192,9 @@ def verdict(steps: list[Step], out: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.gpu_check", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "gpu_check_out")))
     p.add_argument("--wheels", help=f"the wheel folder (default: shared/{WHEELS} or ../shared/...)")
     p.add_argument("--dry-run", action="store_true", help="write the plan only; run nothing")

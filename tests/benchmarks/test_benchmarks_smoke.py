@@ -65,7 +65,7 @@ def test_the_speed_verdict_needs_five_pairs_and_reports_their_spread() -> None:
         "q3": 4.0,
         "max": 5.0,
     }
-    cmd = [sys.executable, "benchmarks/speed.py", "--pairs", "3"]
+    cmd = [sys.executable, "-m", "benchmarks.speed", "--pairs", "3"]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "--pairs must be at least 5" in result.stderr
 
