@@ -63,7 +63,14 @@ from pyro_vae.config import (
     VAEConfig,
     from_dict,
 )
-from pyro_vae.data import DataError, Dataset, dynamic_binarize, load_dataset, static_binarize
+from pyro_vae.data import (
+    DataError,
+    Dataset,
+    TableSchema,
+    dynamic_binarize,
+    load_dataset,
+    static_binarize,
+)
 from pyro_vae.infer.decomposition import elbo_terms
 from pyro_vae.infer.importance import PointEstimateError, log_likelihood
 from pyro_vae.infer.objectives import batch_terms, build_objective
@@ -91,6 +98,7 @@ from pyro_vae.training.nonfinite import Diagnosis, diagnose_step
 from pyro_vae.training.replay import Replay
 from pyro_vae.training.runstate import Partial, Position, Stateful, capture, restore
 from pyro_vae.training.schedules import learning_rate
+from pyro_vae.training.tabular import for_table
 from pyro_vae.vae import VAE
 
 __all__ = [
@@ -410,12 +418,17 @@ RUN_FILES = (
     "summary.json",
     "eval.json",
     "samples.png",
+    "schema.json",
 )
 RUN_FOLDER = "plots"
 
 # What a new run stopped before its config.json leaves (see _start_run): its epoch-0
-# checkpoint, and the temporary files of an atomic write (".NAME.XXXX.tmp").
-_STARTED = re.compile(r"checkpoint\.safetensors|\.(checkpoint\.safetensors|config\.json)\..+\.tmp")
+# checkpoint (and a table's schema.json), and the temporary files of an atomic write
+# (".NAME.XXXX.tmp").
+_STARTED = re.compile(
+    r"checkpoint\.safetensors|schema\.json|\.(checkpoint\.safetensors|config\.json|schema\.json)"
+    r"\..+\.tmp"
+)
 
 
 def check_run_paths(run_dir: str | Path) -> None:
@@ -576,7 +589,11 @@ def _fit(
             f"--batch-size is the global batch and must be at least the number of processes "
             f"({world.world_size}), got {tc.batch_size}"
         )
-    dataset = dataset or load_dataset(tc.dataset, progress=progress and world.is_main)
+    dataset = dataset or load_dataset(
+        tc.dataset, progress=progress and world.is_main, schema=tc.schema
+    )
+    config = for_table(config, dataset)  # a table: its own likelihood, no binarization
+    tc = config.train
     if resume and run_dir is not None:
         _check_resumed_data(config, dataset, run_dir)
     vae_config = dataclasses.replace(config.vae, data_shape=dataset.data_shape)
@@ -604,7 +621,11 @@ def _fit(
     loop.probe()  # an objective that cannot score this model fails before a file is written
     history: list[dict[str, Any]] = []
     if run_dir is not None:
-        history = _resume_run(run_dir, loop) if resume else _start_run(run_dir, loop, config)
+        history = (
+            _resume_run(run_dir, loop)
+            if resume
+            else _start_run(run_dir, loop, config, dataset.table)
+        )
     done = loop.position.epochs_done
     partial = loop.position.partial
     loop.bar.update(done * loop.steps_per_epoch + (partial.steps_done if partial else 0))
@@ -638,12 +659,17 @@ def _fit(
     return FitResult(vae, history, summary, run_dir, config)
 
 
-def _start_run(run_dir: Path, loop: _Loop, config: RunConfig) -> list[dict[str, Any]]:
-    """A new run: the epoch-0 checkpoint first, ``config.json`` (which marks a run) last."""
+def _start_run(
+    run_dir: Path, loop: _Loop, config: RunConfig, table: TableSchema | None = None
+) -> list[dict[str, Any]]:
+    """A new run: the epoch-0 checkpoint first (and a table's ``schema.json``), then
+    ``config.json``, which marks a run, last."""
     if loop.world.is_main:  # a new or empty folder (see _prepare_run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
     loop.write_checkpoint(run_dir)  # a collective under several processes
     if loop.world.is_main:
+        if table is not None:
+            write_json(run_dir / "schema.json", table.to_dict())
         save(loop.vae, run_dir, run_config=config)
     return []
 
