@@ -41,7 +41,7 @@ FORBIDDEN = {
     "analysis": ("cli",),
 }
 DATA_MAY_IMPORT = ("pyro_vae.checks",)
-COMMANDS = ("train", "evaluate", "compare", "sample", "components")
+COMMANDS = ("train", "evaluate", "compare", "sample", "impute", "components")
 FLAG = re.compile(rf"(?<![\w-])--[a-z][a-z-]+|\bpyro-vae (?:{'|'.join(COMMANDS)})\b")
 
 
