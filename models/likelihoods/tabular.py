@@ -231,9 +231,12 @@ class TableDistribution(dist.TorchDistribution):
     def column_log_prob(self, value: torch.Tensor) -> torch.Tensor:
         """``(..., C)``: each observed cell's :math:`\\log p_j`, 0 for a missing one."""
         c = len(self.parts)
+        batch = torch.broadcast_shapes(self.raw.shape[:-1], value.shape[:-1])
+        value = value.expand(*batch, value.shape[-1])  # views: the draws of z share x
+        raws = self.raw.expand(*batch, self.raw.shape[-1]).split(self.outputs, dim=-1)
         blocks = value[..., :-c].split(self.widths, dim=-1)
         observed = value[..., -c:]
-        lp = [p.log_prob(r, v) for p, r, v in zip(self.parts, self._raws(), blocks, strict=True)]
+        lp = [p.log_prob(r, v) for p, r, v in zip(self.parts, raws, blocks, strict=True)]
         lp_all = torch.stack(torch.broadcast_tensors(*lp), dim=-1)
         return torch.where(observed > 0, lp_all, torch.zeros_like(lp_all))
 
