@@ -221,7 +221,9 @@ class TableDistribution(dist.TorchDistribution):
         width = sum(self.widths) + len(parts)
         super().__init__(raw.shape[:-1], torch.Size([width]), validate_args=False)
 
-    def expand(self, batch_shape: torch.Size, _instance: object = None) -> TableDistribution:
+    def expand(  # type: ignore[override]
+        self, batch_shape: torch.Size, _instance: object = None
+    ) -> TableDistribution:
         raw = self.raw.expand(*batch_shape, self.raw.shape[-1])
         return TableDistribution(self.parts, raw)
 
@@ -251,7 +253,7 @@ class TableDistribution(dist.TorchDistribution):
     def mean(self) -> torch.Tensor:
         return self._with_mask([p.mean(r) for p, r in zip(self.parts, self._raws(), strict=True)])
 
-    def sample(self, sample_shape: torch.Size = _NO_SHAPE) -> torch.Tensor:
+    def sample(self, sample_shape: torch.Size = _NO_SHAPE) -> torch.Tensor:  # type: ignore[override]
         raw = self.raw.expand(*sample_shape, *self.raw.shape)
         raws = raw.split(self.outputs, dim=-1)
         with torch.no_grad():
@@ -287,15 +289,18 @@ class TableLikelihood(Likelihood):
         self.parts = nn.ModuleList(_part(t, counts, min_scale) for t in tokens)
         self.columns = columns
 
+    def _parts(self) -> list[ColumnPart]:
+        return [p for p in self.parts if isinstance(p, ColumnPart)]
+
     @property
     def num_outputs(self) -> int:
         """The decoder's outputs: each part's ``num_params``."""
-        return sum(p.num_params for p in self.parts)
+        return sum(p.num_params for p in self._parts())
 
     @property
     def encoded_width(self) -> int:
         """The length of an encoded row: the value blocks and one indicator per column."""
-        return sum(p.width for p in self.parts) + len(self.parts)
+        return sum(p.width for p in self._parts()) + len(self.parts)
 
     def forward(self, raw: torch.Tensor) -> TableDistribution:
         if not self.parts:
@@ -303,7 +308,7 @@ class TableLikelihood(Likelihood):
                 "the table likelihood has no columns: they are set from a table's schema by "
                 "training on a table (VAEConfig(likelihood='table:columns=...'))"
             )
-        return TableDistribution(list(self.parts), raw)
+        return TableDistribution(self._parts(), raw)
 
     def check_support(self, x: torch.Tensor) -> None:
         super().check_support(x)

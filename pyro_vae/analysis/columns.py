@@ -9,6 +9,7 @@ reconstruction of the ELBO (``eval.json`` ``reconstruction_per_column``).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -16,7 +17,7 @@ from pyro_vae.infer.decomposition import traces
 from pyro_vae.models.likelihoods import TableDistribution, TableLikelihood
 from pyro_vae.vae import VAE
 
-__all__ = ["is_table_vae", "reconstruction_per_column", "table_distribution"]
+__all__ = ["is_table_vae", "reconstruction_per_column", "table_distribution", "unwrap_table"]
 
 
 def is_table_vae(vae: VAE) -> bool:
@@ -27,8 +28,12 @@ def is_table_vae(vae: VAE) -> bool:
 def table_distribution(vae: VAE, x: torch.Tensor) -> TableDistribution:
     """p(x|z) at z ~ q(z|x) (any guide, any hierarchy): the model's site ``"x"`` replayed."""
     model_trace, _ = traces(vae.model, vae.guide, x)
-    fn = model_trace.nodes["x"]["fn"]
-    while not isinstance(fn, TableDistribution):  # unwrapped from Pyro's masks and expansions
+    return unwrap_table(model_trace.nodes["x"]["fn"])
+
+
+def unwrap_table(fn: Any) -> TableDistribution:
+    """The :class:`TableDistribution` inside Pyro's wrappers (masks, independence)."""
+    while not isinstance(fn, TableDistribution):
         fn = fn.base_dist
     return fn
 

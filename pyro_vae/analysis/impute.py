@@ -23,25 +23,28 @@ Observed cells are copied, never rewritten: the output holds the input's own val
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 import numpy as np
 import pandas as pd
 import pyro
 import torch
 
-from pyro_vae.analysis.columns import is_table_vae
+from pyro_vae.analysis.columns import is_table_vae, unwrap_table
 from pyro_vae.checks import is_int
 from pyro_vae.data import TableSchema, decode_table
 from pyro_vae.data.encoding import encode_table, table_cells
 from pyro_vae.infer.decomposition import traces
+from pyro_vae.models.likelihoods import TableDistribution
 from pyro_vae.vae import VAE
 
 __all__ = ["impute", "impute_encoded"]
 
-Table = pd.DataFrame | np.ndarray
+Table: TypeAlias = pd.DataFrame | np.ndarray
 
 
-def _log_weights(vae: VAE, x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log weights ``(K, N)`` and the model's site ``"x"`` draws' parameters replayed."""
+def _log_weights(vae: VAE, x: torch.Tensor, k: int) -> tuple[torch.Tensor, TableDistribution]:
+    """Log weights ``(K, N)`` and p(x|z_k) for each draw, batch shape ``(K, N)``."""
     with pyro.plate("iw_particles", k, dim=-2):
         model_trace, guide_trace = traces(vae.model, vae.guide, x)
     model_trace.compute_log_prob()
@@ -52,17 +55,14 @@ def _log_weights(vae: VAE, x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch
             logw = logw + site["log_prob"]
             if not site["is_observed"]:
                 logw = logw - guide_trace.nodes[name]["log_prob"]
-    return logw, model_trace
+    return logw, unwrap_table(model_trace.nodes["x"]["fn"])
 
 
 def impute_encoded(
     vae: VAE, x: torch.Tensor, *, draws: int | None = None, num_samples: int = 100
 ) -> list[torch.Tensor]:
     """Encoded rows with their missing blocks filled: one tensor (means) or ``draws``."""
-    logw, model_trace = _log_weights(vae, x, num_samples)
-    p_x = model_trace.nodes["x"]["fn"]
-    while not hasattr(p_x, "column_log_prob"):
-        p_x = p_x.base_dist
+    logw, p_x = _log_weights(vae, x, num_samples)
     w = torch.softmax(logw, dim=0)  # (K, N)
     if draws is None:
         return [(w[..., None] * p_x.mean).sum(0)]  # (N, D)

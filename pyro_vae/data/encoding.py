@@ -39,9 +39,11 @@ def _encode_column(column: Column, cells: pd.Series) -> np.ndarray:
         out[rows, [index[t] for t in text[rows]]] = 1.0
         return out
     if column.type == "binary":
-        values = np.array([t == column.levels[1] for t in text], np.float32)
-        return np.where(missing, 0.0, values)[:, None].astype(np.float32)
-    values = np.array([float(t) if not m else np.nan for t, m in zip(text, missing, strict=True)])
+        ones = np.array([t == column.levels[1] for t in text], np.float32)
+        return np.where(missing, 0.0, ones)[:, None].astype(np.float32)
+    values: np.ndarray = np.array(
+        [float(t) if not m else np.nan for t, m in zip(text, missing, strict=True)]
+    )
     if column.type == "positive":
         values = (np.log(values) - column.shift) / column.scale
     elif column.type == "real":
@@ -73,7 +75,7 @@ def _text(value: object, column: Column) -> str:
         return column.levels[int(bool(value))]
     whole = isinstance(value, (float, np.floating)) and float(value).is_integer()
     if whole and (column.type in ("categorical", "binary") or column.integer):
-        return str(int(value))  # type: ignore[arg-type]
+        return str(int(float(value)))  # type: ignore[arg-type]
     return str(value).strip()
 
 
