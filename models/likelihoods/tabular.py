@@ -30,7 +30,7 @@ from pyro.distributions import constraints
 from torch import nn
 from torch.nn import functional as F
 
-from pyro_vae.registry import Registry
+from pyro_vae.registry import Registry, SpecError
 
 from .base import LIKELIHOODS, Likelihood, SupportError, _LearnedScale, _positive
 
@@ -294,7 +294,13 @@ class TableLikelihood(Likelihood):
 
     @property
     def num_outputs(self) -> int:
-        """The decoder's outputs: each part's ``num_params``."""
+        """The decoder's outputs: each part's ``num_params`` (a VAE needs columns)."""
+        if not self.parts:
+            raise SpecError(
+                "likelihood 'table' has no columns, so a VAE has nothing to decode: training "
+                "on a table (a .csv with a header) sets them from its schema, or give them "
+                "as VAEConfig(likelihood=schema.likelihood_spec())"
+            )
         return sum(p.num_params for p in self._parts())
 
     @property
