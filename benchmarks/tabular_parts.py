@@ -56,7 +56,8 @@ def quality_scores(
     }
     real, synth = _as_types(real, kinds), _as_types(synth, kinds)
     report = QualityReport()
-    report.generate(real, synth, {"columns": columns}, verbose=False)
+    metadata = {"tables": {"table": {"columns": columns}}}
+    report.generate({"table": real}, {"table": synth}, metadata, verbose=False)
     props = report.get_properties().set_index("Property")["Score"]
     return {
         "overall": float(report.get_score()),

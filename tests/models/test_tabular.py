@@ -202,3 +202,19 @@ def test_evaluate_reports_the_reconstruction_per_column(tmp_path: Path) -> None:
     per_column = result["reconstruction_per_column"]
     assert list(per_column) == ["height", "weight", "visits", "smoker", "colour"]
     assert all(v <= 0 or name in ("height", "weight") for name, v in per_column.items())
+
+
+def test_extreme_weights_give_finite_elbo_terms_on_a_table() -> None:
+    """As tests/test_config_fuzz.py does for every part: weights of +-10, data in support."""
+    torch.manual_seed(0)
+    spec = "table:columns=real.positive.count.binary.categorical3"
+    vae = VAE(VAEConfig(data_shape=(12,), latent_dim=2, hidden=(16,), likelihood=spec)).double()
+    with torch.no_grad():
+        z = vae.model.prior().sample((8,))
+        x = vae.model.likelihood(vae.model.decoder(z)).sample()
+        x[::2, -2] = 0.0  # some cells missing
+        for p in vae.parameters():
+            p.copy_(10.0 * torch.randn_like(p).sign())
+        terms = elbo_terms(vae.model, vae.guide, x)
+    for key in ("reconstruction", "kl", "elbo"):
+        assert torch.isfinite(terms[key]).all(), (key, terms[key])
