@@ -21,31 +21,53 @@ from pyro_vae.data.tables import Column, TableSchema, infer_schema, parse_overri
 __all__ = ["decode_table", "encode_table", "load_table", "table_cells"]
 
 
+def _zero_one(cell: str) -> str:
+    try:
+        return str(int(float(cell))) if float(cell) in (0.0, 1.0) else cell
+    except ValueError:
+        return cell
+
+
+def _refuse(column: Column, row: int, cell: str, expected: str) -> DataError:
+    return DataError(
+        f"line {row + 2}, column {column.name!r}: the cell {cell!r} is not {expected}, as "
+        f"the run's {column.type} column needs. Fix the cell, or leave it empty."
+    )
+
+
 def _encode_column(column: Column, cells: pd.Series) -> np.ndarray:
-    """``(N, width)`` values of one column; a missing cell's block is zero."""
+    """``(N, width)`` values of one column; a missing cell's block is zero. A cell outside
+    the column's support is a :class:`DataError` naming its line and column."""
     missing = cells.isna().to_numpy()
     text = cells.fillna("").astype(str).to_numpy()
-    if column.type == "categorical":
+    present = [int(i) for i in np.flatnonzero(~missing)]
+    if column.levels == ("0", "1"):  # a 0/1 column: 1.0 and 1 are the same level
+        text = np.array([_zero_one(t) for t in text], dtype=object)
+    if column.type in ("categorical", "binary"):
         index = {level: i for i, level in enumerate(column.levels)}
-        unknown = [(i, t) for i, t in enumerate(text) if not missing[i] and t not in index]
-        if unknown:
-            raise DataError(
-                f"line {unknown[0][0] + 2}, column {column.name!r}: the level "
-                f"{unknown[0][1]!r} is not one of the run's levels {list(column.levels)}. "
-                "Use one of those levels, or leave the cell empty."
-            )
+        for i in present:
+            if text[i] not in index:
+                raise _refuse(column, i, text[i], f"one of the levels {list(column.levels)}")
+        codes = np.array([index.get(t, 0) for t in text])
+        if column.type == "binary":
+            return np.where(missing, 0.0, codes)[:, None].astype(np.float32)
         out = np.zeros((len(text), column.width), np.float32)
-        rows = np.flatnonzero(~missing)
-        out[rows, [index[t] for t in text[rows]]] = 1.0
+        out[present, codes[present]] = 1.0
         return out
-    if column.type == "binary":
-        ones = np.array([t == column.levels[1] for t in text], np.float32)
-        return np.where(missing, 0.0, ones)[:, None].astype(np.float32)
-    values: np.ndarray = np.array(
-        [float(t) if not m else np.nan for t, m in zip(text, missing, strict=True)]
-    )
+    values = np.zeros(len(text))
+    for i in present:
+        try:
+            values[i] = float(text[i])
+        except ValueError:
+            raise _refuse(column, i, text[i], "a number") from None
+        if not np.isfinite(values[i]):
+            raise _refuse(column, i, text[i], "a finite number")
+        if column.type == "positive" and values[i] <= 0:
+            raise _refuse(column, i, text[i], "a positive number")
+        if column.type == "count" and (values[i] < 0 or values[i] != round(values[i])):
+            raise _refuse(column, i, text[i], "a count (an integer >= 0)")
     if column.type == "positive":
-        values = (np.log(values) - column.shift) / column.scale
+        values = (np.log(np.where(missing, 1.0, values)) - column.shift) / column.scale
     elif column.type == "real":
         values = (values - column.shift) / column.scale
     return np.where(missing, 0.0, values)[:, None].astype(np.float32)

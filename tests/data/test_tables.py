@@ -139,3 +139,23 @@ def test_penguins_is_a_table_with_missing_cells() -> None:
     assert types["species"] == "categorical" and types["bill_length_mm"] == "positive"
     assert sum(data.split(s).shape[0] for s in ("train", "valid", "test")) == 344
     assert bool((torch.cat([data.train, data.valid, data.test])[:, -8:] == 0).any())
+
+
+def test_new_rows_outside_a_columns_support_are_refused(tmp_path: Path) -> None:
+    schema = infer_schema(read_cells(write_table(tmp_path / "t.csv", missing=False)))
+    good = pd.DataFrame(
+        {"height": [1.0], "weight": [2.0], "visits": [3], "smoker": [1.0], "colour": ["red"]}
+    )
+    assert encode_table(schema, table_cells(schema, good)).shape == (1, schema.width)
+    for column, value, expected in (
+        ("visits", 2.5, "not a count"),
+        ("weight", -1.0, "not a positive number"),
+        ("smoker", 2, "not one of the levels ['0', '1']"),
+        ("colour", "mauve", "not one of the levels"),
+        ("height", "tall", "not a number"),
+    ):
+        bad = good.astype(object).copy()
+        bad.loc[0, column] = value
+        with pytest.raises(DataError, match=f"line 2, column '{column}'") as info:
+            encode_table(schema, table_cells(schema, bad))
+        assert expected in str(info.value)
