@@ -176,7 +176,9 @@ def compare(
     for spec in objectives:
         build_objective(spec)  # every spec is checked before any training
     out = Path(out)
-    dataset = dataset or load_dataset(config.train.dataset, progress=progress)
+    dataset = dataset or load_dataset(
+        config.train.dataset, progress=progress, schema=config.train.schema
+    )
     runs = []
     for spec in objectives:
         for seed in seeds:

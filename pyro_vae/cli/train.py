@@ -45,7 +45,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         rows.append(("NLL", s["test_nll"], f"-log p(x), IW k={k}, {n} points"))
     print(table("test split, nats per data point", rows))
     _note_skipped(s, result.config.train)
-    paths = plots.plot_run(result) if result.run_dir is not None else []
+    paths = plots.plot_run(result, dataset) if result.run_dir is not None else []
     print(f"run directory: {result.run_dir}  (plots: {', '.join(p.name for p in paths)})")
     return 0
 

@@ -159,3 +159,29 @@ def test_new_rows_outside_a_columns_support_are_refused(tmp_path: Path) -> None:
         with pytest.raises(DataError, match=f"line 2, column '{column}'") as info:
             encode_table(schema, table_cells(schema, bad))
         assert expected in str(info.value)
+
+
+def test_train_takes_the_schema_from_a_file_or_the_configs_data_table(tmp_path: Path) -> None:
+    data = write_table(tmp_path / "t.csv", n=30)
+    types = tmp_path / "types.toml"
+    types.write_text('visits = "categorical"\n')
+    config = tmp_path / "c.toml"
+    config.write_text(
+        '[train]\nepochs = 1\nbatch_size = 8\neval_num_samples = 2\n'
+        '[data]\nsmoker = "categorical"\n'
+    )
+    for name, flags in (
+        ("file", ["--schema", str(types), "--epochs", "1"]),
+        ("data", ["--config", str(config)]),
+    ):
+        run = tmp_path / name
+        code, said, err = run_cli(
+            "train", "--dataset", str(data), "--out", str(run), "--quiet", *flags
+        )
+        assert code == 0, err
+        assert "columns of t (types inferred" in said and "colour" in said
+        kinds = {c.name: c.type for c in TableSchema.load(run).columns}
+        assert kinds["visits" if name == "file" else "smoker"] == "categorical"
+        saved = json.loads((run / "config.json").read_text())
+        assert saved["train"]["binarize"] == "none"
+        assert saved["vae"]["likelihood"].startswith("table:columns=")
