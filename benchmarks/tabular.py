@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import json
 import math
 import platform
@@ -297,6 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command": "python -m benchmarks.tabular "
         + shlex.join(sys.argv[1:] if argv is None else argv),
         "machine": machine(),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
         "epochs": args.epochs,
         "seeds": args.seeds,
         "rows": rows,
