@@ -127,7 +127,7 @@ def _codes(frame: pd.DataFrame, kinds: dict[str, str], levels: dict[str, list[st
 
 
 def _decode(codes: np.ndarray, kinds: dict[str, str], levels: dict[str, list[str]]) -> pd.DataFrame:
-    out = {}
+    out: dict[str, Any] = {}
     for j, (c, k) in enumerate(kinds.items()):
         if k in DISCRETE:
             idx = np.clip(np.round(codes[:, j]), 0, len(levels[c]) - 1).astype(int)

@@ -50,6 +50,7 @@ table = pd.DataFrame(
 table = table.mask(rng.random(table.shape) < 0.03)  # about 3% of the cells are empty
 table.to_csv(work / "patients.csv", index=False)
 data = pyro_vae.load_dataset(work / "patients.csv")
+assert data.table is not None  # a table: its schema, inferred from the values
 print(data.table.describe())
 
 # %%
