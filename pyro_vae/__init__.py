@@ -7,6 +7,7 @@ from pyro_vae import _compat
 from pyro_vae.analysis.columns import reconstruction_per_column
 from pyro_vae.analysis.evaluate import evaluate_run
 from pyro_vae.analysis.impute import impute
+from pyro_vae.compression import compress, decompress
 from pyro_vae.config import ConfigError, RunConfig, TrainConfig, VAEConfig
 from pyro_vae.data import DataError, Dataset, TableSchema, decode_table, load_dataset
 from pyro_vae.infer.decomposition import ElboTerms, elbo_terms
@@ -38,7 +39,9 @@ __all__ = [
     "TrainingError",
     "VAEConfig",
     "__version__",
+    "compress",
     "decode_table",
+    "decompress",
     "elbo_terms",
     "evaluate_run",
     "fit",

@@ -23,12 +23,18 @@ MOVED: dict[str, str] = {
     "pyro_vae.checkpoint": "pyro_vae.training.checkpoint",
     "pyro_vae.compare": "pyro_vae.analysis.compare",
     "pyro_vae.decomposition": "pyro_vae.infer.decomposition",
+    "pyro_vae.diagnose": "pyro_vae.training.nonfinite",
     "pyro_vae.diagnostic_plots": "pyro_vae.analysis.figures",
     "pyro_vae.diagnostics": "pyro_vae.analysis.diagnostics",
+    "pyro_vae.distributed": "pyro_vae.training.distributed",
     "pyro_vae.evaluate": "pyro_vae.infer.importance",
+    "pyro_vae.guard": "pyro_vae.training.guard",
     "pyro_vae.objectives": "pyro_vae.infer.objectives",
     "pyro_vae.plots": "pyro_vae.analysis.plots",
+    "pyro_vae.replay": "pyro_vae.training.replay",
     "pyro_vae.report": "pyro_vae.analysis.report",
+    "pyro_vae.runstate": "pyro_vae.training.runstate",
+    "pyro_vae.schedules": "pyro_vae.training.schedules",
     "pyro_vae.train": "pyro_vae.training.fit",
 }
 

@@ -17,7 +17,9 @@ data order and the noise, and run i of every objective uses the same seed.
 
 It is resumable: a run with ``summary.json`` is finished and only read back; a run with
 a checkpoint is continued with ``fit(resume=True)``; the others start. Interrupt it and
-run the same command again.
+run the same command again. While it runs it holds the lock of ``out``
+(:func:`~pyro_vae.training.lock.run_lock`), so a second compare into the same folder is
+refused at once.
 """
 
 from __future__ import annotations
@@ -32,11 +34,13 @@ from typing import Any
 
 from pyro_vae.analysis.figures import plot_comparison
 from pyro_vae.analysis.latent import active_units
+from pyro_vae.analysis.rate_distortion import plot_rate_distortion, rate_distortion_points
 from pyro_vae.config import RunConfig, to_dict
-from pyro_vae.data import Dataset, load_dataset
+from pyro_vae.data import Dataset, evaluation_split, load_dataset
 from pyro_vae.infer.objectives import build_objective
-from pyro_vae.training.checkpoint import load, write_json
-from pyro_vae.training.fit import evaluation_split, fit, resolve_device, split_labels
+from pyro_vae.training.checkpoint import atomic_write, load, write_json
+from pyro_vae.training.fit import fit, resolve_device, split_labels
+from pyro_vae.training.lock import run_lock
 
 __all__ = ["METRICS", "compare", "markdown_table", "run_dir_name", "split_specs", "t_interval"]
 
@@ -166,7 +170,9 @@ def compare(
     ``config`` is the shared model and training configuration; its ``objective``, ``seed``
     and ``out`` are replaced per run. Returns what compare.json holds: ``rows`` (one per
     objective, each metric as ``{"mean", "low", "high", "values"}``), ``runs`` (one per
-    run) and the settings.
+    run) and the settings. When two or more objectives are β-ELBOs (``beta:beta=B``;
+    ``elbo`` is β = 1) it also draws ``rate_distortion.png`` and puts its points in
+    compare.json's ``rate_distortion`` (:mod:`pyro_vae.analysis.rate_distortion`).
     """
     objectives = [o.strip() for o in objectives]
     if not objectives or len(set(objectives)) != len(objectives) or not all(objectives):
@@ -175,7 +181,19 @@ def compare(
         raise ValueError(f"seeds must be distinct, got {list(seeds)}")
     for spec in objectives:
         build_objective(spec)  # every spec is checked before any training
-    out = Path(out)
+    with run_lock(out):  # one compare per folder at a time (each run has its own lock too)
+        return _compare(objectives, seeds, config, Path(out), dataset, progress, log)
+
+
+def _compare(
+    objectives: Sequence[str],
+    seeds: Sequence[int],
+    config: RunConfig,
+    out: Path,
+    dataset: Dataset | None,
+    progress: bool,
+    log: Callable[[str], None] | None,
+) -> dict[str, Any]:
     dataset = dataset or load_dataset(
         config.train.dataset, progress=progress, schema=config.train.schema
     )
@@ -211,9 +229,15 @@ def compare(
         "rows": rows,
         "runs": runs,
     }
+    curve = rate_distortion_points(runs)  # the beta sweep's lossy view, if there is one
+    if len(curve) >= 2:
+        result["rate_distortion"] = curve
     write_json(out / "compare.json", result)
-    (out / "compare.md").write_text(markdown_table(result), encoding="utf-8")
+    table = markdown_table(result).encode("utf-8")
+    atomic_write(out / "compare.md", lambda f: f.write(table), nbytes=len(table))
     plot_comparison(rows, out / "compare.png")
+    if len(curve) >= 2:
+        plot_rate_distortion(curve, out / "rate_distortion.png")
     return result
 
 

@@ -40,7 +40,7 @@ from pyro_vae.config import (
     from_dict,
     resolve_binarize,
 )
-from pyro_vae.data import DataError, Dataset, load_dataset
+from pyro_vae.data import DataError, Dataset, evaluation_split, load_dataset
 from pyro_vae.infer.decomposition import elbo_terms
 from pyro_vae.infer.importance import PointEstimateError, log_likelihood
 from pyro_vae.plugins import load_plugin
@@ -48,10 +48,10 @@ from pyro_vae.training.checkpoint import check_run_dir, load, load_config, write
 from pyro_vae.training.fit import (
     FitResult,
     check_run_paths,
-    evaluation_split,
     resolve_device,
     split_labels,
 )
+from pyro_vae.training.lock import run_lock
 from pyro_vae.vae import VAE
 
 __all__ = ["ArgumentError", "evaluate_run", "subset"]
@@ -110,7 +110,9 @@ def evaluate_run(
     first. ``progress`` shows the IW bound's progress bar.
 
     With ``write`` (and a run directory), eval.json is written before the diagnostics and
-    after each one, and their figures go to ``RUN_DIR/plots``. With ``strict`` a failing
+    after each one, and their figures go to ``RUN_DIR/plots``, under the run directory's
+    lock (:func:`~pyro_vae.training.lock.run_lock`: another writer of the run makes this
+    raise :class:`~pyro_vae.training.lock.RunLockedError` at once). With ``strict`` a failing
     diagnostic raises; otherwise its error is recorded under ``diagnostic_errors`` (name
     -> message) and the others still run. A point-mass (Delta) guide has no IW bound and
     no diagnostics: ``nll`` is None and ``diagnostics_skipped`` says why.
@@ -123,50 +125,67 @@ def evaluate_run(
     _check_arguments(split, num_samples, num_points, seed, mcmc_samples, device)
     for plugin in plugins:
         load_plugin(Path(plugin))
-    target = _target(run, device, write)
-    x, y, names = _split_rows(target, dataset, split)
-    n = x.shape[0] if num_points is None else num_points
-    if not 0 < n <= x.shape[0]:
-        raise ArgumentError("num_points", f"must be in 1..{x.shape[0]} for this split, got {n}")
-    check_settings(psis_samples, gaps, mcmc, n)  # before the slow IW bound
-    idx = subset(x.shape[0], n, seed)
-    x = x[idx].to(target.device)
-    labels = () if y is None else (y[idx].to(target.device),)
-    target.vae.check_data(x)
-    if gaps:  # a guide the gaps cannot use is refused now, not after the IW bound
-        with contextlib.suppress(PointEstimateError):  # Delta: no diagnostics at all (below)
-            check_inference_gaps(target.vae.guide, x[:1], *(lab[:1] for lab in labels))
-    torch.manual_seed(seed)
-    result, elbo, ll = _scores(target.vae, x, labels, num_samples, split, progress)
-    if names is not None:  # a table: eval.json's reconstruction_per_column
-        result["reconstruction_per_column"] = reconstruction_per_column(target.vae, x, names)
-    path = None if target.out is None else target.out / "eval.json"
-    if path is not None:
-        write_json(path, result)  # the ELBO and NLL are kept whatever the diagnostics do
-    if ll is None:  # the diagnostics need a guide with a density
-        result["diagnostics_skipped"] = "a Delta guide has no density"
-    else:
-        result.update(
-            run_diagnostics(
-                target.vae,
-                x,
-                idx.tolist(),
-                elbo,
-                ll,
-                labels=labels[0] if labels else None,
-                psis_samples=psis_samples,
-                gaps=gaps,
-                mcmc=mcmc,
-                mcmc_samples=mcmc_samples,
-                plots_dir=None if target.out is None else target.out / "plots",
-                mcmc_path=None if target.out is None else target.out / "mcmc.nc",
-                save=None if path is None else lambda part: write_json(path, {**result, **part}),
-                strict=strict,
+    with _writing(run, write):  # one writer of a run directory at a time
+        target = _target(run, device, write)
+        x, y, names = _split_rows(target, dataset, split)
+        n = x.shape[0] if num_points is None else num_points
+        if not 0 < n <= x.shape[0]:
+            raise ArgumentError("num_points", f"must be in 1..{x.shape[0]} for this split, got {n}")
+        check_settings(psis_samples, gaps, mcmc, n)  # before the slow IW bound
+        idx = subset(x.shape[0], n, seed)
+        x = x[idx].to(target.device)
+        labels = () if y is None else (y[idx].to(target.device),)
+        target.vae.check_data(x)
+        if gaps:  # a guide the gaps cannot use is refused now, not after the IW bound
+            with contextlib.suppress(PointEstimateError):  # Delta: no diagnostics at all (below)
+                check_inference_gaps(target.vae.guide, x[:1], *(lab[:1] for lab in labels))
+        torch.manual_seed(seed)
+        result, elbo, ll = _scores(target.vae, x, labels, num_samples, split, progress)
+        if names is not None:  # a table: eval.json's reconstruction_per_column
+            result["reconstruction_per_column"] = reconstruction_per_column(target.vae, x, names)
+        path = None if target.out is None else target.out / "eval.json"
+        if path is not None:
+            write_json(path, result)  # the ELBO and NLL are kept whatever the diagnostics do
+        if ll is None:  # the diagnostics need a guide with a density
+            result["diagnostics_skipped"] = "a Delta guide has no density"
+        else:
+            result.update(
+                run_diagnostics(
+                    target.vae,
+                    x,
+                    idx.tolist(),
+                    elbo,
+                    ll,
+                    labels=labels[0] if labels else None,
+                    psis_samples=psis_samples,
+                    gaps=gaps,
+                    mcmc=mcmc,
+                    mcmc_samples=mcmc_samples,
+                    plots_dir=None if target.out is None else target.out / "plots",
+                    mcmc_path=None if target.out is None else target.out / "mcmc.nc",
+                    save=None
+                    if path is None
+                    else lambda part: write_json(path, {**result, **part}),
+                    strict=strict,
+                )
             )
-        )
-    if path is not None:
-        write_json(path, result)
-    return result
+        if path is not None:
+            write_json(path, result)
+        return result
+
+
+def _writing(
+    run: str | os.PathLike[str] | FitResult, write: bool
+) -> contextlib.AbstractContextManager[Any]:
+    """The lock of the run directory that ``evaluate_run`` writes, if it writes one."""
+    if not write:
+        return contextlib.nullcontext()
+    if isinstance(run, FitResult):
+        return contextlib.nullcontext() if run.run_dir is None else run_lock(run.run_dir)
+    if not isinstance(run, (str, os.PathLike)):
+        return contextlib.nullcontext()  # _target says what run must be
+    load_config(Path(run))  # a run, before its lock is taken
+    return run_lock(Path(run))
 
 
 def _check_arguments(

@@ -12,7 +12,8 @@ The modules of :mod:`pyro_vae.data`, by role: ``datasets`` (this one, the entry)
 Fashion-MNIST, binarized MNIST: IDX and AMAT parsing), ``published`` (the published files'
 names, sizes, SHA-256 and default mirrors), ``download`` (``PYRO_VAE_DATA``,
 ``PYRO_VAE_CACHE``, ``PYRO_VAE_MIRROR``: where the files live, their download and
-verification), ``arrays`` (a user's ``.npy``, ``.npz`` or ``.csv`` file).
+verification), ``arrays`` (a user's ``.npy``, ``.npz`` or ``.csv`` file), ``splits`` (the
+rows a run trains and is scored on, and their labels).
 
 A likelihood of binary data (Bernoulli) is trained on binarized images:
 :func:`dynamic_binarize` draws :math:`x \sim \mathrm{Bernoulli}(p)` afresh each time, the

@@ -22,10 +22,13 @@ import torch
 from pyro.infer.util import is_validation_enabled
 from tqdm.auto import tqdm
 
+from pyro_vae.checks import is_int
 from pyro_vae.guides.posteriors import is_point_mass
-from pyro_vae.infer.decomposition import per_point, traces
+from pyro_vae.infer import sites
+from pyro_vae.infer.decomposition import _Particle, traces
+from pyro_vae.infer.sites import SiteError
 
-__all__ = ["PointEstimateError", "log_likelihood", "log_weights"]
+__all__ = ["PointEstimateError", "log_likelihood", "log_weights", "plate_nesting", "rows_of"]
 
 
 class PointEstimateError(ValueError):
@@ -39,18 +42,30 @@ def _max_plate_nesting(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> int:
+    """The programs' plate nesting (:func:`~pyro_vae.infer.sites.max_plate_nesting`) from
+    one plain run; a point-mass guide is refused here."""
     with poutine.block():
         model_trace, guide_trace = traces(model, guide, x, *args, **kwargs)
     _check_densities(guide_trace)
-    dims = [
-        -int(f.dim or 0)
-        for tr in (model_trace, guide_trace)
-        for s in tr.nodes.values()
-        if s["type"] == "sample"
-        for f in s["cond_indep_stack"]
-        if f.vectorized
-    ]
-    return max(dims, default=0)
+    return sites.max_plate_nesting(model_trace, guide_trace)
+
+
+def plate_nesting(
+    model: Callable[..., Any], guide: Callable[..., Any], x: torch.Tensor, *args: Any, **kwargs: Any
+) -> int:
+    """How many batch dims the plates of ``model`` and ``guide`` use on ``x`` (one plain run,
+    side effects blocked): a particle plate at ``-(nesting + 1)`` is left of all of them.
+    A point-mass guide raises :class:`PointEstimateError`."""
+    return _max_plate_nesting(model, guide, x, args, kwargs)
+
+
+def rows_of(args: tuple[Any, ...], x: torch.Tensor, start: int, stop: int) -> tuple[Any, ...]:
+    """Rows ``start:stop`` of every tensor in ``args`` with x's N rows; other arguments whole.
+
+    How the estimators pass per-point arguments (e.g. a conditional VAE's labels) along
+    with a chunk of ``x``.
+    """
+    return _rows(args, x, start, stop)
 
 
 def _check_densities(guide_trace: Any) -> None:
@@ -59,9 +74,27 @@ def _check_densities(guide_trace: Any) -> None:
             raise PointEstimateError(
                 f"the guide's site {name!r} is a point mass (Delta): the importance-weighted "
                 "bound needs a guide with a density, and p(x, z) at a point is not an estimate "
-                "of p(x). A Delta guide (--guide delta) trains a regularized autoencoder; "
-                "score it by its reconstruction, or train with a guide that has a density."
+                "of p(x). A Delta guide (VAEConfig(guide='delta')) trains a regularized "
+                "autoencoder; score it by its reconstruction, or train with a guide that has "
+                "a density."
             )
+
+
+def _check_local(draw: _Particle) -> None:
+    """Refuse a site outside the data plate whose density the points would share."""
+    if draw.plate.size == 1:
+        return
+    for trace in (draw.model_trace, draw.guide_trace):
+        for name, site in sites.sample_sites(trace):
+            if name in draw.from_prior or site["infer"].get("_deterministic"):
+                continue
+            if name in sites.global_sites(trace, draw.plate):
+                raise SiteError(
+                    f"site {name!r} is outside the data plate {draw.plate.name!r}: the "
+                    f"{draw.plate.size} points share it, so log p(x_n) is not defined point by "
+                    "point. Put the site inside the data plate (one copy per point), or score "
+                    "the whole batch as one point with pyro.infer.RenyiELBO(alpha=0)."
+                )
 
 
 def log_weights(
@@ -76,46 +109,53 @@ def log_weights(
 ) -> torch.Tensor:
     r"""Log importance weights :math:`\log p(x_n, z_i) - \log q(z_i|x_n)`, shape ``(K, N)``.
 
-    The ``K`` draws are vectorized with a particle plate left of the model's plates; with
+    The ``K`` draws are vectorized with a particle plate left of the programs' plates; with
     ``vectorize=False`` they are drawn one at a time, for programs that do not broadcast
     over an extra batch dimension (e.g. a decoder that reshapes ``z`` to ``(N, L)``).
+    Discrete sites marked for enumeration (``config_enumerate``) are summed over their
+    support within each weight, :math:`w_i = \sum_y p(x_n, y, z_i^y) / q(z_i^y|x_n, y)`
+    (the guide's :math:`q(y|x_n)` is not in it): still unbiased for :math:`p(x_n)`. A model
+    latent that the guide does not draw is proposed from its prior and cancels. A site
+    outside the data plate (shared by the points) raises :class:`SiteError`.
     """
+    nesting = max_plate_nesting
+    if nesting is None:
+        nesting = _max_plate_nesting(model, guide, x, args, kwargs)
     if not vectorize:
-        return torch.stack([_log_ratio(model, guide, x, args, kwargs) for _ in range(num_samples)])
-    if max_plate_nesting is None:
-        max_plate_nesting = _max_plate_nesting(model, guide, x, args, kwargs)
-    dim = -max_plate_nesting - 1
-    n = x.shape[0]
-    with pyro.plate("iw_particles", num_samples, dim=dim):
-        model_trace, guide_trace = traces(model, guide, x, *args, **kwargs)
-    return _sum_log_ratios(model_trace, guide_trace, x.new_zeros(num_samples, n), n, dim)
+        draws = [_log_weights(model, guide, x, None, args, kwargs, nesting)]
+        draws += [
+            _log_weights(model, guide, x, None, args, kwargs, nesting)
+            for _ in range(num_samples - 1)
+        ]
+        return torch.cat(draws)
+    return _log_weights(model, guide, x, num_samples, args, kwargs, nesting)
 
 
-def _log_ratio(
+def _log_weights(
     model: Callable[..., Any],
     guide: Callable[..., Any],
     x: torch.Tensor,
+    k: int | None,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
+    nesting: int,
 ) -> torch.Tensor:
-    """One draw's log p(x, z) - log q(z|x), shape ``(N,)``, with no particle plate."""
-    model_trace, guide_trace = traces(model, guide, x, *args, **kwargs)
+    """``k`` vectorized draws' log weights ``(k, N)``, or one draw's ``(1, N)`` (k None)."""
+    model_trace, guide_trace = sites.run_traces(
+        model, guide, (x, *args), kwargs, nesting=nesting, num_particles=k
+    )
     _check_densities(guide_trace)
     n = x.shape[0]
-    return _sum_log_ratios(model_trace, guide_trace, x.new_zeros(n), n, None)
-
-
-def _sum_log_ratios(
-    model_trace: Any, guide_trace: Any, lw: torch.Tensor, n: int, dim: int | None
-) -> torch.Tensor:
-    """``lw`` plus log p(x, z) - log q(z|x), per point (and per particle when ``dim``)."""
-    for tr, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
-        site: Any
-        for site in tr.nodes.values():
-            if site["type"] == "sample":
-                lp = site["fn"].log_prob(site["value"])
-                lw = lw + sign * per_point(lp, site, n, particle_dim=dim)  # (K, N) or (N,)
-    return lw
+    plate = sites.data_plate(model_trace, guide_trace, n=n, max_plate_nesting=nesting)
+    draw = _Particle(model_trace, guide_trace, plate, nesting)
+    _check_local(draw)
+    lw = draw.log_joint()
+    for name, _ in sites.latent_sites(guide_trace):
+        if name not in draw.guide_enum:
+            lw = lw - draw.lp(name, guide_trace)
+    lw = lw.reshape((1,) * max(0, 2 - lw.dim()) + tuple(lw.shape))
+    lw = lw.expand(*lw.shape[:-2], k or 1, n)  # (*enumerated, K, N)
+    return lw.reshape(-1, k or 1, n).logsumexp(0)  # summed over enumerated values
 
 
 def log_likelihood(
@@ -141,10 +181,18 @@ def log_likelihood(
     and go in chunks with ``x``; other arguments are passed whole. A guide with a
     point-mass (``Delta``) site raises :class:`PointEstimateError`: it has no density. ``progress``
     shows a progress bar over the chunks of points.
+
+    Discrete sites marked for enumeration (``config_enumerate``, in the guide or in the
+    model only) are summed exactly: for a class :math:`y` enumerated in the guide,
+    :math:`\log \hat p(x) = \operatorname{logsumexp}_y [\log p(y) + \log \hat p(x|y)]`
+    with each :math:`\hat p(x|y)` importance-weighted over :math:`z \sim q(z|x, y)`. The
+    data plate may be sized or not, at any dim, subsampled to the rows of x, masked or
+    scaled (scales are loss weights and are not applied); a program that does not
+    broadcast over a batch of draws runs them one at a time (with a warning).
     """
     if not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[0] == 0:
         raise ValueError(f"x must be a non-empty tensor (N, ...), got {x!r:.80}")
-    if not isinstance(num_samples, int) or num_samples < 1:
+    if not is_int(num_samples) or num_samples < 1:
         raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
     per_point_size = max(1, math.prod(x.shape[1:]))
     if batch_size is None:
@@ -195,7 +243,7 @@ def _first_chunk_nesting(
     xb, rows = x[:batch_size], _rows(args, x, 0, batch_size)
     try:
         return _max_plate_nesting(model, guide, xb, rows, kwargs)
-    except (RuntimeError, ValueError) as error:
+    except Exception as error:  # any error of the program's; a run on all rows tells which
         if len(xb) == len(x):
             raise
         _max_plate_nesting(model, guide, x, args, kwargs)  # raises the program's own error
@@ -222,7 +270,10 @@ def _broadcasts(
     """
     try:
         log_weights(model, guide, xb, k, *args, max_plate_nesting=nesting, **kwargs)
-    except (RuntimeError, ValueError) as error:
+    except (SiteError, PointEstimateError):
+        raise
+    except Exception as error:  # IndexError, TypeError, ...: whatever a shape mix-up raises
+        _runs_one_at_a_time(model, guide, xb, args, kwargs, nesting)
         warnings.warn(
             "the model or guide does not broadcast over a batch dimension of draws "
             f"({_first_line(error)}); the importance samples are drawn one at a time, which is "
@@ -231,6 +282,19 @@ def _broadcasts(
         )
         return False
     return True
+
+
+def _runs_one_at_a_time(
+    model: Callable[..., Any],
+    guide: Callable[..., Any],
+    xb: torch.Tensor,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    nesting: int,
+) -> None:
+    """Run one draw without a particle plate: the program's own error propagates (or a
+    :class:`SiteError` that names the enumerated sites it cannot broadcast)."""
+    log_weights(model, guide, xb, 1, *args, max_plate_nesting=nesting, vectorize=False, **kwargs)
 
 
 def _first_line(error: Exception) -> str:

@@ -6,8 +6,8 @@ group (gloo on CPU, nccl on CUDA) and the trainer wraps the ``Trace_ELBO()(model
 loss module in :class:`~torch.nn.parallel.DistributedDataParallel`. No process management
 happens here: torchrun starts, watches and stops the processes.
 
-The arithmetic that makes N processes equal one. ``--batch-size B`` is the *global* batch.
-Every rank draws the same permutation (a shared seed), takes the same global batch of B
+The arithmetic that makes N processes equal one. ``TrainConfig.batch_size`` B is the *global*
+batch. Every rank draws the same permutation (a shared seed), takes the same global batch of B
 rows, and keeps its own share ``batch[rank::N]``. It scales its loss by ``N / B``:
 
 .. math::
@@ -40,7 +40,8 @@ class DistributedError(RuntimeError):
 
 AFTER_FAILURE = (
     "Checkpoints are written atomically by rank 0, so the last complete one in the run "
-    "directory is intact: run the same torchrun command with --resume to continue."
+    "directory is intact: start the same processes again with fit(..., resume=True) to "
+    "continue."
 )
 
 
@@ -65,6 +66,11 @@ class World:
     def share(self, indices: torch.Tensor) -> torch.Tensor:
         """This rank's rows of a global batch of indices: ``indices[rank::world_size]``."""
         return indices[self.rank :: self.world_size]
+
+    def barrier(self) -> None:
+        """Wait until every rank got here (a no-op for one process)."""
+        if self.enabled:
+            dist.barrier()
 
 
 def _env_int(name: str, default: int) -> int:

@@ -1,4 +1,4 @@
-r"""Which term of the ELBO went non-finite first, and where: the diagnosis of a bad step.
+r"""Which term of the ELBO went non-finite first, and where: the report on a bad step.
 
 The training loss is a Monte Carlo estimate of :math:`-\mathrm{ELBO}`, a sum over sites,
 
@@ -8,7 +8,7 @@ The training loss is a Monte Carlo estimate of :math:`-\mathrm{ELBO}`, a sum ove
         - \sum_{\text{latent } s} \bigl(\log q(z_s \mid x) - \log p(z_s)\bigr),
 
 the reconstruction of each observed site and the (Monte Carlo) KL of each latent site.
-:func:`diagnose_step` recomputes one step on a given batch and walks through these in the
+:func:`explain_step` recomputes one step on a given batch and walks through these in the
 order the program computes them: for each latent site the guide's distribution, its sample
 and :math:`\log q`, then for each model site its distribution and log density; the first
 non-finite quantity names the term and the site. When every value is finite it checks the
@@ -27,12 +27,12 @@ from torch import nn
 
 from pyro_vae.infer.decomposition import traces
 
-__all__ = ["Diagnosis", "diagnose_step"]
+__all__ = ["StepReport", "explain_step"]
 
 
 @dataclass
-class Diagnosis:
-    """The outcome of :func:`diagnose_step`.
+class StepReport:
+    """The outcome of :func:`explain_step`.
 
     ``term`` is ``"reconstruction"`` or ``"kl"`` (None if no term was found non-finite),
     ``site`` the Pyro site, ``stage`` ``"value"``, ``"gradient"``, ``"parameters"`` or
@@ -150,13 +150,13 @@ def _grad_bad(
     return [n for n, g in zip(names, grads, strict=True) if g is not None and not _finite(g)]
 
 
-def diagnose_step(
+def explain_step(
     loss_fn: Callable[[torch.Tensor], torch.Tensor],
     model: Callable[..., Any],
     guide: Callable[..., Any],
     x: torch.Tensor,
     params: dict[str, nn.Parameter],
-) -> Diagnosis:
+) -> StepReport:
     """Recompute one step on ``x`` and say which term and site went non-finite first.
 
     ``loss_fn(x)`` is the training objective on the batch; ``params`` the named parameters.
@@ -165,7 +165,7 @@ def diagnose_step(
     """
     bad_now = [n for n, p in params.items() if not _finite(p.detach())]
     if bad_now:
-        return Diagnosis(
+        return StepReport(
             False,
             False,
             stage="parameters",
@@ -180,23 +180,28 @@ def diagnose_step(
     torch.set_rng_state(cpu_state)
     if cuda_state is not None:
         torch.cuda.set_rng_state_all(cuda_state)
-    diagnosis = Diagnosis(loss_finite, not bad_grads, bad_params=bad_grads)
+    report = StepReport(loss_finite, not bad_grads, bad_params=bad_grads)
     model_trace, guide_trace = traces(model, guide, x)
     terms = _terms(model_trace, guide_trace)
     for term, site, detail, value in terms:
         if value is None or not _finite(value.detach()):
-            diagnosis.term, diagnosis.site, diagnosis.stage = term, site, "value"
-            diagnosis.detail = detail
-            return diagnosis
+            report.term, report.site, report.stage = term, site, "value"
+            report.detail = detail
+            return report
     for term, site, _, value in terms:
         bad = _grad_bad(value.sum(), params) if value is not None else []
         if bad:
-            diagnosis.term, diagnosis.site, diagnosis.stage = term, site, "gradient"
-            diagnosis.detail = f"its gradient is non-finite in {bad[:5]}"
-            return diagnosis
-    diagnosis.detail = (
+            report.term, report.site, report.stage = term, site, "gradient"
+            report.detail = f"its gradient is non-finite in {bad[:5]}"
+            return report
+    report.detail = (
         "every ELBO term and its gradient were finite when recomputed, so the non-finite "
         "value came from the objective's own arithmetic or from a different random draw"
         + (f" (non-finite gradients in {bad_grads[:5]})" if bad_grads else "")
     )
-    return diagnosis
+    return report
+
+
+# The names of the first layout (pyro_vae.diagnose), still importable (not documented twice).
+Diagnosis = StepReport
+diagnose_step = explain_step

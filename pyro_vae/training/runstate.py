@@ -16,8 +16,9 @@
 A stateful component is anything the trainer holds, other than the VAE's parameters and
 buffers, whose state changes during training (an annealing schedule with its own counter,
 a running baseline): it exposes ``state_dict()`` and ``load_state_dict(state)``, and the
-trainer lists it in ``_Loop.stateful()``. Tensors go to the safetensors part, plain JSON
-values to the metadata, so such state is resumed exactly with no per-component code here.
+trainer lists it in :meth:`~pyro_vae.training.loop.Loop.stateful`. Tensors go to the
+safetensors part, plain JSON values to the metadata, so such state is resumed exactly with
+no per-component code here.
 Schedules that are a function of the epoch alone need nothing: the epoch is restored.
 
 :func:`restore` checks the file against the run's own model and optimizer before using
@@ -36,9 +37,10 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from pyro_vae.training.checkpoint import CheckpointError, load_state
+from pyro_vae.checks import is_int, is_number
+from pyro_vae.training.checkpoint import CheckpointError, load_state, read_tensors
 
-__all__ = ["Partial", "Position", "Stateful", "capture", "restore"]
+__all__ = ["Partial", "Position", "Stateful", "capture", "last_checkpoint", "restore"]
 
 
 class Stateful(Protocol):
@@ -85,10 +87,6 @@ REQUIRED_META = (
     "rng_python",
     "states",
 )
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def capture(
@@ -149,8 +147,8 @@ def capture(
 
 
 def _int(meta: dict[str, Any], key: str, low: int = 0) -> int:
-    value = meta.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    value: Any = meta.get(key)
+    if not is_int(value) or value < low:
         raise ValueError(f"metadata {key!r} must be an int >= {low}, got {value!r}")
     return value
 
@@ -174,13 +172,13 @@ def _restore_optimizer(
             raise ValueError("its optimizer parameter groups do not match this model's")
         for key, value in group.items():  # hyper-parameters only; implementation flags stay
             had = old.get(key)
-            if _is_number(value) and _is_number(had):
+            if is_number(value) and is_number(had):
                 group[key] = had
             elif (
                 isinstance(value, tuple)
                 and isinstance(had, list)
                 and len(had) == len(value)
-                and all(_is_number(v) for v in had)
+                and all(is_number(v) for v in had)
             ):
                 group[key] = tuple(had)
     params = [p for g in opt.param_groups for p in g["params"]]
@@ -316,6 +314,24 @@ def restore(
         raise CheckpointError(
             f"cannot resume from {str(path)!r}: {why}. The file is damaged, or was not "
             "written by this version of pyro-vae for this run. Restore the file from a backup, "
-            "or start a new run with another --out."
+            "or start a new run with another TrainConfig.out."
         ) from None
     return position, tensors["rng.data"]
+
+
+def last_checkpoint(run_dir: str | Path) -> str:
+    """Where the run in ``run_dir`` would resume from, in words: ``"after epoch 2"``,
+    ``"epoch 3, step 5"``, or ``"none written"`` (no run yet: no ``config.json`` or no
+    checkpoint), as read from ``checkpoint.safetensors``."""
+    run_dir = Path(run_dir)
+    path = run_dir / "checkpoint.safetensors"
+    if not (run_dir / "config.json").is_file() or not path.is_file():
+        return "none written"
+    try:
+        _, meta = read_tensors(path)
+        partial = meta.get("partial")
+        if isinstance(partial, dict):
+            return f"epoch {int(partial['epoch'])}, step {int(partial['steps_done'])}"
+        return f"after epoch {int(meta['epoch'])}"
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        return "unreadable"

@@ -1,6 +1,6 @@
 r"""Learning-rate schedules: the learning rate as a pure function of the epoch number.
 
-Because the rate depends on the epoch alone, a resumed run (``--resume``) lands on the
+Because the rate depends on the epoch alone, a resumed run (``fit(..., resume=True)``) lands on the
 same rate as an uninterrupted one: the trainer sets it on the optimizer's parameter
 groups at the start of every epoch (:func:`learning_rate`), nothing else is stored.
 
@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import math
 
+from pyro_vae.checks import is_int, is_number
+
 __all__ = [
     "BURDA_STAGES",
     "LR_SCHEDULES",
@@ -35,11 +37,7 @@ BURDA_STAGES = 8  # i = 0..7
 
 
 def _check_scale(stage_scale: float) -> None:
-    if (
-        isinstance(stage_scale, bool)
-        or not isinstance(stage_scale, (int, float))
-        or not 0 < stage_scale < math.inf
-    ):
+    if not is_number(stage_scale) or not 0 < stage_scale < math.inf:
         raise ValueError(f"stage_scale must be a positive finite number, got {stage_scale!r}")
 
 
@@ -66,7 +64,7 @@ def learning_rate(lr: float, schedule: str, epoch: int, stage_scale: float = 1.0
     ``burda``: :math:`\eta \cdot 10^{-i/7}` where stage :math:`i` holds the epoch.
     """
     _check_schedule(schedule)
-    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
+    if not is_int(epoch) or epoch < 1:
         raise ValueError(f"epoch must be an int >= 1 (epochs count from 1), got {epoch!r}")
     if schedule == "constant":
         return lr

@@ -10,11 +10,12 @@ from typing import Any
 
 import pytest
 
-import pyro_vae.training.fit as train_module
 from pyro_vae import RunConfig, TrainConfig, VAEConfig
 from pyro_vae.analysis.compare import compare, run_dir_name, split_specs, t_interval
 from pyro_vae.cli import COMMANDS
 from pyro_vae.cli.main import main
+from pyro_vae.training.errors import TrainingInterrupted
+from pyro_vae.training.loop import Loop
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
@@ -171,7 +172,7 @@ def test_a_comparison_stopped_mid_training_resumes_to_the_same_table(
     """Ctrl-C in epoch 2 of 2 of its second run; rerun, it matches an unbroken comparison."""
     straight = compare(["elbo"], [0, 1], _config(tmp_path / "a", epochs=2), tmp_path / "a")
     out = tmp_path / "b"
-    step, calls = train_module._Loop._step, []
+    step, calls = Loop.train_step, []
 
     def ctrl_c_at_step_16_of_seed_1(loop: Any, x: Any, idx: Any) -> Any:
         if loop.tc.out.endswith("seed1"):
@@ -179,8 +180,8 @@ def test_a_comparison_stopped_mid_training_resumes_to_the_same_table(
             loop.stop_requested = loop.stop_requested or len(calls) == 16  # epoch 2, step 3
         return step(loop, x, idx)
 
-    monkeypatch.setattr(train_module._Loop, "_step", ctrl_c_at_step_16_of_seed_1)
-    with pytest.raises(train_module.TrainingInterrupted):
+    monkeypatch.setattr(Loop, "train_step", ctrl_c_at_step_16_of_seed_1)
+    with pytest.raises(TrainingInterrupted):
         compare(["elbo"], [0, 1], _config(out, epochs=2), out)
     monkeypatch.undo()
     assert not (out / "elbo" / "seed1" / "summary.json").exists()
@@ -208,7 +209,7 @@ def test_compare_json_is_standard_json_with_one_seed(tmp_path: Path) -> None:
     assert math.isfinite(again["rows"][0]["test_nll"]["mean"])
 
 
-@pytest.mark.parametrize("error", [KeyboardInterrupt, train_module.TrainingInterrupted])
+@pytest.mark.parametrize("error", [KeyboardInterrupt, TrainingInterrupted])
 def test_ctrl_c_in_compare_says_interrupted_once(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], error: type
 ) -> None:

@@ -18,7 +18,7 @@ from torch import nn
 from benchmarks.reference import ConvReferenceVAE, ReferenceVAE, train_epoch
 from pyro_vae import VAE, TrainConfig, VAEConfig, elbo_terms, log_likelihood
 from pyro_vae.infer.objectives import TraceELBO
-from pyro_vae.training.fit import _Loop
+from pyro_vae.training.loop import Loop
 
 Z = 4.5  # two-sided z-score bound: a correct estimator fails with probability < 1e-5
 CONFIG = VAEConfig(data_shape=(1, 6, 6), latent_dim=3, hidden=(16, 12), activation="tanh")
@@ -103,9 +103,9 @@ def test_a_training_epoch_equals_pyro_vae_trainer_loop(vae: VAE, x: torch.Tensor
     ref = ReferenceVAE.from_pyro_vae(vae)
     tc = TrainConfig(binarize="none", batch_size=16, lr=1e-2, epochs=1)  # 3 steps, last of 8
     opt = torch.optim.Adam(vae.parameters(), lr=tc.lr)
-    loop = _Loop(vae, opt, torch.Generator().manual_seed(3), tc, x, progress=False)
+    loop = Loop(vae, opt, torch.Generator().manual_seed(3), tc, x, progress=False)
     torch.manual_seed(7)
-    record, _ = loop.epoch(1)
+    record, _ = loop.train_epoch(1)
     loop.close()
     ref_opt = torch.optim.Adam(ref.parameters(), lr=tc.lr)
     torch.manual_seed(7)

@@ -15,7 +15,8 @@ from safetensors.torch import load_file
 
 from pyro_vae.cli.main import build_parser, main, run_config, subset
 from pyro_vae.config import ConfigError, RunConfig, TrainConfig
-from pyro_vae.training.fit import _prepare_run_dir, resolve_device
+from pyro_vae.training.fit import resolve_device
+from pyro_vae.training.rundir import prepare_run_dir
 
 FAST = [
     "--hidden",
@@ -280,7 +281,7 @@ def test_a_bad_device_is_refused_by_every_command(
     err = _clean_error(capsys)
     assert f"--device must be auto, cpu, cuda or cuda:N (N the GPU's index), got {device!r}" in err
     assert _snapshot(run_dir) == before
-    with pytest.raises(ConfigError, match="--device must be auto, cpu, cuda or cuda:N"):
+    with pytest.raises(ConfigError, match=r"TrainConfig\.device must be auto, cpu, cuda or cuda:N"):
         resolve_device(device)
     with pytest.raises(ConfigError, match="device must be auto, cpu, cuda or cuda:N"):
         TrainConfig(device=device)  # train's flag, checked with the other settings
@@ -408,7 +409,7 @@ def test_a_folder_that_is_not_a_run_is_left_alone(
     stopped.mkdir()
     for name in ("checkpoint.safetensors", ".config.json.abc123.tmp"):
         (stopped / name).write_bytes(b"")
-    _prepare_run_dir(RunConfig(train=TrainConfig(out=str(stopped))), resume=False)
+    prepare_run_dir(RunConfig(train=TrainConfig(out=str(stopped))), resume=False)
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(["train", "--epochs", "1", "--out", str(empty), *FAST]) == 0

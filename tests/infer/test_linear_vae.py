@@ -44,7 +44,7 @@ import pytest
 import torch
 from linear_gaussian import LinearGaussian
 
-import pyro_vae.training.fit as train_module
+import pyro_vae.training.loop as loop_module
 from pyro_vae import Dataset, RunConfig, TrainConfig, VAEConfig, fit
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
@@ -95,7 +95,7 @@ def test_linear_vae_recovers_the_ppca_maximum_likelihood(monkeypatch: pytest.Mon
         epochs.append(epoch)
         return lr * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / EPOCHS))
 
-    monkeypatch.setattr(train_module, "learning_rate", cosine)  # the trainer's per-epoch rate
+    monkeypatch.setattr(loop_module, "learning_rate", cosine)  # the trainer's per-epoch rate
     lg = LinearGaussian.random(d=5, latent=2, sigma=0.5, seed=0)
     x = lg.sample_x(2000, seed=1)  # (N, D) float64
     data = Dataset("ppca", x.float(), lg.sample_x(100, seed=2).float(), x[:100].float())

@@ -1,4 +1,4 @@
-"""The training step's fast path (pyro_vae.training.replay) against plain Pyro, on the same draws."""
+"""The training step's fast path (pyro_vae.training.replay) against plain Pyro, same draws."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pyro_vae import VAE, VAEConfig
 from pyro_vae.config import TrainConfig
 from pyro_vae.data import Dataset
 from pyro_vae.infer.objectives import build_objective
-from pyro_vae.training.fit import _Loop
 from pyro_vae.training.guard import fused_adam
+from pyro_vae.training.loop import Loop
 from pyro_vae.training.replay import Replay
 
 CONFIG = VAEConfig(data_shape=(1, 4, 4), latent_dim=3, hidden=(8,))
@@ -182,8 +182,8 @@ def _train(replay: bool, epochs: int = 2) -> tuple[list[dict[str, Any]], list[to
     x = _data(n=23)  # batch 5: four full batches and one of 3 rows
     tc = TrainConfig(batch_size=5, binarize="none", replay=replay, epochs=epochs)
     pyro.set_rng_seed(0)
-    loop = _Loop(vae, fused_adam(list(vae.parameters()), 1e-2), torch.Generator(), tc, x, False)
-    records = [loop.epoch(e)[0] for e in range(1, epochs + 1)]  # type: ignore[index]
+    loop = Loop(vae, fused_adam(list(vae.parameters()), 1e-2), torch.Generator(), tc, x, False)
+    records = [loop.train_epoch(e)[0] for e in range(1, epochs + 1)]  # type: ignore[index]
     if replay:
         assert isinstance(loop.loss_fn, Replay) and len(loop.loss_fn.recorded) == 2
     return records, [p.detach().clone() for p in vae.parameters()]

@@ -1,4 +1,4 @@
-"""Where the training data live, and resuming when that place changes."""
+"""fit: where the training data live, binarization, building and checking a run, notes."""
 
 from __future__ import annotations
 
@@ -14,12 +14,11 @@ import torch
 from pyro_vae import RunConfig, TrainConfig, VAEConfig, fit
 from pyro_vae.cli.main import main
 from pyro_vae.config import ConfigError
-from pyro_vae.data import load_dataset
 from pyro_vae.models import LIKELIHOODS
 from pyro_vae.models.likelihoods import Bernoulli
 from pyro_vae.training.checkpoint import write_json, write_tensors
-from pyro_vae.training.fit import data_home, resume_config, summarize
-from pyro_vae.training.runstate import _restore_data_rng
+from pyro_vae.training.fit import data_home
+from pyro_vae.training.rundir import resume_config
 
 GPU = torch.device("cuda")  # a device object only: nothing here touches a GPU
 CPU = torch.device("cpu")
@@ -33,19 +32,6 @@ def test_data_stay_on_the_gpu_only_when_they_fit_in_half_its_free_memory() -> No
     assert data_home(10**12, CPU, free=0) == CPU  # on the CPU the two places are one
     with pytest.raises(ConfigError, match="data_on_device must be 'auto', 'yes' or 'no'"):
         TrainConfig(data_on_device="sometimes")
-
-
-def test_a_data_rng_saved_on_another_device_seeds_this_one_reproducibly() -> None:
-    cuda_like = torch.arange(16, dtype=torch.uint8)  # a CUDA generator's state: seed, offset
-    draws = []
-    for _ in range(2):
-        gen = torch.Generator()
-        _restore_data_rng(cuda_like, gen)
-        draws.append(torch.rand(5, generator=gen))
-    torch.testing.assert_close(draws[0], draws[1], rtol=0, atol=0)
-    gen, same = torch.Generator().manual_seed(3), torch.Generator()
-    _restore_data_rng(gen.get_state(), same)  # same format: the stream itself goes on
-    torch.testing.assert_close(torch.rand(5, generator=gen), torch.rand(5, generator=same))
 
 
 def test_resume_may_change_where_the_data_live(tmp_path: Path) -> None:
@@ -102,20 +88,6 @@ def test_a_continuous_likelihood_trains_on_the_grey_levels_by_default(tmp_path: 
     result = fit(RunConfig(vae, tc), progress=False)
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["train"]["binarize"] == "none" == result.config.train.binarize
-
-
-def test_the_summary_does_not_depend_on_the_global_rng_it_finds(tmp_path: Path) -> None:
-    """A resumed run ends with the summary of an unbroken one, whatever RNG state led there."""
-    tc = TrainConfig(epochs=1, out=str(tmp_path / "run"), eval_num_samples=4, eval_num_points=9)
-    result = fit(RunConfig(VAEConfig(latent_dim=2, hidden=(8,)), tc), progress=False)
-    dataset = load_dataset("digits")
-    summaries = []
-    for seed in (1, 2):
-        expected = torch.manual_seed(seed) and torch.rand(1)  # the caller's next draw
-        torch.manual_seed(seed)
-        summaries.append(summarize(result.vae, dataset, result.config.train, CPU))
-        assert torch.rand(1) == expected  # and summarize leaves the caller's stream alone
-    assert summaries[0] == summaries[1] == result.summary
 
 
 def test_an_objective_that_cannot_score_the_model_fails_before_any_file(tmp_path: Path) -> None:
