@@ -103,6 +103,8 @@ def _shown(default: Any) -> str:
         return str(default).lower()
     if isinstance(default, tuple):
         return ",".join(map(str, default)) if default else "none, written ''"
+    if default == "":
+        return "none"  # an empty string: not set (TrainConfig.schema: types inferred)
     return str(default)
 
 
