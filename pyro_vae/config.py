@@ -164,6 +164,7 @@ class TrainConfig:
     lr_stage_scale: float = 1.0  # burda: stage i lasts ceil(scale*3**i) epochs (1: 3280 in all)
     train_on: str = "train"  # train | train+valid: the rows trained on (paper: all 60k MNIST)
     data_on_device: str = "auto"  # auto | yes | no: data in GPU memory (auto: if it fits)
+    schema: str = ""  # a table's column types: FILE.toml (name = "type") or name=type;name=type
     early_stop: int = 0  # PATIENCE: stop once the valid ELBO gained nothing in N epochs (0: off)
     tensorboard: bool = False  # also write each epoch's metrics and lr to RUN/tensorboard/
 
@@ -186,6 +187,8 @@ class TrainConfig:
         _check_optimisation(self)
         if not isinstance(self.objective, str) or not self.objective.strip():
             raise ConfigError(f"objective must be a non-empty spec string, got {self.objective!r}")
+        if not isinstance(self.schema, str):
+            raise ConfigError(f"schema must be a string, got {self.schema!r}")
         if not DEVICE_NAME.fullmatch(self.device):
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 

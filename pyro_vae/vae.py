@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import math
 
 import pyro.distributions as dist
 import torch
@@ -55,7 +54,7 @@ class VAE(nn.Module):
             latent_dim=latent + classes,  # the decoder reads [z, onehot(y)]
             hidden=config.hidden,
             act=config.activation,
-            decoder_out=likelihood.num_params * math.prod(shape),
+            decoder_out=likelihood.num_outputs,
         )
         posterior = GUIDES.build(config.guide, feature_dim=features + classes, latent_dim=latent)
         upper, layers = _upper_layers(config)
