@@ -56,6 +56,7 @@ from pyro_vae.data import (
     Dataset,
     class_count,
     evaluation_split,
+    hide_labels,
     load_dataset,
     static_binarize,
     training_split,
@@ -195,6 +196,7 @@ def _fit(
             f"processes ({world.world_size}), got {tc.batch_size}"
         )
     dataset = dataset or load_dataset(tc.dataset, progress=progress and world.is_main)
+    check_labelled(config, dataset)
     if resume and run_dir is not None:
         check_resumed_data(config, dataset, run_dir)
     vae_config = with_classes(
@@ -248,9 +250,11 @@ def _build_loop(
         print(f"pyro-vae: the data stay in host memory; each batch is copied to {device}")
     gen = torch.Generator(device=home).manual_seed(tc.seed)  # data order and binarization
     train_x, valid_x = _placed(train_x, home), _placed(valid_x, home)
-    train_y = _to(training_labels(vae, dataset, tc.train_on), home)
+    train_y = _to(training_labels(vae, dataset, tc.train_on, tc.labelled, tc.seed), home)
     valid_y = _to(split_labels(vae, dataset, "valid"), home)
     loop = Loop(vae, opt, gen, tc, train_x, progress and world.is_main, world, train_y)
+    if vae.config.semi_supervised and hasattr(loop.objective, "classifier_weight"):
+        loop.objective.classifier_weight = classifier_weight(tc, train_x.shape[0])
     return loop, home, (valid_x, valid_y)
 
 
@@ -347,9 +351,34 @@ def check_data(vae: VAE, dataset: Dataset, tc: TrainConfig) -> None:
 
 
 def with_classes(config: VAEConfig, dataset: Dataset) -> VAEConfig:
-    """A conditional config gets ``num_classes`` from the data set, which must have labels;
-    an unconditional one has none (0), whatever a rebuilt run's config said."""
-    return dataclasses.replace(config, num_classes=class_count(dataset, config.conditional))
+    """A conditional (or semi-supervised) config gets ``num_classes`` from the data set,
+    which must have labels; an unconditional one has none (0), whatever a rebuilt run's
+    config said."""
+    labelled = config.conditional or config.semi_supervised
+    return dataclasses.replace(config, num_classes=class_count(dataset, labelled))
+
+
+def check_labelled(config: RunConfig, dataset: Dataset) -> None:
+    """Refuse ``TrainConfig.labelled`` on a data set without labels (DataError)."""
+    if config.train.labelled is not None and dataset.num_classes is None:
+        raise DataError(
+            f"TrainConfig.labelled keeps the labels of some training points, but data set "
+            f"{dataset.name!r} has no labels. Use a data set with labels (digits, mnist, "
+            "fashion-mnist, or an .npz with train_labels, valid_labels and test_labels), or "
+            "leave TrainConfig.labelled unset."
+        )
+
+
+def classifier_weight(tc: TrainConfig, num_rows: int) -> float:
+    r"""The weight of each labelled point's :math:`\log q(y|x)` in M2's objective.
+
+    Kingma et al. (2014, eq. 9) add :math:`\alpha\,\mathbb{E}_{\tilde p_l}[\log q(y|x)]`
+    with :math:`\alpha = 0.1 N` (``TrainConfig.alpha``, None for that default): over the
+    ``TrainConfig.labelled`` points, each point's weight is :math:`\alpha / N_l`.
+    """
+    alpha = 0.1 * num_rows if tc.alpha is None else float(tc.alpha)
+    labelled = tc.labelled if isinstance(tc.labelled, int) else num_rows
+    return alpha / labelled
 
 
 def split_labels(vae: VAE, dataset: Dataset, split: str) -> torch.Tensor | None:
@@ -360,9 +389,22 @@ def split_labels(vae: VAE, dataset: Dataset, split: str) -> torch.Tensor | None:
     return _split_labels(dataset, split, vae.config.conditional)
 
 
-def training_labels(vae: VAE, dataset: Dataset, train_on: str = "train") -> torch.Tensor | None:
+def training_labels(
+    vae: VAE,
+    dataset: Dataset,
+    train_on: str = "train",
+    labelled: int | str | None = None,
+    seed: int = 0,
+) -> torch.Tensor | None:
     """The labels of :func:`training_split`'s rows for a conditional VAE, else None.
 
+    For the semi-supervised VAE (M2) all but ``labelled`` of them are hidden (``-1``),
+    balanced over the classes and chosen by ``seed`` (:func:`pyro_vae.data.hide_labels`).
     The VAE-taking form of :func:`pyro_vae.data.training_labels`.
     """
-    return _training_labels(dataset, train_on, vae.config.conditional)
+    config = vae.config
+    y = _training_labels(dataset, train_on, config.conditional or config.semi_supervised)
+    if y is None or not config.semi_supervised:
+        return y
+    count = labelled if isinstance(labelled, int) else y.shape[0]
+    return hide_labels(y, count, config.num_classes, seed)
