@@ -82,7 +82,9 @@ class Guide(nn.Module):
     def class_logits(self, x: torch.Tensor) -> torch.Tensor:
         """The logits ``(N, C)`` of the classifier q(y|x) of M2."""
         if self.classifier is None:
-            raise ValueError("this guide has no classifier q(y|x): VAEConfig.semi_supervised is off")
+            raise ValueError(
+                "this guide has no classifier q(y|x): VAEConfig.semi_supervised is off"
+            )
         return self.classifier(x)  # type: ignore[no-any-return]
 
     def label_logits(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:

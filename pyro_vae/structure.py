@@ -72,9 +72,7 @@ def one_hot(y: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch.Tens
     return (y.unsqueeze(-1) == classes).to(dtype)  # (N, C)
 
 
-def check_labels(
-    y: torch.Tensor | None, n: int, num_classes: int, optional: bool = False
-) -> None:
+def check_labels(y: torch.Tensor | None, n: int, num_classes: int, optional: bool = False) -> None:
     """Refuse missing labels for a conditional program, and labels for an unconditional one.
 
     With ``optional`` (the semi-supervised model M2) labels may be missing, and a label
