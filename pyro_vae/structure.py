@@ -76,8 +76,9 @@ def check_labels(y: torch.Tensor | None, n: int, num_classes: int, optional: boo
     """Refuse missing labels for a conditional program, and labels for an unconditional one.
 
     With ``optional`` (the semi-supervised model M2) labels may be missing, and a label
-    ``-1`` marks a point whose class is hidden. Only shapes and dtypes are checked (no host synchronisation); the range of the labels
-    is checked once where they enter, e.g. by :func:`pyro_vae.fit`.
+    ``-1`` marks a point whose class is hidden. Only shapes and dtypes are checked (no
+    host synchronisation); the range of the labels is checked once where they enter, e.g.
+    by :func:`pyro_vae.fit`.
     """
     if num_classes and y is None and not optional:
         raise ValueError(

@@ -48,8 +48,8 @@ class VAE(nn.Module):
         labelled = config.conditional or config.semi_supervised
         if labelled and config.num_classes < 1:
             raise ValueError(
-                "a conditional or semi-supervised VAE needs num_classes >= 1 (fit sets it from the data set's "
-                f"labels), got num_classes={config.num_classes}"
+                "a conditional or semi-supervised VAE needs num_classes >= 1 (fit sets it "
+                f"from the data set's labels), got num_classes={config.num_classes}"
             )
         self.config = config
         shape, latent = config.data_shape, config.latent_dim

@@ -65,8 +65,8 @@ import torch
 from pyro_vae.infer.base import OBJECTIVES, Fn, Objective
 from pyro_vae.infer.bounds import IWAE, DReGIWAE, RenyiObjective, StickingTheLandingELBO
 from pyro_vae.infer.decomposition import elbo_terms
-from pyro_vae.infer.enumerated import EnumELBO
 from pyro_vae.infer.elbos import MeanFieldELBO, TraceELBO, TraceGraphELBO
+from pyro_vae.infer.enumerated import EnumELBO
 from pyro_vae.infer.regularized import BetaELBO, FreeBitsELBO, KLWarmupELBO, kl_per_dimension
 
 __all__ = [

@@ -137,7 +137,7 @@ def test_hide_labels_keeps_balanced_classes_by_seed() -> None:
     assert bool((kept[kept >= 0] == y[kept >= 0]).all())
     assert torch.equal(kept, hide_labels(y, 25, 10, seed=1))
     assert not torch.equal(kept, hide_labels(y, 25, 10, seed=2))
-    with pytest.raises(DataError, match="TrainConfig.labelled"):
+    with pytest.raises(DataError, match=r"TrainConfig\.labelled"):
         hide_labels(y, 201, 10, seed=0)
 
 
