@@ -296,6 +296,13 @@ def resolve_labelled(vae: VAEConfig, train: TrainConfig) -> tuple[VAEConfig, Tra
     if train.labelled == "all" and not vae.conditional:
         vae = dataclasses.replace(vae, conditional=True)
     elif is_int(train.labelled):
+        if vae.conditional:
+            raise ConfigError(
+                f"TrainConfig(labelled={train.labelled}) builds the semi-supervised VAE, which "
+                "sees only some labels, but VAEConfig(conditional=True) asks for the conditional "
+                "VAE, which sees every label. Drop one; TrainConfig(labelled='all') is the "
+                "conditional VAE."
+            )
         if not vae.semi_supervised:
             vae = dataclasses.replace(vae, semi_supervised=True)
         if train.objective == "elbo":

@@ -10,6 +10,12 @@ r"""The evaluation of a trained run: what ``pyro-vae evaluate`` does, as one Pyt
    per coordinate, :math:`I_q(x; z)`, PSIS :math:`\hat k` and its interpretation, and on
    request the inference gaps and NUTS, with their figures.
 
+For a semi-supervised VAE (M2) the ELBO and NLL sum the class out exactly,
+:math:`\log p(x) = \operatorname{logsumexp}_y [\log p(y) + \log p(x|y)]`, each
+:math:`p(x|y)` by importance weighting over z; ``accuracy`` scores the classifier
+:math:`q(y|x)` on the split's labels (``plots/confusion.png``), and the latent
+diagnostics run on z.
+
 With ``write``, ``RUN_DIR/eval.json`` is written after step 2 and again after each
 diagnostic, so a failure or Ctrl-C later loses nothing already computed; the figures go to
 ``RUN_DIR/plots`` and NUTS's draws to ``RUN_DIR/mcmc.nc``. The returned dict is what
@@ -27,6 +33,7 @@ from typing import Any
 
 import torch
 
+from pyro_vae.analysis.classes import confusion_matrix, plot_confusion
 from pyro_vae.analysis.gaps import check_inference_gaps
 from pyro_vae.analysis.report import ArgumentError, check_settings, run_diagnostics
 from pyro_vae.checks import is_int
@@ -48,6 +55,7 @@ from pyro_vae.training.fit import (
     resolve_device,
     split_labels,
 )
+from pyro_vae.training.summary import accuracy
 from pyro_vae.vae import VAE
 
 __all__ = ["ArgumentError", "evaluate_run", "subset"]
@@ -120,7 +128,7 @@ def evaluate_run(
     for plugin in plugins:
         load_plugin(Path(plugin))
     target = _target(run, device, write)
-    x, y = _split_rows(target, dataset, split)
+    x, y, truth = _split_rows(target, dataset, split)
     n = x.shape[0] if num_points is None else num_points
     if not 0 < n <= x.shape[0]:
         raise ArgumentError("num_points", f"must be in 1..{x.shape[0]} for this split, got {n}")
@@ -134,6 +142,9 @@ def evaluate_run(
             check_inference_gaps(target.vae.guide, x[:1], *(lab[:1] for lab in labels))
     torch.manual_seed(seed)
     result, elbo, ll = _scores(target.vae, x, labels, num_samples, split, progress)
+    plots_dir = None if target.out is None else target.out / "plots"
+    if truth is not None:  # M2: its classifier q(y|x) against the split's labels
+        result.update(_accuracy(target.vae, x, truth[idx], plots_dir))
     path = None if target.out is None else target.out / "eval.json"
     if path is not None:
         write_json(path, result)  # the ELBO and NLL are kept whatever the diagnostics do
@@ -152,7 +163,7 @@ def evaluate_run(
                 gaps=gaps,
                 mcmc=mcmc,
                 mcmc_samples=mcmc_samples,
-                plots_dir=None if target.out is None else target.out / "plots",
+                plots_dir=plots_dir,
                 mcmc_path=None if target.out is None else target.out / "mcmc.nc",
                 save=None if path is None else lambda part: write_json(path, {**result, **part}),
                 strict=strict,
@@ -213,8 +224,9 @@ def _target(run: str | os.PathLike[str] | FitResult, device: str, write: bool) -
 
 def _split_rows(
     target: _Run, dataset: str | Dataset | None, split: str
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The split's rows as scored (binarized as the run was) and their labels, if any."""
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """The split's rows as scored (binarized as the run was), the labels the model is given
+    (a conditional VAE's), and the labels a semi-supervised VAE's classifier is scored on."""
     if not isinstance(dataset, Dataset):
         dataset = load_dataset(dataset or target.train.dataset, progress=False)
     shape = target.vae.config.data_shape
@@ -226,7 +238,25 @@ def _split_rows(
             f"evaluate_run(..., dataset={target.train.dataset!r})."
         )
     binarize = resolve_binarize(target.train.binarize, target.vae.config.likelihood)
-    return evaluation_split(dataset, split, binarize), split_labels(target.vae, dataset, split)
+    truth = dataset.labels(split) if target.vae.config.semi_supervised else None
+    if target.vae.config.semi_supervised and truth is None:
+        raise DataError(
+            f"the run in {target.source} is a semi-supervised VAE, whose accuracy needs the "
+            f"labels of the {split} split, but data set {dataset.name!r} has none"
+        )
+    x = evaluation_split(dataset, split, binarize)
+    return x, split_labels(target.vae, dataset, split), truth
+
+
+def _accuracy(
+    vae: VAE, x: torch.Tensor, truth: torch.Tensor, plots_dir: Path | None
+) -> dict[str, Any]:
+    """eval.json's ``accuracy`` of q(y|x), and ``plots/confusion.png`` where there is a run."""
+    acc, guess = accuracy(vae, x, truth)
+    if plots_dir is not None:
+        counts = confusion_matrix(truth, guess, vae.config.num_classes)
+        plot_confusion(counts, plots_dir / "confusion.png")
+    return {"accuracy": acc}
 
 
 def _scores(

@@ -37,6 +37,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if "test_nll" in s:
         k, n = s["nll_num_samples"], s["nll_num_points"]
         rows.append(("NLL", s["test_nll"], f"-log p(x), IW k={k}, {n} points"))
+    if "test_accuracy" in s:  # the semi-supervised VAE's classifier q(y|x)
+        rows.append(("accuracy", s["test_accuracy"], "argmax_y q(y|x) against the labels"))
     print(table("test split, nats per data point", rows))
     _note_skipped(s, result.config.train)
     paths = plots.plot_run(result) if result.run_dir is not None else []
