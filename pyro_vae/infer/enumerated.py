@@ -49,7 +49,12 @@ class EnumELBO(QuietGuess, Objective, pyro.infer.TraceEnum_ELBO):
     """
 
     def __init__(self, num_particles: int = 1, classifier_weight: float = 0.0) -> None:
-        super().__init__(num_particles=num_particles, vectorize_particles=False)
+        # a program without enumerated sites is scored too: its ELBO, as Trace_ELBO's
+        super().__init__(
+            num_particles=num_particles,
+            vectorize_particles=False,
+            strict_enumeration_warning=False,
+        )
         if classifier_weight < 0:
             raise ValueError(f"classifier_weight must be >= 0, got {classifier_weight}")
         self.classifier_weight = float(classifier_weight)

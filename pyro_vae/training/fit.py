@@ -54,15 +54,11 @@ from pyro_vae.data import (
     VALID_BINARIZATION_SEED,
     DataError,
     Dataset,
-    class_count,
     evaluation_split,
-    hide_labels,
     load_dataset,
     static_binarize,
     training_split,
 )
-from pyro_vae.data import split_labels as _split_labels
-from pyro_vae.data import training_labels as _training_labels
 from pyro_vae.infer.objectives import build_objective
 from pyro_vae.training.checkpoint import write_json
 from pyro_vae.training.distributed import AFTER_FAILURE, DistributedError, World, setup, teardown
@@ -73,6 +69,13 @@ from pyro_vae.training.errors import (
     TrainingNotice,
 )
 from pyro_vae.training.guard import fused_adam
+from pyro_vae.training.labels import (
+    check_labelled,
+    classifier_weight,
+    split_labels,
+    training_labels,
+    with_classes,
+)
 from pyro_vae.training.loop import Loop, train
 from pyro_vae.training.rundir import (
     RESUME_OVERRIDES,
@@ -345,66 +348,3 @@ def check_data(vae: VAE, dataset: Dataset, tc: TrainConfig) -> None:
             ),
             stacklevel=3,
         )
-
-
-# ---------------------------------------------------------------------- a VAE's labels
-
-
-def with_classes(config: VAEConfig, dataset: Dataset) -> VAEConfig:
-    """A conditional (or semi-supervised) config gets ``num_classes`` from the data set,
-    which must have labels; an unconditional one has none (0), whatever a rebuilt run's
-    config said."""
-    labelled = config.conditional or config.semi_supervised
-    return dataclasses.replace(config, num_classes=class_count(dataset, labelled))
-
-
-def check_labelled(config: RunConfig, dataset: Dataset) -> None:
-    """Refuse ``TrainConfig.labelled`` on a data set without labels (DataError)."""
-    if config.train.labelled is not None and dataset.num_classes is None:
-        raise DataError(
-            f"TrainConfig.labelled keeps the labels of some training points, but data set "
-            f"{dataset.name!r} has no labels. Use a data set with labels (digits, mnist, "
-            "fashion-mnist, or an .npz with train_labels, valid_labels and test_labels), or "
-            "leave TrainConfig.labelled unset."
-        )
-
-
-def classifier_weight(tc: TrainConfig, num_rows: int) -> float:
-    r"""The weight of each labelled point's :math:`\log q(y|x)` in M2's objective.
-
-    Kingma et al. (2014, eq. 9) add :math:`\alpha\,\mathbb{E}_{\tilde p_l}[\log q(y|x)]`
-    with :math:`\alpha = 0.1 N` (``TrainConfig.alpha``, None for that default): over the
-    ``TrainConfig.labelled`` points, each point's weight is :math:`\alpha / N_l`.
-    """
-    alpha = 0.1 * num_rows if tc.alpha is None else float(tc.alpha)
-    labelled = tc.labelled if isinstance(tc.labelled, int) else num_rows
-    return alpha / labelled
-
-
-def split_labels(vae: VAE, dataset: Dataset, split: str) -> torch.Tensor | None:
-    """The labels of ``split`` if ``vae`` is conditional, else None.
-
-    The VAE-taking form of :func:`pyro_vae.data.split_labels`.
-    """
-    return _split_labels(dataset, split, vae.config.conditional)
-
-
-def training_labels(
-    vae: VAE,
-    dataset: Dataset,
-    train_on: str = "train",
-    labelled: int | str | None = None,
-    seed: int = 0,
-) -> torch.Tensor | None:
-    """The labels of :func:`training_split`'s rows for a conditional VAE, else None.
-
-    For the semi-supervised VAE (M2) all but ``labelled`` of them are hidden (``-1``),
-    balanced over the classes and chosen by ``seed`` (:func:`pyro_vae.data.hide_labels`).
-    The VAE-taking form of :func:`pyro_vae.data.training_labels`.
-    """
-    config = vae.config
-    y = _training_labels(dataset, train_on, config.conditional or config.semi_supervised)
-    if y is None or not config.semi_supervised:
-        return y
-    count = labelled if isinstance(labelled, int) else y.shape[0]
-    return hide_labels(y, count, config.num_classes, seed)

@@ -36,9 +36,7 @@ def test_labelled_alone_trains_evaluates_and_samples_m2(
     assert np.load(npy).shape == (4, 1, 8, 8)
 
 
-def test_labelled_errors_name_the_flags(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_labelled_errors_name_the_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["train", "--out", str(tmp_path / "r"), *FAST]
     assert main([*argv, "--labelled", "20", "--conditional", "true"]) == 2
     err = capsys.readouterr().err
