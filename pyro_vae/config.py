@@ -280,7 +280,11 @@ def _check_train_extras(tc: TrainConfig) -> None:
 def _check_labelled(tc: TrainConfig) -> None:
     """``labelled`` is None, ``'all'`` or a positive int; ``alpha`` None or a number >= 0."""
     value = tc.labelled
-    if value is not None and value != "all" and not (is_int(value) and value > 0):
+    if (
+        value is not None
+        and value != "all"
+        and not (isinstance(value, int) and is_int(value) and value > 0)
+    ):
         raise ConfigError(f"labelled must be a positive int or 'all', got {value!r}")
     if tc.alpha is not None and (not is_number(tc.alpha) or not 0 <= tc.alpha < math.inf):
         raise ConfigError(f"alpha must be a finite number >= 0, got {tc.alpha!r}")

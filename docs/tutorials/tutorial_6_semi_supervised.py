@@ -44,7 +44,7 @@ from pyro.infer import TraceEnum_ELBO
 
 from pyro_vae import VAE, RunConfig, TrainConfig, VAEConfig, fit, load_dataset
 
-EPOCHS = int(os.environ.get("PYRO_VAE_TUTORIAL_EPOCHS", "8"))  # raise to train longer
+EPOCHS = int(os.environ.get("PYRO_VAE_TUTORIAL_EPOCHS", "4"))  # raise to train longer
 torch.set_num_threads(min(2, torch.get_num_threads()))
 pyro.set_rng_seed(0)
 
@@ -91,7 +91,7 @@ for name in ("y", "z"):
 
 elbo = TraceEnum_ELBO(max_plate_nesting=1)
 pyro.set_rng_seed(1)
-enumerated = -float(elbo.differentiable_loss(vae.model, vae.guide, x, y))
+enumerated = -float(elbo.differentiable_loss(vae.model, vae.guide, x, y).detach())
 pyro.set_rng_seed(1)
 with poutine.trace() as tr, poutine.enum(first_available_dim=-2):
     vae.guide(x, y)
@@ -131,7 +131,7 @@ for labelled in (20, 100, 500):
     config = RunConfig(
         VAEConfig(latent_dim=8, hidden=(64,)),
         TrainConfig(
-            labelled=labelled, epochs=EPOCHS, lr=3e-3, eval_num_points=100, eval_num_samples=10
+            labelled=labelled, epochs=EPOCHS, lr=5e-3, eval_num_points=100, eval_num_samples=10
         ),
     )
     result = fit(config, dataset=digits, progress=False, write=False)

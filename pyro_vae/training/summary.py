@@ -100,8 +100,9 @@ def _summarize(
     test_y = None if test_y is None else test_y.to(home)
     terms = mean_terms(vae, test_x, y=test_y)
     summary: dict[str, Any] = {f"test_{k}": v for k, v in terms.items()}
-    if vae.config.semi_supervised:  # M2: the classifier q(y|x) against the test labels
-        summary["test_accuracy"], _ = accuracy(vae, test_x, dataset.labels("test"))
+    truth = dataset.labels("test")
+    if vae.config.semi_supervised and truth is not None:  # M2: q(y|x) against the labels
+        summary["test_accuracy"], _ = accuracy(vae, test_x, truth)
     num_points = min(tc.eval_num_points, test_x.shape[0])
     if num_points <= 0:
         return summary
