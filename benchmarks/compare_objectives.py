@@ -45,7 +45,9 @@ def _paired(runs: list[dict[str, Any]], key: str, a: str, b: str) -> dict[str, A
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.compare_objectives", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--objectives", default="elbo,iwae:k=5,iwae:k=50")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=4)

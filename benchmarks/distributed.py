@@ -2,7 +2,7 @@
 
 Usage (from the repository root)::
 
-    PYRO_VAE_DATA=../shared/data python benchmarks/distributed.py --epochs 2 \\
+    PYRO_VAE_DATA=../shared/data python -m benchmarks.distributed --epochs 2 \\
         --out benchmarks/results/distributed.json
 
 Each configuration runs ``torchrun --nproc_per_node=P -m pyro_vae train`` on
@@ -82,7 +82,9 @@ def run(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.distributed", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/distributed.json"))
     parser.add_argument("--smoke", action="store_true", help="tiny run on digits, for CI")
@@ -107,13 +109,13 @@ def main() -> None:
             "--eval-num-points",
             "100",
         ]
-    # the replay (pyro_vae.training.replay) is a one-process fast path; under DDP every step runs the
-    # Pyro program, so the like-for-like one-process row is the one with --replay false
+    # the replay (pyro_vae.training.replay) is a one-process fast path; under DDP every step
+    # runs the Pyro program, so the like-for-like one-process row is the one with --replay false
     plan = [(1, True), (1, False), (2, True)]
     rows = [run(p, epochs, dataset, extra, max(1, cores // p), r) for p, r in plan]
     result = {
         "benchmark": "distributed",
-        "command": " ".join(sys.argv),
+        "command": " ".join(["python -m benchmarks.distributed", *sys.argv[1:]]),
         "dataset": dataset,
         "epochs": epochs,
         "machine": {

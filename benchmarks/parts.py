@@ -3,8 +3,8 @@
 One command trains every row at the same fixed budget and scores it the same way, then
 writes one table (``parts.json`` and ``parts.md`` in ``--out``)::
 
-    PYRO_VAE_DATA=/path/to/data python benchmarks/parts.py          # about 15 min, 1 CPU thread
-    python benchmarks/parts.py --smoke --out /tmp/parts             # seconds: digits, tiny
+    PYRO_VAE_DATA=/path/to/data python -m benchmarks.parts          # about 15 min, 1 CPU thread
+    python -m benchmarks.parts --smoke --out /tmp/parts             # seconds: digits, tiny
 
 Budget (the defaults): Larochelle's statically binarized MNIST (50k train), the IWAE
 paper's one-layer network (784-200-200-50) with ReLU instead of its tanh (``--activation``;
@@ -140,7 +140,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
             flush=True,
         )
     record = {
-        "command": " ".join(["python benchmarks/parts.py", *args.argv]),
+        "command": " ".join(["python -m benchmarks.parts", *args.argv]),
         "dataset": args.dataset,
         "epochs": args.epochs,
         "batch_size": 100,
@@ -191,7 +191,9 @@ def _write(out: Path, record: dict[str, Any]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.parts", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--nll-samples", type=int, default=1000, help="k of the IW bound")
     parser.add_argument("--nll-points", type=int, default=1000, help="seeded test subset")

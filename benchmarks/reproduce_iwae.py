@@ -254,7 +254,8 @@ def layer_active_units(
         trace = poutine.trace(vae.guide).get_trace(reps)
         parts = []
         for name, dim in zip(names, dims, strict=True):
-            mean = trace.nodes[name]["fn"].mean.reshape(draws, b, dim)  # (draws, B, dim)
+            fn: Any = trace.nodes[name]["fn"]  # the guide's distribution at the site
+            mean = fn.mean.reshape(draws, b, dim)  # (draws, B, dim)
             parts.append(mean.double().mean(0))  # (B, dim)
         means.append(torch.cat(parts, dim=1))
     variances = torch.cat(means).var(0, correction=1)  # (units,)

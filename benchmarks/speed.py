@@ -2,9 +2,9 @@
 
 Usage (from the repository root)::
 
-    PYRO_VAE_DATA=../shared/data python benchmarks/speed.py \\
+    PYRO_VAE_DATA=../shared/data python -m benchmarks.speed \\
         --out benchmarks/results/speed.json          # CPU, 2 threads
-    PYRO_VAE_DATA=../shared/data python benchmarks/speed.py --device cuda \\
+    PYRO_VAE_DATA=../shared/data python -m benchmarks.speed --device cuda \\
         --out benchmarks/results/speed-cuda.json     # where a GPU is present
 
 pyro-vae is timed on its real training path, ``pyro_vae.training.loop.Loop.train_epoch``: the
@@ -42,13 +42,13 @@ import numpy as np
 import pyro
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from benchmarks.reference import ConvReferenceVAE, ReferenceVAE, train_epoch
 from pyro_vae import VAE, VAEConfig, load_dataset, log_likelihood
 from pyro_vae.config import TrainConfig
 from pyro_vae.training.guard import fused_adam
 from pyro_vae.training.loop import Loop
+
+ROOT = Path(__file__).resolve().parents[1]  # the memory probes run as python -m benchmarks.speed
 
 ARCHITECTURES = {  # name -> (network, hidden, activation, latent, share of --rows timed)
     "200-200-50 tanh (IWAE)": ("mlp", (200, 200), "tanh", 50, 1.0),
@@ -181,9 +181,17 @@ def memory_rows(device: str, rows: int) -> dict[str, float]:
         path = str(Path(tmp) / "rows.npy")
         np.save(path, x.numpy())
         for which in ("reference", "pyro-vae"):
-            cmd = [sys.executable, __file__, "--memory-probe", which, "--device", device]
+            cmd = [
+                sys.executable,
+                "-m",
+                "benchmarks.speed",
+                "--memory-probe",
+                which,
+                "--device",
+                device,
+            ]
             result = subprocess.run(
-                [*cmd, "--rows-file", path], capture_output=True, text=True, check=True
+                [*cmd, "--rows-file", path], capture_output=True, text=True, check=True, cwd=ROOT
             )
             before, peak = map(float, result.stdout.strip().splitlines()[-1].split())
             out[which], out[f"{which} before training"] = peak, before
@@ -232,7 +240,9 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.speed", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rows", type=int, default=10240, help="MNIST rows per timed epoch")
@@ -271,7 +281,7 @@ def main() -> None:
     iw = iw_row(x[: args.iw_points], args.iw_k, device)
     result: dict[str, Any] = {
         "benchmark": "speed",
-        "command": " ".join(["python", *sys.argv]),
+        "command": " ".join(["python -m benchmarks.speed", *sys.argv[1:]]),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"{args.threads} threads, torch {torch.__version__}, pyro {pyro.__version__}"
         + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""),

@@ -45,7 +45,7 @@ nitpicky = True
 # reference to anything else (pyro_vae's own names above all) must resolve.
 _EXTERNAL = (
     r"torch(\..*)?|pyro(\..*)?|numpy(\..*)?|np\..*|matplotlib(\..*)?|arviz(\..*)?|"
-    r"argparse\..*|pathlib\..*|collections\..*|typing(_extensions)?\..*|"
+    r"argparse\..*|importlib\..*|pathlib\..*|collections\..*|typing(_extensions)?\..*|"
     r"dataclasses\..*|os\..*|enum\..*|abc\..*|types\..*|contextlib\..*|logging\..*|"
     r"threading\..*|concurrent\..*|subprocess\..*|io\..*|json\..*|random\..*|"
     r"sklearn(\..*)?|safetensors(\..*)?|tqdm(\..*)?|Tensor|Path|nn\..*|dist\..*|"
@@ -96,6 +96,9 @@ sphinx_gallery_conf = {
     "download_all_examples": False,
     "remove_config_comments": True,
     "show_memory": False,
+    # no sg_execution_times pages: sphinx-gallery writes them with Bootstrap from a CDN,
+    # and no page of this site may load anything remote (the render test checks every page)
+    "write_computation_times": False,
     "backreferences_dir": None,
     "promote_jupyter_magic": False,
 }
@@ -108,6 +111,7 @@ myst_heading_anchors = 3
 html_theme = "sphinx_rtd_theme"  # Pyro's own docs theme
 html_title = f"pyro-vae {release}"
 html_static_path = ["_static"]
+html_css_files = ["wrap-tables.css"]  # table cells wrap instead of running off the page
 html_favicon = "_static/favicon.svg"  # a local icon: no request for a missing /favicon.ico
 html_show_sourcelink = True
 html_theme_options = {"navigation_depth": 3, "collapse_navigation": False}

@@ -5,6 +5,7 @@ The public API is listed in ``__all__``; everything else is an implementation de
 
 from pyro_vae import _compat
 from pyro_vae.analysis.evaluate import evaluate_run
+from pyro_vae.compression import compress, decompress
 from pyro_vae.config import ConfigError, RunConfig, TrainConfig, VAEConfig
 from pyro_vae.data import DataError, Dataset, load_dataset
 from pyro_vae.infer.decomposition import ElboTerms, elbo_terms
@@ -35,6 +36,8 @@ __all__ = [
     "TrainingError",
     "VAEConfig",
     "__version__",
+    "compress",
+    "decompress",
     "elbo_terms",
     "evaluate_run",
     "fit",

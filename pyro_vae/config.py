@@ -82,8 +82,9 @@ class VAEConfig:
             )
         if self.semi_supervised and self.conditional:
             raise ConfigError(
-                "VAEConfig(conditional=True) and VAEConfig(semi_supervised=True) exclude each "
-                "other: the conditional VAE sees every label, the semi-supervised one a few"
+                "VAEConfig(conditional=True) and semi_supervised=True (what TrainConfig.labelled "
+                "builds) exclude each other: the conditional VAE sees every label, the "
+                "semi-supervised one a few"
             )
         if not is_int(self.num_classes):
             raise ConfigError(f"num_classes must be an int, got {self.num_classes!r}")

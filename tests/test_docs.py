@@ -1,6 +1,7 @@
 """The documentation site: it builds offline with warnings as errors (executing every
-tutorial), every code block on its pages runs, and its pages render in headless Chromium
-with the math typeset and no failed or outside requests.
+tutorial), every code block on its pages runs, no page of it (every generated page, not a
+chosen few) loads anything from outside the site, and the pages with math render in
+headless Chromium with the math typeset and no failed or outside requests.
 
 The build runs once per session, in a subprocess, on a copy of ``docs/`` in a temporary
 directory (so the checkout stays clean and the tutorials run afresh every time).
@@ -78,9 +79,27 @@ def _tutorials() -> list[Path]:
     return sorted((DOCS / "tutorials").glob("tutorial_*.py"))
 
 
+PAGES = (
+    "index",
+    "install",
+    "overview",
+    "command-line",
+    "data",
+    "components",
+    "objectives",
+    "reliability",
+    "scale-out",
+    "architecture",
+    "results",
+    "api/index",
+)
+
+
 def test_docs_build_without_warnings_and_run_every_tutorial(html: Path) -> None:
-    for page in ("index", "install", "overview", "results", "api/index"):
+    for page in PAGES:
         assert (html / f"{page}.html").is_file(), page
+    # sphinx-gallery's execution-times pages load Bootstrap from a CDN: not written at all
+    assert not list(html.rglob("sg_execution_times.html"))
     for script in _tutorials():
         page = html / "generated" / "tutorials" / f"{script.stem}.html"
         assert page.is_file(), f"{script.name} has no page"
@@ -174,6 +193,79 @@ def test_quickstart_command_line_block_runs(tmp_path: Path) -> None:
     assert (tmp_path / "samples.png").is_file()
 
 
+# -- nothing remote -----------------------------------------------------------------------
+
+# what a browser fetches by itself when it shows a page (links a reader follows are not)
+_FETCHED = {
+    "script": ("src",),
+    "img": ("src", "srcset"),
+    "iframe": ("src",),
+    "source": ("src", "srcset"),
+    "video": ("src", "poster"),
+    "audio": ("src",),
+    "embed": ("src",),
+    "object": ("data",),
+    "input": ("src",),
+}
+
+
+class _Resources(HTMLParser):
+    """Every URL a page makes the browser fetch: scripts, styles, images, frames, ..."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = {k: v or "" for k, v in attrs}
+        if tag == "link" and set(values.get("rel", "").split()) - {
+            "next",
+            "prev",
+            "search",
+            "index",
+            "author",
+            "help",
+            "license",
+            "canonical",
+        }:
+            self.urls.append(values.get("href", ""))
+        for attr in _FETCHED.get(tag, ()):
+            if attr in values:
+                self.urls += [part.split()[0] for part in values[attr].split(",") if part.strip()]
+        self.urls += re.findall(r"url\(\s*['\"]?([^'\")]+)", values.get("style", ""))
+
+    def handle_data(self, data: str) -> None:
+        pass
+
+
+def _remote(url: str) -> bool:
+    return bool(re.match(r"^(?:[a-z][a-z0-9+.-]*:)?//", url.strip(), re.I))
+
+
+def _every_page(html: Path) -> list[Path]:
+    return sorted(p for p in html.rglob("*.html") if not p.name.startswith("_every_page"))
+
+
+def test_no_page_refers_to_anything_remote(html: Path) -> None:
+    """Every generated page (all of them, not a chosen few) loads only files of the site."""
+    pages = _every_page(html)
+    assert len(pages) > 20
+    found = {}
+    for page in pages:
+        parser = _Resources()
+        parser.feed(page.read_text(encoding="utf-8"))
+        remote = [u for u in parser.urls if _remote(u)]
+        if remote:
+            found[str(page.relative_to(html))] = remote
+    for sheet in html.rglob("*.css"):
+        urls = re.findall(r"url\(\s*['\"]?([^'\")]+)", sheet.read_text(errors="replace"))
+        urls += re.findall(r"@import\s+['\"]([^'\"]+)", sheet.read_text(errors="replace"))
+        remote = [u for u in urls if _remote(u)]
+        if remote:
+            found[str(sheet.relative_to(html))] = remote
+    assert not found, f"pages that load remote resources: {found}"
+
+
 # -- rendering in headless Chromium --------------------------------------------------------
 
 
@@ -264,6 +356,41 @@ def _page_requests(net_log: Path) -> list[str]:
     return urls
 
 
+def _need_chromium() -> None:
+    if not CHROMIUM.exists():
+        if REQUIRE_CHROMIUM:
+            pytest.fail(f"{CHROMIUM} is missing and PYRO_VAE_REQUIRE_CHROMIUM=1")
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
+
+
+def test_every_page_requests_nothing_outside_the_site_in_chromium(
+    html: Path, server: tuple[str, list[tuple[str, int]]], tmp_path: Path
+) -> None:
+    """Every generated page, loaded at once by Chromium (one frame each), asks only the
+    local server for anything, and every request succeeds: what a script fetches included."""
+    _need_chromium()
+    base, log = server
+    pages = [p.relative_to(html).as_posix() for p in _every_page(html)]
+    frames = "\n".join(f'<iframe src="{page}" width="400" height="300"></iframe>' for page in pages)
+    harness = html / "_every_page.html"
+    icon = '<link rel="icon" href="_static/favicon.svg">'  # else the browser asks /favicon.ico
+    harness.write_text(
+        f"<!DOCTYPE html><html><head>{icon}</head><body>\n{frames}\n</body></html>\n"
+    )
+    log.clear()
+    done = _chromium(f"{base}/{harness.name}", tmp_path, "--dump-dom")
+    assert done.returncode == 0, done.stderr[-2000:]
+    served = list(log)
+    requests = _page_requests(tmp_path / "net.json")
+    outside = sorted({u for u in requests if not u.startswith(base + "/")})
+    assert not outside, f"requests outside the local site: {outside}"
+    failed = [(path, code) for path, code in served if code >= 400]
+    assert not failed, f"failed requests: {failed}"
+    asked = {path.split("?")[0].split("#")[0].lstrip("/") for path, _ in served}
+    missing = [page for page in pages if page not in asked]
+    assert not missing, f"pages Chromium never loaded: {missing[:10]}"
+
+
 def _rendered_pages() -> list[str]:
     pages = ["overview.html", "index.html"]
     pages += [f"generated/tutorials/{p.stem}.html" for p in _tutorials()]
@@ -274,10 +401,7 @@ def _rendered_pages() -> list[str]:
 def test_page_renders_math_in_chromium_without_failed_requests(
     page: str, html: Path, server: tuple[str, list[tuple[str, int]]], tmp_path: Path
 ) -> None:
-    if not CHROMIUM.exists():
-        if REQUIRE_CHROMIUM:
-            pytest.fail(f"{CHROMIUM} is missing and PYRO_VAE_REQUIRE_CHROMIUM=1")
-        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
+    _need_chromium()
     base, log = server
     url = f"{base}/{page}"
     log.clear()

@@ -20,6 +20,7 @@ import dataclasses
 import importlib
 import inspect
 import json
+import pkgutil
 import re
 import subprocess
 from pathlib import Path
@@ -27,8 +28,12 @@ from typing import Any
 
 from sphinx.application import Sphinx
 
-PACKAGES = ("pyro_vae", "pyro_vae.models", "pyro_vae.guides")
-SKIP_MODULES = {"pyro_vae.__main__", "pyro_vae._naming"}
+# the packages walked for module pages; models/ and guides/ are installed as
+# pyro_vae.models and pyro_vae.guides from folders of their own, so they are roots too
+ROOTS = ("pyro_vae", "pyro_vae.models", "pyro_vae.guides")
+SKIP_MODULES = {"pyro_vae.__main__"}
+# private modules that still get a page: the old-path aliases the Architecture page explains
+PRIVATE = {"pyro_vae._compat"}
 
 
 def _write(path: Path, text: str) -> None:
@@ -69,15 +74,32 @@ def _list_table(header: list[str], rows: list[list[str]], widths: str = "auto") 
 
 
 def modules() -> list[str]:
-    """Every importable module of the package (the packages' own ``__init__`` excluded)."""
-    names: list[str] = []
-    for package in PACKAGES:
-        pkg = importlib.import_module(package)
-        for path in sorted(Path(str(pkg.__file__)).parent.glob("*.py")):
-            name = f"{package}.{path.stem}"
-            if path.stem != "__init__" and name not in SKIP_MODULES:
-                names.append(name)
-    return names
+    """Every module of the package, walked (the packages' own ``__init__`` excluded).
+
+    ``pkgutil.walk_packages`` finds every subpackage and module, so a new subpackage or a
+    module split in two gets its page without an edit here. ``pyro_vae.models`` and
+    ``pyro_vae.guides`` live outside ``pyro_vae/`` (``models/``, ``guides/``), so each root
+    in :data:`ROOTS` is walked from its own folder.
+    """
+    names: set[str] = set()
+    for root in ROOTS:
+        pkg = importlib.import_module(root)
+        for info in pkgutil.walk_packages(pkg.__path__, prefix=f"{root}."):
+            private = any(part.startswith("_") for part in info.name.split(".")[1:])
+            if info.ispkg or info.name in SKIP_MODULES or (private and info.name not in PRIVATE):
+                continue
+            names.add(info.name)
+    return sorted(names)
+
+
+def subpackages() -> list[str]:
+    """Every subpackage of pyro_vae (``pyro_vae.models``, ``pyro_vae.infer``, ...), walked."""
+    names: set[str] = set(ROOTS[1:])
+    pkg = importlib.import_module(ROOTS[0])
+    for info in pkgutil.walk_packages(pkg.__path__, prefix=f"{ROOTS[0]}."):
+        if info.ispkg and not any(p.startswith("_") for p in info.name.split(".")):
+            names.add(info.name)
+    return sorted(names)
 
 
 def _builtin(cls: Any) -> bool:
@@ -151,7 +173,8 @@ _ROLE = re.compile(r":(class|func|meth|data|exc|obj|attr):`(~?)([\w.]+)`")
 
 
 def _qualify_roles(text: str, module: Any) -> str:
-    """Turn ``:func:`fit``` (a name in scope in ``module``) into ``:func:`~pyro_vae.training.fit.fit```.
+    """Turn ``:func:`fit``` (a name in scope in ``module``) into
+    ``:func:`~pyro_vae.training.fit.fit```.
 
     Generated tables quote docstrings out of their module; references in them must be
     resolvable from anywhere.
@@ -203,19 +226,22 @@ def public_page() -> str:
             ]
         )
     packages = []
-    for package in ("pyro_vae.models", "pyro_vae.guides"):
+    for package in subpackages():
         pkg = importlib.import_module(package)
-        for name in pkg.__all__:
+        for name in getattr(pkg, "__all__", []):
             obj = getattr(pkg, name)
             target = _qualified(obj) if hasattr(obj, "__qualname__") else f"{package}.{name}"
             role = _role(obj)
             if role == "data":
-                target = f"{_defining_module(pkg, name)}.{name}"
-            if role == "data":
-                summary = f"the registry of every {obj.kind}"
+                home = _defining_module(pkg, name)
+                target = f"{home}.{name}"
+                summary = _data_summary(home if home != package else package, name)
             else:
                 summary = _qualify_roles(_summary(obj), inspect.getmodule(obj))
-            packages.append([f":py:{role}:`{package}.{name} <{target}>`", summary])
+            if role == "data" and home == package:  # no module documents it: no link
+                packages.append([f"``{package}.{name}``", summary])
+            else:
+                packages.append([f":py:{role}:`{package}.{name} <{target}>`", summary])
     return "\n".join(
         [
             _title("Public API"),
@@ -223,13 +249,32 @@ def public_page() -> str:
             "each linked to its documentation in the module that defines it.",
             "",
             _list_table(["name", "summary"], rows, "30 70"),
-            _title("The model and guide packages", "-"),
-            "``pyro_vae.models`` (the generative side) and ``pyro_vae.guides`` (the inference "
-            "side) re-export their parts:",
+            _title("The subpackages", "-"),
+            "Each subpackage re-exports the names of its modules that other code may use "
+            "(``pyro_vae.models``: the generative side, ``pyro_vae.guides``: the inference "
+            "side, ``pyro_vae.data``, ``pyro_vae.cli``, ...; see :doc:`../../architecture`):",
             "",
             _list_table(["name", "summary"], packages, "30 70"),
         ]
     )
+
+
+def _data_summary(module_name: str, name: str) -> str:
+    """One line for a public constant: a registry's kind, else its ``#:`` doc or comment."""
+    from sphinx.pycode import ModuleAnalyzer
+
+    from pyro_vae.registry import Registry
+
+    module = importlib.import_module(module_name)
+    obj = getattr(module, name)
+    if isinstance(obj, Registry):
+        return f"the registry of every {obj.kind}"
+    try:
+        docs = ModuleAnalyzer.for_module(module_name).find_attr_docs().get(("", name))
+    except Exception:  # a module without source: no comment to read
+        docs = None
+    text = " ".join(docs or []).strip() or _comment_above(module, name)
+    return _qualify_roles(text, module) or f"a ``{type(obj).__name__}``"
 
 
 def _defining_module(pkg: Any, name: str) -> str:
@@ -313,7 +358,7 @@ def components_page() -> str:
 
 
 def cli_page() -> str:
-    from pyro_vae.cli.main import build_parser
+    from pyro_vae.cli import build_parser
 
     parser = build_parser()
     parts = [

@@ -1,9 +1,11 @@
 """What a trained VAE gets wrong: latent statistics, PSIS, the inference gaps, MCMC, the
 evaluation of a run, the comparison of runs, and their figures.
 
-- :mod:`~pyro_vae.analysis.latent`: KL per coordinate, active units, I(x; z);
+- :mod:`~pyro_vae.analysis.latent`: KL per coordinate, active units, I(x; z)
+  (:mod:`~pyro_vae.analysis.information`);
 - :mod:`~pyro_vae.analysis.psis`: Pareto k̂ of the importance weights, and what it means;
-- :mod:`~pyro_vae.analysis.gaps`: the approximation and amortization gaps;
+- :mod:`~pyro_vae.analysis.gaps`: the approximation and amortization gaps (the per-point
+  guide they fit: :mod:`~pyro_vae.analysis.localguide`);
 - :mod:`~pyro_vae.analysis.mcmc`: NUTS on the exact posterior, beside the guide;
 - :mod:`~pyro_vae.analysis.diagnostics`: all of the above under one name;
   :mod:`~pyro_vae.analysis.common`: what they share;

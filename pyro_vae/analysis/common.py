@@ -2,10 +2,18 @@ r"""What every diagnostic needs: argument checks, rows in chunks, the guide's la
 
 The diagnostics (:mod:`~pyro_vae.analysis.latent`, :mod:`~pyro_vae.analysis.psis`,
 :mod:`~pyro_vae.analysis.gaps`, :mod:`~pyro_vae.analysis.mcmc`) take any Pyro (model,
-guide) pair whose sites live in a plate ``"data"`` over the rows of ``x`` (the layout of
-:mod:`pyro_vae.infer.decomposition`). Further positional arguments are passed to both
+guide) pair with a plate over the rows of ``x``, written in any style Pyro accepts: sized
+or unsized, at any dim, subsampled to the rows of ``x``, masked or scaled. The data plate
+and each site's values per point are read by the one rule of
+:mod:`pyro_vae.infer.sites` (:func:`~pyro_vae.infer.sites.data_plate`,
+:func:`~pyro_vae.infer.sites.per_unit`). Further positional arguments are passed to both
 programs; those that are tensors with ``N`` rows (the labels ``y`` of a conditional VAE)
 are per point and go in chunks with ``x``, as in :func:`pyro_vae.log_likelihood`.
+
+The latent statistics (KL per coordinate, active units, mutual information) are about the
+continuous code :math:`z`: a discrete latent site of the guide (a class :math:`y`, whether
+sampled or enumerated) is not a latent coordinate and is left out of them
+(:func:`continuous_sites`).
 """
 
 from __future__ import annotations
@@ -17,10 +25,12 @@ from typing import Any
 
 import pyro.poutine as poutine
 import torch
+from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites
 
 from pyro_vae.checks import is_int
-from pyro_vae.infer.importance import _rows
+from pyro_vae.infer.importance import rows_of
+from pyro_vae.infer.sites import DataPlate, SiteError, data_plate, latent_sites, plate_frame
 
 __all__ = [
     "Fn",
@@ -29,10 +39,14 @@ __all__ = [
     "check_count",
     "check_x",
     "chunks",
-    "data_dim",
+    "continuous_sites",
+    "discrete_sites",
+    "is_discrete",
     "latent_sites",
-    "per_unit",
+    "point_values",
     "trace_guide",
+    "traced_guide",
+    "unscaled",
 ]
 
 Fn = Callable[..., Any]
@@ -71,7 +85,7 @@ def chunks(
 ) -> Iterator[tuple[torch.Tensor, tuple[Any, ...]]]:
     """Rows of ``x`` in chunks of ``size``, each with its rows of the per-point ``args``."""
     for start in range(0, x.shape[0], size):
-        yield x[start : start + size], _rows(args, x, start, start + size)
+        yield x[start : start + size], rows_of(args, x, start, start + size)
 
 
 def trace_guide(guide: Fn, x: torch.Tensor, args: Any, kwargs: Any) -> Any:
@@ -79,31 +93,70 @@ def trace_guide(guide: Fn, x: torch.Tensor, args: Any, kwargs: Any) -> Any:
     return prune_subsample_sites(poutine.trace(guide).get_trace(x, *args, **kwargs))
 
 
-def latent_sites(trace: Any) -> list[tuple[str, Site]]:
-    """``(name, site)`` of each sample site of ``trace`` that is not observed, in trace order."""
-    return [
-        (name, site)
-        for name, site in trace.nodes.items()
-        if site["type"] == "sample" and not site["is_observed"]
-    ]
+def traced_guide(guide: Fn, x: torch.Tensor, args: Any, kwargs: Any) -> tuple[Any, DataPlate]:
+    """The guide's trace on ``x`` and its data plate (:func:`~pyro_vae.infer.sites.data_plate`
+    with ``n`` the rows of ``x``; :class:`~pyro_vae.infer.sites.SiteError` if none)."""
+    trace = trace_guide(guide, x, args, kwargs)
+    return trace, data_plate(trace, n=x.shape[0])
 
 
-def data_dim(site: Site) -> int | None:
-    """The (negative) batch dim of the plate named ``data`` (or the only plate), or None."""
-    frames = [f for f in site["cond_indep_stack"] if f.vectorized]
-    named = [f for f in frames if f.name == "data"]
-    frame = named[0] if named else (frames[0] if len(frames) == 1 else None)
-    return None if frame is None else int(frame.dim)
+def is_discrete(site: Site) -> bool:
+    """True for a site with a discrete support (a class label) or an enumerated one."""
+    support = getattr(site["fn"], "support", None)
+    return (
+        bool(getattr(support, "is_discrete", False))
+        or site["infer"].get("_enumerate_dim") is not None
+    )
 
 
-def per_unit(value: torch.Tensor, site: Site) -> torch.Tensor:
-    """Sum an elementwise ``batch + event`` tensor to ``(N, units)``: units = event coords."""
-    fn = site["fn"]
-    event = len(fn.event_shape)
-    batch = value.dim() - event
-    dim = data_dim(site)
-    if dim is None:
-        raise ValueError(f"latent site {site['name']!r} is not inside the data plate")
-    value = value.movedim(batch + dim, 0)  # (N, other batch..., event...)
-    value = value.reshape(value.shape[0], -1, *value.shape[batch:])  # (N, B', event...)
-    return value.sum(1).reshape(value.shape[0], -1)  # (N, units)
+def continuous_sites(trace: Any) -> list[tuple[str, Site]]:
+    """The latent sites with a continuous support: the code z the latent statistics are about."""
+    return [(k, s) for k, s in latent_sites(trace) if not is_discrete(s)]
+
+
+def discrete_sites(trace: Any) -> list[str]:
+    """The names of the latent sites with a discrete support (left out of latent statistics)."""
+    return [k for k, s in latent_sites(trace) if is_discrete(s)]
+
+
+def point_values(value: torch.Tensor, site: Site, plate: DataPlate, left: int = 0) -> torch.Tensor:
+    """A site's ``(*left, batch, event)`` values laid out ``(*left, N, units)``, not summed.
+
+    The data dim (read off the site's frame of the data ``plate``) goes first after the
+    ``left`` dims (draws); every other batch dim (an inner plate, or a dim of size 1 left
+    by a plate at dim -2) and the event dims are flattened into ``units``. A site outside
+    the data plate has no value per point: :class:`~pyro_vae.infer.sites.SiteError`.
+    """
+    frame = plate_frame(site, plate)
+    if frame is None:
+        raise SiteError(
+            f"latent site {site['name']!r} is not inside the data plate {plate.name!r}: it has "
+            "no value per data point; put it inside the plate over the rows of x"
+        )
+    event = len(site["fn"].event_shape)
+    batch = value.dim() - left - event
+    if batch < -frame.dim:  # the batch does not reach the data dim: one copy for every point
+        shape = value.shape
+        value = value.reshape(*shape[:left], *(1,) * (-frame.dim - batch), *shape[left:])
+        batch = -frame.dim
+    value = value.movedim(left + batch + int(frame.dim), left)  # (*left, N or 1, rest...)
+    value = value.reshape(*value.shape[: left + 1], -1)
+    return value.expand(*value.shape[:left], plate.size, value.shape[-1])
+
+
+class _Unscaled(Messenger):
+    """Sets every site's ``scale`` to 1, after the program's own plates and scales ran."""
+
+    def _process_message(self, msg: Any) -> None:
+        msg["scale"] = 1.0
+
+
+def unscaled(fn: Fn) -> Fn:
+    r"""``fn`` with every scale undone (``poutine.scale``, a subsampled plate's ``N/B``).
+
+    A scale weighs a term of a training loss; the diagnostics measure the densities of the
+    program, :math:`\log p(x_n, z)` and :math:`\log q(z|x_n)`, as
+    :mod:`pyro_vae.infer.sites` reads them. Wrapped outside the program, so it sees each
+    message after the program's own handlers.
+    """
+    return _Unscaled()(fn)  # type: ignore[no-any-return]

@@ -17,7 +17,9 @@ data order and the noise, and run i of every objective uses the same seed.
 
 It is resumable: a run with ``summary.json`` is finished and only read back; a run with
 a checkpoint is continued with ``fit(resume=True)``; the others start. Interrupt it and
-run the same command again.
+run the same command again. While it runs it holds the lock of ``out``
+(:func:`~pyro_vae.training.lock.run_lock`), so a second compare into the same folder is
+refused at once.
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ from pyro_vae.analysis.latent import active_units
 from pyro_vae.config import RunConfig, to_dict
 from pyro_vae.data import Dataset, evaluation_split, load_dataset
 from pyro_vae.infer.objectives import build_objective
-from pyro_vae.training.checkpoint import load, write_json
+from pyro_vae.training.checkpoint import atomic_write, load, write_json
 from pyro_vae.training.fit import fit, resolve_device, split_labels
+from pyro_vae.training.lock import run_lock
 
 __all__ = ["METRICS", "compare", "markdown_table", "run_dir_name", "split_specs", "t_interval"]
 
@@ -175,7 +178,19 @@ def compare(
         raise ValueError(f"seeds must be distinct, got {list(seeds)}")
     for spec in objectives:
         build_objective(spec)  # every spec is checked before any training
-    out = Path(out)
+    with run_lock(out):  # one compare per folder at a time (each run has its own lock too)
+        return _compare(objectives, seeds, config, Path(out), dataset, progress, log)
+
+
+def _compare(
+    objectives: Sequence[str],
+    seeds: Sequence[int],
+    config: RunConfig,
+    out: Path,
+    dataset: Dataset | None,
+    progress: bool,
+    log: Callable[[str], None] | None,
+) -> dict[str, Any]:
     dataset = dataset or load_dataset(config.train.dataset, progress=progress)
     runs = []
     for spec in objectives:
@@ -210,7 +225,8 @@ def compare(
         "runs": runs,
     }
     write_json(out / "compare.json", result)
-    (out / "compare.md").write_text(markdown_table(result), encoding="utf-8")
+    table = markdown_table(result).encode("utf-8")
+    atomic_write(out / "compare.md", lambda f: f.write(table), nbytes=len(table))
     plot_comparison(rows, out / "compare.png")
     return result
 

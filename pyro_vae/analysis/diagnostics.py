@@ -12,9 +12,10 @@ the first layout's path, importable); each lives in the module of its kind:
 - :mod:`~pyro_vae.analysis.mcmc`: :func:`nuts_posterior`, :func:`nuts_transforms`,
   :func:`posterior_samples` and :func:`compare_posteriors`.
 
-Every function takes any Pyro (model, guide) pair whose sites live in a plate ``"data"``
-over the rows of ``x`` (see :mod:`~pyro_vae.analysis.common`). Figures are per data point,
-in nats.
+Every function takes any Pyro (model, guide) pair with a plate over the rows of ``x``, in
+any style (sized or not, at any dim, subsampled, masked, scaled), read by the one rule of
+:mod:`pyro_vae.infer.sites` (see :mod:`~pyro_vae.analysis.common`). Figures are per data
+point, in nats; the latent statistics are about the continuous code z.
 """
 
 from __future__ import annotations

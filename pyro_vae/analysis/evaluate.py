@@ -10,16 +10,16 @@ r"""The evaluation of a trained run: what ``pyro-vae evaluate`` does, as one Pyt
    per coordinate, :math:`I_q(x; z)`, PSIS :math:`\hat k` and its interpretation, and on
    request the inference gaps and NUTS, with their figures.
 
+With ``write``, ``RUN_DIR/eval.json`` is written after step 2 and again after each
+diagnostic, so a failure or Ctrl-C later loses nothing already computed; the figures go to
+``RUN_DIR/plots`` and NUTS's draws to ``RUN_DIR/mcmc.nc``. The returned dict is what
+eval.json holds (its keys are listed in :mod:`pyro_vae.analysis.report`).
+
 For a semi-supervised VAE (M2) the ELBO and NLL sum the class out exactly,
 :math:`\log p(x) = \operatorname{logsumexp}_y [\log p(y) + \log p(x|y)]`, each
 :math:`p(x|y)` by importance weighting over z; ``accuracy`` scores the classifier
 :math:`q(y|x)` on the split's labels (``plots/confusion.png``), and the latent
 diagnostics run on z.
-
-With ``write``, ``RUN_DIR/eval.json`` is written after step 2 and again after each
-diagnostic, so a failure or Ctrl-C later loses nothing already computed; the figures go to
-``RUN_DIR/plots`` and NUTS's draws to ``RUN_DIR/mcmc.nc``. The returned dict is what
-eval.json holds (its keys are listed in :mod:`pyro_vae.analysis.report`).
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ from pyro_vae.training.fit import (
     resolve_device,
     split_labels,
 )
+from pyro_vae.training.lock import run_lock
 from pyro_vae.training.summary import accuracy
 from pyro_vae.vae import VAE
 
@@ -114,7 +115,9 @@ def evaluate_run(
     first. ``progress`` shows the IW bound's progress bar.
 
     With ``write`` (and a run directory), eval.json is written before the diagnostics and
-    after each one, and their figures go to ``RUN_DIR/plots``. With ``strict`` a failing
+    after each one, and their figures go to ``RUN_DIR/plots``, under the run directory's
+    lock (:func:`~pyro_vae.training.lock.run_lock`: another writer of the run makes this
+    raise :class:`~pyro_vae.training.lock.RunLockedError` at once). With ``strict`` a failing
     diagnostic raises; otherwise its error is recorded under ``diagnostic_errors`` (name
     -> message) and the others still run. A point-mass (Delta) guide has no IW bound and
     no diagnostics: ``nll`` is None and ``diagnostics_skipped`` says why.
@@ -127,51 +130,68 @@ def evaluate_run(
     _check_arguments(split, num_samples, num_points, seed, mcmc_samples, device)
     for plugin in plugins:
         load_plugin(Path(plugin))
-    target = _target(run, device, write)
-    x, y, truth = _split_rows(target, dataset, split)
-    n = x.shape[0] if num_points is None else num_points
-    if not 0 < n <= x.shape[0]:
-        raise ArgumentError("num_points", f"must be in 1..{x.shape[0]} for this split, got {n}")
-    check_settings(psis_samples, gaps, mcmc, n)  # before the slow IW bound
-    idx = subset(x.shape[0], n, seed)
-    x = x[idx].to(target.device)
-    labels = () if y is None else (y[idx].to(target.device),)
-    target.vae.check_data(x)
-    if gaps:  # a guide the gaps cannot use is refused now, not after the IW bound
-        with contextlib.suppress(PointEstimateError):  # Delta: no diagnostics at all (below)
-            check_inference_gaps(target.vae.guide, x[:1], *(lab[:1] for lab in labels))
-    torch.manual_seed(seed)
-    result, elbo, ll = _scores(target.vae, x, labels, num_samples, split, progress)
-    plots_dir = None if target.out is None else target.out / "plots"
-    if truth is not None:  # M2: its classifier q(y|x) against the split's labels
-        result.update(_accuracy(target.vae, x, truth[idx], plots_dir))
-    path = None if target.out is None else target.out / "eval.json"
-    if path is not None:
-        write_json(path, result)  # the ELBO and NLL are kept whatever the diagnostics do
-    if ll is None:  # the diagnostics need a guide with a density
-        result["diagnostics_skipped"] = "a Delta guide has no density"
-    else:
-        result.update(
-            run_diagnostics(
-                target.vae,
-                x,
-                idx.tolist(),
-                elbo,
-                ll,
-                labels=labels[0] if labels else None,
-                psis_samples=psis_samples,
-                gaps=gaps,
-                mcmc=mcmc,
-                mcmc_samples=mcmc_samples,
-                plots_dir=plots_dir,
-                mcmc_path=None if target.out is None else target.out / "mcmc.nc",
-                save=None if path is None else lambda part: write_json(path, {**result, **part}),
-                strict=strict,
+    with _writing(run, write):  # one writer of a run directory at a time
+        target = _target(run, device, write)
+        x, y, truth = _split_rows(target, dataset, split)
+        n = x.shape[0] if num_points is None else num_points
+        if not 0 < n <= x.shape[0]:
+            raise ArgumentError("num_points", f"must be in 1..{x.shape[0]} for this split, got {n}")
+        check_settings(psis_samples, gaps, mcmc, n)  # before the slow IW bound
+        idx = subset(x.shape[0], n, seed)
+        x = x[idx].to(target.device)
+        labels = () if y is None else (y[idx].to(target.device),)
+        target.vae.check_data(x)
+        if gaps:  # a guide the gaps cannot use is refused now, not after the IW bound
+            with contextlib.suppress(PointEstimateError):  # Delta: no diagnostics at all (below)
+                check_inference_gaps(target.vae.guide, x[:1], *(lab[:1] for lab in labels))
+        torch.manual_seed(seed)
+        result, elbo, ll = _scores(target.vae, x, labels, num_samples, split, progress)
+        plots_dir = None if target.out is None else target.out / "plots"
+        if truth is not None:  # M2: its classifier q(y|x) against the split's labels
+            result.update(_accuracy(target.vae, x, truth[idx], plots_dir))
+        path = None if target.out is None else target.out / "eval.json"
+        if path is not None:
+            write_json(path, result)  # the ELBO and NLL are kept whatever the diagnostics do
+        if ll is None:  # the diagnostics need a guide with a density
+            result["diagnostics_skipped"] = "a Delta guide has no density"
+        else:
+            result.update(
+                run_diagnostics(
+                    target.vae,
+                    x,
+                    idx.tolist(),
+                    elbo,
+                    ll,
+                    labels=labels[0] if labels else None,
+                    psis_samples=psis_samples,
+                    gaps=gaps,
+                    mcmc=mcmc,
+                    mcmc_samples=mcmc_samples,
+                    plots_dir=plots_dir,
+                    mcmc_path=None if target.out is None else target.out / "mcmc.nc",
+                    save=None
+                    if path is None
+                    else lambda part: write_json(path, {**result, **part}),
+                    strict=strict,
+                )
             )
-        )
-    if path is not None:
-        write_json(path, result)
-    return result
+        if path is not None:
+            write_json(path, result)
+        return result
+
+
+def _writing(
+    run: str | os.PathLike[str] | FitResult, write: bool
+) -> contextlib.AbstractContextManager[Any]:
+    """The lock of the run directory that ``evaluate_run`` writes, if it writes one."""
+    if not write:
+        return contextlib.nullcontext()
+    if isinstance(run, FitResult):
+        return contextlib.nullcontext() if run.run_dir is None else run_lock(run.run_dir)
+    if not isinstance(run, (str, os.PathLike)):
+        return contextlib.nullcontext()  # _target says what run must be
+    load_config(Path(run))  # a run, before its lock is taken
+    return run_lock(Path(run))
 
 
 def _check_arguments(

@@ -16,104 +16,38 @@ import math
 from collections.abc import Iterator
 from copy import deepcopy
 from dataclasses import dataclass
+from types import MethodType
 from typing import Any
 
 import pyro
-import pyro.distributions as dist
-import pyro.poutine as poutine
 import torch
 from pyro.poutine.util import prune_subsample_sites
 from torch import nn
-from torch.distributions import Distribution, Independent, transform_to
 
-from pyro_vae.analysis.common import Fn, Site, check_count, check_x, latent_sites, trace_guide
+from pyro_vae.analysis.common import (
+    Fn,
+    check_count,
+    check_x,
+    discrete_sites,
+    latent_sites,
+    traced_guide,
+    unscaled,
+)
+from pyro_vae.analysis.localguide import LocalGuide
 from pyro_vae.guides.posteriors import is_point_mass
-from pyro_vae.infer.decomposition import per_point, traces
+from pyro_vae.infer import sites
+from pyro_vae.infer.decomposition import traces
 from pyro_vae.infer.importance import (
     PointEstimateError,
-    _max_plate_nesting,
-    _rows,
     log_likelihood,
     log_weights,
+    plate_nesting,
+    rows_of,
 )
 from pyro_vae.infer.objectives import build_objective
+from pyro_vae.infer.sites import DataPlate
 
 __all__ = ["check_inference_gaps", "inference_gaps"]
-
-# distributions whose arg_constraints list alternative parametrizations: the one to free
-_PARAMETERS: dict[type, tuple[str, ...]] = {dist.MultivariateNormal: ("loc", "scale_tril")}
-
-
-class _LocalGuide:
-    """A non-amortized guide: the amortized guide's family with free parameters per point.
-
-    Built from the distribution the amortized guide gives at its one latent site: each
-    parameter becomes an unconstrained tensor (mapped by ``transform_to``) initialized
-    at the amortized value, so the optimization starts where the encoder left off. A
-    parameter's event dims are those of its constraint (``loc`` of a multivariate Normal:
-    1, a low-rank ``cov_factor``: 2), so it is expanded to the batch shape plus those.
-    """
-
-    def __init__(self, site: Site) -> None:
-        self.name = site["name"]
-        base, self.reinterpreted = _unwrap(site["fn"])
-        self.family = type(base)
-        self.batch_shape = base.batch_shape
-        events = _parameter_events(base)
-        if not base.has_rsample or not events:
-            raise ValueError(f"site {self.name!r}: no parameters of {self.family.__name__} to free")
-        self.transforms = {k: transform_to(base.arg_constraints[k]) for k in events}
-        self.params = {
-            k: self.transforms[k].inv(self._full(getattr(base, k).detach(), e)).clone()
-            for k, e in events.items()
-        }
-        for p in self.params.values():
-            p.requires_grad_()
-
-    @staticmethod
-    def readable(site: Site) -> bool:
-        """True if the site's distribution exposes reparameterized parameters to free."""
-        base, _ = _unwrap(site["fn"])
-        return bool(base.has_rsample and _parameter_events(base))
-
-    def _full(self, value: torch.Tensor, event: int) -> torch.Tensor:
-        event_shape = value.shape[value.dim() - event :] if event else ()
-        return value.expand(*self.batch_shape, *event_shape)
-
-    def distribution(self, n: int) -> Distribution:
-        values = {k: self.transforms[k](u[:n]) for k, u in self.params.items()}
-        d: Any = self.family(**values)  # a Pyro distribution, as the guide's was
-        return d.to_event(self.reinterpreted) if self.reinterpreted else d
-
-    def __call__(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> None:
-        """Sample the optimized points' z; ``x`` is those points (or a prefix, to probe shapes)."""
-        n = x.shape[0]
-        with pyro.plate("data", n):
-            pyro.sample(self.name, self.distribution(n))  # type: ignore[arg-type]
-
-
-def _unwrap(fn: Distribution) -> tuple[Distribution, int]:
-    """The distribution under ``Independent`` wrappers, and the batch dims they reinterpret."""
-    reinterpreted = 0
-    while isinstance(fn, Independent):
-        reinterpreted += fn.reinterpreted_batch_ndims
-        fn = fn.base_dist
-    return fn, reinterpreted
-
-
-def _parameter_events(base: Distribution) -> dict[str, int]:
-    """Parameter name -> its event dims, read off its constraint ({} if one cannot be freed)."""
-    names = _PARAMETERS.get(type(base), tuple(base.arg_constraints))
-    events = {}
-    for name in names:
-        constraint = base.arg_constraints[name]
-        try:
-            transform_to(constraint)
-            events[name] = int(constraint.event_dim)
-            getattr(base, name)
-        except (NotImplementedError, AttributeError, ValueError):
-            return {}
-    return events
 
 
 @dataclass
@@ -131,52 +65,72 @@ def check_inference_gaps(guide: Fn, x: torch.Tensor, *args: Any, **kwargs: Any) 
     ``"per-point parameters"``: one latent site whose distribution exposes its parameters
     (Normal, low-rank and full-covariance Normals, ...): each becomes a free tensor per
     point. ``"per-point copies of the guide"``: otherwise (a flow such as the IAF guide,
-    several latent sites as in a hierarchy), a guide that is an ``nn.Module`` is copied
-    once per point and all the copy's parameters are optimized on that point alone, which
-    frees every member of the family for it. Refused: a point-mass (``Delta``) site
-    (:class:`~pyro_vae.infer.importance.PointEstimateError`), a guide without latent sites, and a
-    plain-function guide whose parameters cannot be read. Cheap: one run of the guide on
-    the first row, so callers check before any slow work.
+    several latent sites as in a hierarchy), a guide that is an ``nn.Module`` (or a method
+    of one) is copied once per point and all the copy's parameters are optimized on that
+    point alone, which frees every member of the family for it. Refused: a point-mass
+    (``Delta``) site (:class:`~pyro_vae.infer.importance.PointEstimateError`), a guide
+    without latent sites, a discrete latent site (a class y: pass its values, the labels,
+    as an argument instead), and a plain-function guide whose parameters cannot be read.
+    Cheap: one run of the guide on the first row, so callers check before any slow work.
     """
     x = check_x(x)
     with torch.no_grad():
-        trace = trace_guide(guide, x[:1], _rows(args, x, 0, 1), kwargs)
-    sites = latent_sites(trace)
-    if not sites:
+        trace, _ = traced_guide(guide, x[:1], rows_of(args, x, 0, 1), kwargs)
+    found = latent_sites(trace)
+    if not found:
         raise ValueError("inference gaps need a guide with at least one latent site, got none")
-    for name, site in sites:
+    for name, site in found:
         if is_point_mass(site["fn"]):
             raise PointEstimateError(
                 f"the guide's site {name!r} is a point mass (Delta): it has no ELBO and no "
                 "density to importance-sample with, so there are no inference gaps to report"
             )
-    if len(sites) == 1 and _LocalGuide.readable(sites[0][1]):
+    discrete = discrete_sites(trace)
+    if discrete:
+        raise ValueError(
+            f"inference gaps are measured on a continuous code: the guide has the discrete "
+            f"latent sites {discrete}, which the per-point guide cannot free. Pass their "
+            "values as observed arguments (e.g. the labels y of the points, as in the "
+            "supervised model), so that the guide draws z alone."
+        )
+    if len(found) == 1 and LocalGuide.readable(found[0][1]):
         return "per-point parameters"
-    if isinstance(guide, nn.Module) and any(True for _ in guide.parameters()):
+    if _module_of(guide) is not None:
         return "per-point copies of the guide"
-    fn = sites[0][1]["fn"]
+    fn = found[0][1]["fn"]
     raise ValueError(
         f"inference gaps need per-point guide parameters: the guide has sites "
-        f"{[s for s, _ in sites]} ({type(fn).__name__} at {sites[0][0]!r}), whose parameters "
-        "cannot be read, and it is a plain function, not an nn.Module whose parameters "
-        "could be copied per point. Write the guide as an nn.Module, or with one latent site "
-        "of a distribution with named parameters (e.g. Normal)."
+        f"{[s for s, _ in found]} ({type(fn).__name__} at {found[0][0]!r}), whose parameters "
+        "cannot be read, and it is a plain function, not an nn.Module or a method of one, whose "
+        "parameters could be copied per point. Write the guide as an nn.Module (or a method "
+        "of one), or with one latent site of a distribution with named parameters (e.g. "
+        "Normal)."
     )
+
+
+def _module_of(guide: Fn) -> nn.Module | None:
+    """The module whose parameters a guide has: the guide itself, or a bound method's owner."""
+    owner = guide if isinstance(guide, nn.Module) else getattr(guide, "__self__", None)
+    if isinstance(owner, nn.Module) and any(True for _ in owner.parameters()):
+        return owner
+    return None
 
 
 def _local_parts(guide: Fn, x: torch.Tensor, args: Any, kwargs: Any, how: str) -> Iterator[_Part]:
     """The non-amortized guides, created one at a time (copies are made lazily)."""
     if how == "per-point parameters":
         with torch.no_grad():
-            site = latent_sites(trace_guide(guide, x, args, kwargs))[0][1]
-        local = _LocalGuide(site)
+            trace, plate = traced_guide(guide, x, args, kwargs)
+        local = LocalGuide(latent_sites(trace)[0][1], plate)
         yield _Part(slice(0, x.shape[0]), local, list(local.params.values()))
         return
-    assert isinstance(guide, nn.Module)
+    module = _module_of(guide)
+    assert module is not None
     for i in range(x.shape[0]):
-        copy = deepcopy(guide)
+        copy = deepcopy(module)
         params = [p.requires_grad_() for p in copy.parameters()]
-        yield _Part(slice(i, i + 1), copy, params)
+        method: Fn = copy if guide is module else MethodType(guide.__func__, copy)  # type: ignore[attr-defined]
+        yield _Part(slice(i, i + 1), method, params)
 
 
 def _mean_se(values: torch.Tensor) -> dict[str, float]:
@@ -187,40 +141,48 @@ def _mean_se(values: torch.Tensor) -> dict[str, float]:
 
 @dataclass
 class _Fit:
-    """How the per-point guides are fitted: SVI settings and the particle plate's dim."""
+    """How the per-point guides are fitted: SVI settings, the particle plate's dim, and the
+    model's latent sites that the guide does not draw (proposed from their prior)."""
 
     steps: int
     lr: float
     num_particles: int
     dim: int
     analytic: bool
+    from_prior: list[str]
 
 
 def _fit(model: Fn, part: _Part, x: torch.Tensor, args: Any, kwargs: Any, fit: _Fit) -> None:
-    """Adam on the part's parameters alone, the learning rate decayed from lr to 0 on a cosine."""
+    r"""Adam on the part's parameters alone, the learning rate decayed from lr to 0 on a cosine.
+
+    The ELBO is that of the unscaled program: a scale (``poutine.scale``, a subsampled
+    plate's ``N/B``) weighs a training loss and is not part of :math:`\log p(x_n)`."""
     particles = pyro.plate("gap_particles", fit.num_particles, dim=fit.dim)  # vectorized draws
     objective: Any = build_objective("elbo-analytic" if fit.analytic else "elbo")
+    # a site the guide does not draw (an obs_mask's x_unobserved) is drawn from its prior
+    # and cancels: hidden from the ELBO's traces, it still draws
+    target = pyro.poutine.block(unscaled(model), hide=fit.from_prior)
     opt = torch.optim.Adam(part.params, lr=fit.lr)
     scale = x.shape[0] * fit.num_particles
     for step in range(fit.steps):
         for group in opt.param_groups:  # cosine decay to 0: the last steps average the noise out
             group["lr"] = fit.lr * 0.5 * (1 + math.cos(math.pi * step / fit.steps))
         loss = objective.differentiable_loss(
-            particles(model), particles(part.guide), x, *args, **kwargs
+            particles(target), particles(part.guide), x, *args, **kwargs
         )
-        grads = torch.autograd.grad(loss / scale, part.params)  # not the model's
+        # not the model's; a copied module's own model parameters are unused
+        grads = torch.autograd.grad(loss / scale, part.params, allow_unused=True)
         for p, g in zip(part.params, grads, strict=True):
             p.grad = g
         opt.step()
 
 
-def _log_density(trace: Any, n: int, dim: int) -> torch.Tensor:
-    """The sum over a trace's sample sites of their log densities, ``(K, N)``."""
+def _log_density(trace: Any, plate: DataPlate, nesting: int, skip: set[str]) -> torch.Tensor:
+    """The sum over a trace's sample sites but ``skip`` of their log densities, ``(K, N)``."""
     total: Any = 0.0
-    for site in trace.nodes.values():
-        if site["type"] == "sample":
-            lp = site["fn"].log_prob(site["value"])
-            total = total + per_point(lp, site, n, particle_dim=dim)
+    for name, site in sites.sample_sites(trace):
+        if name not in skip:
+            total = total + sites.per_point(site, plate, max_plate_nesting=nesting)
     return total  # type: ignore[no-any-return]
 
 
@@ -231,7 +193,7 @@ def _mis_log_px(
     args: Any,
     kwargs: Any,
     num_samples: int,
-    dim: int,
+    nesting: int,
     max_elements: int = 2**25,
 ) -> torch.Tensor:
     r"""log p(x) by multiple importance sampling from two guides, half the draws each, ``(N,)``.
@@ -245,6 +207,8 @@ def _mis_log_px(
     mixture of Owen & Zhou 2000), so its log is a stochastic lower bound; each weight is at
     most twice that of either proposal alone. A draw of one guide is scored by the other
     by replaying the other against its trace, so any Pyro guides with the same sites work.
+    The traces are read by :mod:`pyro_vae.infer.sites` (the draws in its particle plate);
+    a model latent that the guides do not draw is proposed from its prior and cancels.
     """
     n = x.shape[0]
     chunk = max(1, max_elements // (max(1, math.prod(x.shape[1:])) * n))
@@ -252,17 +216,34 @@ def _mis_log_px(
     counts = (num_samples // 2, num_samples - num_samples // 2)
     for (source, other), k in zip((guides, guides[::-1]), counts, strict=True):
         for start in range(0, k, chunk):
-            with pyro.plate("iw_particles", min(chunk, k - start), dim=dim):
-                model_trace, trace = traces(model, source, x, *args, **kwargs)
-                replayed = poutine.trace(poutine.replay(other, trace=trace)).get_trace(
-                    x, *args, **kwargs
-                )
-            log_q = torch.logaddexp(
-                _log_density(trace, n, dim), _log_density(prune_subsample_sites(replayed), n, dim)
+            size = min(chunk, k - start)
+            model_trace, trace = sites.run_traces(
+                model,
+                source,
+                (x, *args),
+                kwargs,
+                nesting=nesting,
+                num_particles=size,
+                enumerate=False,
             )
-            lw = _log_density(model_trace, n, dim) - (log_q - math.log(2))  # (k', N)
+            with pyro.plate(sites.PARTICLE_PLATE, size, dim=-nesting - 1):
+                replayed = _replayed(other, trace, x, args, kwargs)
+            plate = sites.data_plate(model_trace, trace, n=n, max_plate_nesting=nesting)
+            guided = {k for k, _ in sites.sample_sites(trace)}
+            prior = {k for k, _ in sites.latent_sites(model_trace) if k not in guided}
+            log_q = torch.logaddexp(
+                _log_density(trace, plate, nesting, set()),
+                _log_density(replayed, plate, nesting, set()),
+            )
+            lw = _log_density(model_trace, plate, nesting, prior) - (log_q - math.log(2))
             acc = torch.logaddexp(acc, lw.logsumexp(0))
     return acc - math.log(num_samples)
+
+
+def _replayed(guide: Fn, trace: Any, x: torch.Tensor, args: Any, kwargs: Any) -> Any:
+    """``guide`` replayed against ``trace`` (scored at its values), subsample sites pruned."""
+    replayed = pyro.poutine.trace(pyro.poutine.replay(guide, trace=trace))
+    return prune_subsample_sites(replayed.get_trace(x, *args, **kwargs))
 
 
 def inference_gaps(
@@ -299,7 +280,9 @@ def inference_gaps(
     about as tight as the better of the two (an ELBO-optimal :math:`q^*` is mode-seeking
     and is not always the better one, e.g. against an IWAE-trained :math:`q_\phi`). The IW
     bound with :math:`q_\phi` alone is reported too. Each figure is a mean over points
-    with its standard error over points.
+    with its standard error over points. The plate over the rows of ``x`` may be in any
+    style (:mod:`pyro_vae.infer.sites`); scales are loss weights and are undone, so every
+    figure is that of the unscaled program.
     """
     x = check_x(x)
     check_count("steps", steps, minimum=0)
@@ -309,21 +292,25 @@ def inference_gaps(
     if not lr > 0:
         raise ValueError(f"lr must be a positive number, got {lr!r}")
     how = check_inference_gaps(guide, x, *args, **kwargs)
-    nesting = _max_plate_nesting(model, guide, x, args, kwargs)
-    fit = _Fit(steps, lr, num_particles, -nesting - 1, how == "per-point parameters")
+    nesting = plate_nesting(model, guide, x, *args, **kwargs)
+    with torch.no_grad(), pyro.poutine.block():
+        model_trace, guide_trace = traces(model, guide, x, *args, **kwargs)
+    guided = {k for k, _ in sites.sample_sites(guide_trace)}
+    from_prior = [k for k, _ in sites.latent_sites(model_trace) if k not in guided]
+    fit = _Fit(steps, lr, num_particles, -nesting - 1, how == "per-point parameters", from_prior)
     optimized = x.new_empty(x.shape[0])
     log_px = x.new_empty(x.shape[0])
     store = pyro.get_param_store()
     # the same params inside; whatever the copies register (the guide's name) is dropped after
     with store.scope(store.get_state()):
         for part in _local_parts(guide, x, args, kwargs, how):
-            xr, ar = x[part.rows], _rows(args, x, part.rows.start, part.rows.stop)
+            xr, ar = x[part.rows], rows_of(args, x, part.rows.start, part.rows.stop)
             _fit(model, part, xr, ar, kwargs, fit)
             with torch.no_grad():
                 lw = log_weights(model, part.guide, xr, eval_particles, *ar, **kwargs)
                 optimized[part.rows] = lw.mean(0)  # the ELBO: mean log weight (Monte Carlo KL)
                 pair = (guide, part.guide)
-                log_px[part.rows] = _mis_log_px(model, pair, xr, ar, kwargs, num_samples, fit.dim)
+                log_px[part.rows] = _mis_log_px(model, pair, xr, ar, kwargs, num_samples, nesting)
     with torch.no_grad():
         amortized = log_weights(model, guide, x, eval_particles, *args, **kwargs).mean(0)
         log_px_q = log_likelihood(model, guide, x, *args, num_samples=num_samples, **kwargs)

@@ -4,20 +4,23 @@ r"""Latent statistics of a trained guide: KL per coordinate, active units, I(x; 
 - :func:`active_units`: coordinates with :math:`\mathrm{Cov}_x \mathbb{E}_q[z_j] > 0.01`
   (Burda et al. 2015, section 5.2).
 - :func:`mutual_information`: :math:`I_q(x; z)` with the aggregate posterior
-  (Hoffman & Johnson 2016).
+  (Hoffman & Johnson 2016), in :mod:`~pyro_vae.analysis.information`, re-exported here.
 
 Figures are per data point, in nats. The (model, guide) pairs and their arguments are as in
-:mod:`pyro_vae.analysis.common`.
+:mod:`pyro_vae.analysis.common`. They are statistics of the continuous code z: a discrete
+latent site of the guide (a class y) is left out (``discrete`` names it).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyro.distributions as dist
+import pyro.poutine as poutine
 import torch
+from pyro.infer import config_enumerate
+from pyro.poutine.util import prune_subsample_sites
 from torch.distributions import Distribution, Independent, kl_divergence
 
 from pyro_vae.analysis.common import (
@@ -25,13 +28,15 @@ from pyro_vae.analysis.common import (
     check_count,
     check_x,
     chunks,
-    latent_sites,
-    per_unit,
-    trace_guide,
+    continuous_sites,
+    discrete_sites,
+    point_values,
+    traced_guide,
 )
-from pyro_vae.guides.posteriors import is_point_mass
+from pyro_vae.analysis.information import MutualInformation, mutual_information
+from pyro_vae.infer import sites
 from pyro_vae.infer.decomposition import analytic_kl_allowed, traces
-from pyro_vae.infer.importance import PointEstimateError
+from pyro_vae.infer.sites import DataPlate, SiteError
 
 __all__ = [
     "ActiveUnits",
@@ -57,6 +62,8 @@ class KLPerDim:
     correlated Gaussian q (full or low-rank covariance) was split into its marginals
     :math:`q(z_j|x)`: the values are then per-coordinate marginal KLs, whose sum falls
     short of the total KL by :math:`\mathrm{KL}(q(z|x)\,\|\,\prod_j q(z_j|x))`.
+    ``discrete`` names the guide's discrete latent sites (a class y), which are not latent
+    coordinates and are left out; the values are then averages over their draws.
     """
 
     values: list[float]
@@ -64,6 +71,7 @@ class KLPerDim:
     reason: str | None = None
     sites: dict[str, list[float]] = field(default_factory=dict)
     marginal: bool = False
+    discrete: list[str] = field(default_factory=list)
 
     @property
     def site_of(self) -> list[str]:
@@ -92,7 +100,7 @@ def _marginals(d: Distribution) -> tuple[Distribution | None, bool]:
 
 
 def _site_kl_per_dim(
-    name: str, model_trace: Any, guide_trace: Any
+    name: str, model_trace: Any, guide_trace: Any, plate: DataPlate
 ) -> tuple[torch.Tensor | None, str, bool]:
     """``(N, units)`` KL of one draw at site ``name``, the method (or why it does not split),
     and whether q was split into marginals.
@@ -117,11 +125,12 @@ def _site_kl_per_dim(
     if analytic_kl_allowed(name, model_trace, guide_trace):
         try:
             kl = kl_divergence(qm, pb)
-            return per_unit(kl.expand(qm.batch_shape), q_site), "analytic", marginal
+            return sites.per_unit(q_site, plate, kl.expand(qm.batch_shape)), "analytic", marginal
         except NotImplementedError:
             pass
     z = q_site["value"]
-    return per_unit(qm.log_prob(z) - pb.log_prob(z), q_site), "monte-carlo", marginal
+    unit = sites.per_unit(q_site, plate, qm.log_prob(z) - pb.log_prob(z))
+    return unit, "monte-carlo", marginal
 
 
 def kl_per_dim(
@@ -153,28 +162,30 @@ def kl_per_dim(
     check_count("batch_size", batch_size)
     sums: dict[str, torch.Tensor] = {}
     methods: set[str] = set()
-    marginal = False
+    marginal, discrete = False, []
     with torch.no_grad():
         for xb, rows in chunks(x, args, batch_size):
             draws, done = 1, 0
             while done < draws:
                 model_trace, guide_trace = traces(model, guide, xb, *rows, **kwargs)
+                plate = sites.data_plate(model_trace, guide_trace, n=xb.shape[0])
+                discrete = discrete_sites(guide_trace)  # sampled: averaged over draws
                 units: dict[str, torch.Tensor] = {}
-                for name, _ in latent_sites(guide_trace):
-                    unit, how, split = _site_kl_per_dim(name, model_trace, guide_trace)
+                for name, _ in continuous_sites(guide_trace):
+                    unit, how, split = _site_kl_per_dim(name, model_trace, guide_trace, plate)
                     if unit is None:
-                        return KLPerDim([], None, how)
+                        return KLPerDim([], None, how, discrete=discrete)
                     units[name], marginal = unit, marginal or split
-                    methods.add(how)
+                    methods.add(how if not discrete else "monte-carlo")
                 if done == 0 and (methods != {"analytic"} or len(units) > 1):
                     draws = num_particles  # random given x: average over draws
                 for name, unit in units.items():
                     sums[name] = sums.get(name, 0.0) + unit.double().sum(0) / draws
                 done += 1
     method = "analytic" if methods == {"analytic"} else "monte-carlo"
-    sites = {name: (total / x.shape[0]).tolist() for name, total in sums.items()}
-    values = [v for name in sites for v in sites[name]]
-    return KLPerDim(values, method, None, sites, marginal)
+    per_site = {name: (total / x.shape[0]).tolist() for name, total in sums.items()}
+    values = [v for name in per_site for v in per_site[name]]
+    return KLPerDim(values, method, None, per_site, marginal, discrete)
 
 
 # -------------------------------------------------------------------------- active units
@@ -182,23 +193,75 @@ def kl_per_dim(
 
 @dataclass
 class ActiveUnits:
-    r"""Units whose posterior mean moves with x: :math:`\mathrm{Cov}_x\,\mathbb{E}_q[z_j] > t`."""
+    r"""Units whose posterior mean moves with x: :math:`\mathrm{Cov}_x\,\mathbb{E}_q[z_j] > t`.
+
+    ``discrete`` names the guide's discrete latent sites (a class y): they are not units,
+    and the means of the continuous ones are taken over them, by enumeration.
+    """
 
     count: int
     variances: list[float]
     threshold: float
+    discrete: list[str] = field(default_factory=list)
 
 
-def _posterior_means(guide: Fn, xb: torch.Tensor, args: Any, kwargs: Any, draws: int) -> Any:
-    trace = trace_guide(guide, xb, args, kwargs)
+def _mean(fn: Distribution, draws: int) -> torch.Tensor:
+    """The distribution's mean over its ``batch + event`` shape, else that of ``draws`` draws."""
+    try:
+        return fn.mean.expand(fn.batch_shape + fn.event_shape)
+    except NotImplementedError:
+        return fn.sample((draws,)).mean(0)
+
+
+def _posterior_means(
+    guide: Fn, xb: torch.Tensor, args: Any, kwargs: Any, draws: int
+) -> tuple[torch.Tensor, list[str]]:
+    """``E_q[z|x]`` of every continuous latent coordinate, ``(B, units)``, and the discrete
+    sites it is taken over (summed over their support)."""
+    trace, plate = traced_guide(guide, xb, args, kwargs)
+    discrete = discrete_sites(trace)
+    if discrete:
+        return _enumerated_means(guide, xb, args, kwargs, trace, plate, draws), discrete
+    means = [point_values(_mean(s["fn"], draws), s, plate) for _, s in continuous_sites(trace)]
+    return torch.cat(means, dim=1), discrete
+
+
+def _enumerated_means(
+    guide: Fn,
+    xb: torch.Tensor,
+    args: Any,
+    kwargs: Any,
+    plain: Any,
+    plate: DataPlate,
+    draws: int,
+) -> torch.Tensor:
+    r""":math:`\mathbb{E}_q[z|x] = \sum_y q(y|x)\,\mathbb{E}_q[z|x, y]` with the guide's
+    discrete sites y enumerated in parallel left of its plates, ``(B, units)``."""
+    nesting = sites.max_plate_nesting(plain)
+    enumerated = poutine.enum(
+        config_enumerate(guide, default="parallel"), first_available_dim=-nesting - 1
+    )
+    try:
+        trace = prune_subsample_sites(poutine.trace(enumerated).get_trace(xb, *args, **kwargs))
+    except Exception as error:
+        raise SiteError(
+            f"the posterior mean E_q[z|x] sums the guide's discrete sites "
+            f"{discrete_sites(plain)} over their support, and the guide fails with them "
+            f"enumerated in parallel ({str(error).strip().splitlines()[0]}): make it broadcast "
+            "over a batch dim left of its plates, as Pyro's TraceEnum_ELBO needs"
+        ) from error
+    log_w: Any = 0.0
+    for _, site in sites.latent_sites(trace):
+        if sites.is_enumerated(site):
+            log_w = log_w + sites.per_point(site, plate, max_plate_nesting=nesting)
     means = []
-    for _, site in latent_sites(trace):
-        fn = site["fn"]
-        try:
-            mean = fn.mean.expand(fn.batch_shape + fn.event_shape)
-        except NotImplementedError:
-            mean = fn.sample((draws,)).mean(0)
-        means.append(per_unit(mean, site))  # (B, units)
+    for _, site in continuous_sites(trace):
+        mean = _mean(site["fn"], draws)
+        left = max(0, len(site["fn"].batch_shape) - nesting)
+        value = point_values(mean, site, plate, left)  # (*enum, B, units)
+        weight = torch.as_tensor(log_w).exp().unsqueeze(-1)  # (*enum, B, 1)
+        value, weight = torch.broadcast_tensors(value, weight)
+        means.append((value * weight).reshape(-1, *value.shape[-2:]).sum(0))
     return torch.cat(means, dim=1)
 
 
@@ -219,128 +282,23 @@ def active_units(
 
     The posterior mean is the guide's ``mean`` where the distribution has one, else an
     average of ``num_samples`` draws; the covariance over x is the sample variance over the
-    rows of ``x``. A unit that is not active carries no information about x.
+    rows of ``x``. A unit that is not active carries no information about x. The units
+    are the coordinates of the continuous latent sites, each copy of a site in an inner
+    plate its own; a discrete site (a class y) is no unit, and where the guide has one the
+    mean :math:`\mathbb{E}_q[z|x] = \sum_y q(y|x)\,\mathbb{E}_q[z|x,y]` sums it over its
+    support exactly (enumerated in parallel, as ``config_enumerate`` would; a guide that
+    cannot broadcast over it is refused with a :class:`~pyro_vae.infer.sites.SiteError`).
     """
     x = check_x(x)
     check_count("num_samples", num_samples)
     if not threshold >= 0:
         raise ValueError(f"threshold must be a non-negative number, got {threshold!r}")
     with torch.no_grad():
-        means = torch.cat(
-            [
-                _posterior_means(guide, xb, rows, kwargs, num_samples)
-                for xb, rows in chunks(x, args, batch_size)
-            ]
-        )  # (N, units)
-    variances = means.double().var(0, correction=1 if means.shape[0] > 1 else 0)
-    return ActiveUnits(int((variances > threshold).sum()), variances.tolist(), threshold)
-
-
-# -------------------------------------------------------------------- mutual information
-
-
-@dataclass
-class MutualInformation:
-    """:math:`I_q(x; z)` in nats (None with a reason where it cannot be estimated)."""
-
-    value: float | None
-    num_points: int
-    reason: str | None = None
-
-
-def mutual_information(
-    guide: Fn,
-    x: torch.Tensor,
-    *args: Any,
-    num_samples: int | None = None,
-    batch_size: int = 500,
-    max_elements: int = 2**22,
-    **kwargs: Any,
-) -> MutualInformation:
-    r"""The mutual information between x and z under :math:`q(x, z) = p_{data}(x)\,q(z|x)`.
-
-    Hoffman & Johnson (2016) write the average KL as
-    :math:`\mathbb{E}_x \mathrm{KL}(q(z|x)\|p(z)) = I_q(x;z) + \mathrm{KL}(q(z)\|p(z))` with
-    the aggregate posterior :math:`q(z) = \frac1N \sum_m q(z|x_m)`. The estimator here is
-
-    .. math::
-
-        \hat I = \frac1N \sum_n \mathbb{E}_{z \sim q(z|x_n)}\Big[\log q(z|x_n)
-            - \log \frac1N \sum_{m=1}^N q(z|x_m)\Big]
-
-    with the aggregate posterior evaluated exactly over the N rows of ``x`` (O(N²) density
-    evaluations, in chunks of at most ``max_elements`` values) and ``num_samples`` draws of
-    z per point (default: enough for 10,000 draws in all, at least one per point). It is
-    unbiased for the mutual information of the *empirical* distribution of those N points,
-    which is at most log N; as an estimate for the population it is biased low (the plug-in
-    aggregate posterior includes each point's own density), noticeably so when the true
-    value approaches log N.
-
-    Every draw is scored against every row by expanding it to the rows' batch shape, the
-    value shape any distribution accepts, so families that do not broadcast a singleton
-    batch dimension work too (an IAF guide, whose flow is conditioned on each row's
-    features; scoring a foreign z inverts the flow, one network pass per coordinate).
-    Needs a guide with one latent site inside the data plate (the result says so
-    otherwise); a point-mass (``Delta``) guide has no density, and
-    :class:`~pyro_vae.infer.importance.PointEstimateError` is raised.
-    """
-    x = check_x(x)
-    n = x.shape[0]
-    if num_samples is None:
-        num_samples = max(1, math.ceil(10_000 / n))
-    for name, value in (("num_samples", num_samples), ("batch_size", batch_size)):
-        check_count(name, value)
-    check_count("max_elements", max_elements)
-    with torch.no_grad():
-        fns = []
-        for xb, rows in chunks(x, args, batch_size):
-            fn = _single_site_fn(guide, xb, rows, kwargs)
-            if fn is None:
-                reason = "needs a guide with one latent site in the data plate"
-                return MutualInformation(None, n, reason)
-            fns.append(fn)
-        total = torch.zeros((), dtype=torch.float64, device=x.device)
-        for fn in fns:
-            z = fn.sample((num_samples,))  # (S, B, *event)
-            own = fn.log_prob(z)  # (S, B)
-            flat = z.reshape(-1, *fn.event_shape)  # (S B, *event)
-            agg = _log_aggregate(flat, fns, max_elements).reshape(own.shape)  # (S, B)
-            total += (own - (agg - math.log(n))).double().sum() / num_samples
-    return MutualInformation(float(total / n), n)
-
-
-def _log_aggregate(z: torch.Tensor, fns: list[Distribution], max_elements: int) -> torch.Tensor:
-    r""":math:`\log \sum_m q(z_t|x_m)` over the rows of every chunk in ``fns``, shape ``(T,)``.
-
-    Each draw is expanded to a chunk's batch shape, ``(T', B', *event)``, and scored row by
-    row: ``T'`` draws at a time so that ``T' B'`` values of the event size stay under
-    ``max_elements``.
-    """
-    acc = z.new_full(z.shape[:1], -math.inf)  # (T,)
-    event = z.shape[1:]
-    for fn in fns:
-        rows = fn.batch_shape[0]
-        size = max(1, max_elements // (rows * max(1, math.prod(event))))
         parts = [
-            fn.log_prob(part.unsqueeze(1).expand(-1, rows, *event)).logsumexp(-1)
-            for part in z.split(size)
-        ]  # (T',) each
-        acc = torch.logaddexp(acc, torch.cat(parts))
-    return acc
-
-
-def _single_site_fn(guide: Fn, xb: torch.Tensor, args: Any, kwargs: Any) -> Distribution | None:
-    """The distribution of the guide's one latent site with batch shape ``(B,)``, or None."""
-    trace = trace_guide(guide, xb, args, kwargs)
-    sites = latent_sites(trace)
-    if len(sites) != 1:
-        return None
-    name, site = sites[0]
-    fn = site["fn"]
-    if is_point_mass(fn):
-        raise PointEstimateError(
-            f"the guide's site {name!r} is a point mass (Delta): q(z|x) has no density, so "
-            "the mutual information I(x; z) under q is not defined (for a deterministic "
-            "encoder it is infinite). Use a guide family with a density."
-        )
-    return fn if tuple(fn.batch_shape) == (xb.shape[0],) else None
+            _posterior_means(guide, xb, rows, kwargs, num_samples)
+            for xb, rows in chunks(x, args, batch_size)
+        ]
+    means = torch.cat([m for m, _ in parts])  # (N, units)
+    variances = means.double().var(0, correction=1 if means.shape[0] > 1 else 0)
+    count = int((variances > threshold).sum())
+    return ActiveUnits(count, variances.tolist(), threshold, parts[0][1])

@@ -26,8 +26,12 @@ from pyro_vae.analysis.common import (
     check_count,
     check_x,
     latent_sites,
-    trace_guide,
+    point_values,
+    traced_guide,
+    unscaled,
 )
+from pyro_vae.infer import sites
+from pyro_vae.infer.sites import DataPlate, plate_frame
 
 __all__ = ["compare_posteriors", "nuts_posterior", "nuts_transforms", "posterior_samples"]
 
@@ -72,13 +76,30 @@ def posterior_samples(
         raise ValueError(f"point_ids must name {x.shape[0]} points, got {len(ids)}")
     check_count("num_samples", num_samples)
     check_count("num_chains", num_chains)
-    with torch.no_grad(), pyro.plate("draws", num_samples * num_chains, dim=-2):
-        trace = trace_guide(guide, x, args, kwargs)
+    with torch.no_grad():
+        plain, _ = traced_guide(guide, x, args, kwargs)
+        dim = -sites.max_plate_nesting(plain) - 1  # left of every plate of the guide
+        with pyro.plate("draws", num_samples * num_chains, dim=dim):
+            trace, plate = traced_guide(guide, x, args, kwargs)
     draws = {}
     for name, site in latent_sites(trace):
-        value = site["value"].detach().double().cpu().numpy()  # (C S, N, *event)
-        draws[name] = value.reshape(num_chains, num_samples, *value.shape[1:])
+        value = _per_point(site["value"].detach(), site, plate).double().cpu().numpy()
+        draws[name] = value.reshape(num_chains, num_samples, *value.shape[1:])  # (C, S, N, ...)
     return _inference_data(draws, ids)
+
+
+def _per_point(value: torch.Tensor, site: Site, plate: DataPlate, left: int = 1) -> torch.Tensor:
+    """A site's draws ``(*left, batch, event)`` as ``(*left, N, *event)``: the data dim first.
+
+    A site whose batch dims end at the data dim (a plate at dim -1) keeps its event dims;
+    otherwise (a plate at dim -2, inner plates) the dims right of the data dim are
+    flattened into one (:func:`~pyro_vae.analysis.common.point_values`), so every plate
+    style gives the same layout."""
+    frame = plate_frame(site, plate)
+    event = len(site["fn"].event_shape)
+    if frame is not None and frame.dim == -1 and value.dim() - left - event >= 1:
+        return value
+    return point_values(value, site, plate, left)
 
 
 def nuts_posterior(
@@ -97,7 +118,10 @@ def nuts_posterior(
 
     Pyro's NUTS (Hoffman & Gelman 2014) runs on ``model(x)`` with the model's parameters
     fixed; the rows of ``x`` are independent given them, so one run samples all their
-    posteriors jointly. ``num_chains`` chains run one after another (seeds ``seed``,
+    posteriors jointly. The model's scales (``poutine.scale``, a subsampled plate's ``N/B``)
+    are undone: they weigh a training loss, and would temper the posterior. Draws are laid
+    out point by point whatever the data plate's dim (:func:`posterior_samples`).
+    ``num_chains`` chains run one after another (seeds ``seed``,
     ``seed + 1``, ...) so that r̂ and the ESS can be computed, and are returned as
     ``InferenceData`` laid out as in :func:`posterior_samples`, one variable per latent site
     (``z``, or ``z1``, ``z2``, ... for a hierarchy). Each site is sampled in the unconstrained
@@ -115,10 +139,13 @@ def nuts_posterior(
     check_count("warmup_steps", warmup_steps, minimum=0)
     chains: dict[str, list[np.ndarray]] = {}
     transforms = nuts_transforms(model, x, *args, **kwargs)
+    with torch.no_grad(), poutine.block():
+        trace = prune_subsample_sites(poutine.trace(model).get_trace(x, *args, **kwargs))
+    plate = sites.data_plate(trace, n=x.shape[0])
     for c in range(num_chains):
         pyro.set_rng_seed(seed + c)
         kernel = pyro.infer.NUTS(
-            model,
+            unscaled(model),
             transforms=transforms,
             max_tree_depth=max_tree_depth,
             jit_compile=False,
@@ -129,7 +156,8 @@ def nuts_posterior(
         )
         mcmc.run(x, *args, **kwargs)
         for name, value in mcmc.get_samples().items():
-            chains.setdefault(name, []).append(value.detach().double().cpu().numpy())
+            value = _per_point(value.detach(), trace.nodes[name], plate)  # (S, N, ...)
+            chains.setdefault(name, []).append(value.double().cpu().numpy())
     draws = {name: np.stack(values) for name, values in chains.items()}  # (C, S, N, ...)
     return _inference_data(draws, ids)
 
@@ -189,12 +217,12 @@ def compare_posteriors(
     az = arviz()
     summary = az.summary(nuts, fmt="xarray")
     with torch.no_grad():
-        trace = trace_guide(guide, x, args, kwargs)
+        trace, plate = traced_guide(guide, x, args, kwargs)
     rows: list[dict[str, Any]] = []
     for name, site in latent_sites(trace):
         if name not in summary:
             continue
-        q_mean, q_sd, how = _guide_moments(site, q_samples)  # (N, L) each
+        q_mean, q_sd, how = _guide_moments(site, plate, q_samples)  # (N, L) each
         s = summary[name]
         for i, point in enumerate(s.coords["point"].values.tolist()):
             for j in range(q_mean.shape[1]):
@@ -227,16 +255,18 @@ _NUTS_METRICS = (
 )
 
 
-def _guide_moments(site: Site, num_samples: int) -> tuple[np.ndarray, np.ndarray, str]:
+def _guide_moments(
+    site: Site, plate: DataPlate, num_samples: int
+) -> tuple[np.ndarray, np.ndarray, str]:
     """Mean and sd of a guide site per point and coordinate, ``(N, L)`` each, and how."""
     fn = site["fn"]
     try:
         mean, sd, how = fn.mean, fn.stddev, "exact"
     except NotImplementedError:  # e.g. a flow: no closed-form moments
-        draws = fn.sample((num_samples,))  # (S, N, L)
+        draws = fn.sample((num_samples,))  # (S, batch, event)
         mean, sd, how = draws.mean(0), draws.std(0), "sampled"
-    shape = fn.batch_shape + fn.event_shape  # (N, L)
+    shape = fn.batch_shape + fn.event_shape
     mean_np, sd_np = (
-        v.expand(shape).reshape(shape[0], -1).double().cpu().numpy() for v in (mean, sd)
+        point_values(v.expand(shape), site, plate).double().cpu().numpy() for v in (mean, sd)
     )
     return mean_np, sd_np, how

@@ -32,6 +32,7 @@ from pyro_vae.analysis.drawing import (
 )
 from pyro_vae.data import Dataset, evaluation_split, load_dataset
 from pyro_vae.training.fit import FitResult, split_labels
+from pyro_vae.training.lock import run_lock
 
 __all__ = [
     "SAMPLES_TITLE",
@@ -283,6 +284,12 @@ def plot_run(result: FitResult, dataset: Dataset | None = None) -> list[Path]:
     """
     if result.run_dir is None:
         raise ValueError("the run was trained with write=False: there is no run directory")
+    with run_lock(result.run_dir):  # a writer of the run (the CLI's train holds it already)
+        return _plot_run(result, dataset)
+
+
+def _plot_run(result: FitResult, dataset: Dataset | None) -> list[Path]:
+    assert result.run_dir is not None
     vae, tc = result.vae, result.config.train
     dataset = dataset or load_dataset(tc.dataset, progress=False)
     device = next(vae.parameters()).device

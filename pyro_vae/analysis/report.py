@@ -6,6 +6,8 @@ for ``pyro-vae evaluate``), one after another, saving after each.
 ``eval.json`` keys added here (nats per data point unless said otherwise):
 
 - ``active_units`` (int), ``active_unit_variances`` (Cov_x E_q[z_j] per unit);
+  ``latent_discrete_sites``, only when the guide has discrete latent sites (a class y):
+  they are left out of the latent statistics, which are about the continuous z;
 - ``kl_per_dim`` (list, mean KL per latent coordinate; empty when the KL does not split over
   coordinates), ``kl_per_dim_method`` (``analytic``, ``monte-carlo`` or null),
   ``kl_per_dim_sites`` (the latent site of each entry: ``z``, or ``z1``... ``z2``... in a
@@ -161,7 +163,10 @@ def _head(args: tuple[torch.Tensor, ...], n: int) -> tuple[torch.Tensor, ...]:
 
 def _active_units(d: _Data) -> dict[str, Any]:
     units = diagnostics.active_units(d.vae.guide, d.x, *d.args)
-    return {"active_units": units.count, "active_unit_variances": units.variances}
+    out = {"active_units": units.count, "active_unit_variances": units.variances}
+    if units.discrete:  # a class y: not a unit; the latent statistics are about z
+        out["latent_discrete_sites"] = units.discrete
+    return out
 
 
 def _kl_per_dim(d: _Data) -> dict[str, Any]:

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import argparse
 import re
+import shlex
 import sys
 from collections.abc import Sequence
 
 from pyro_vae.analysis.evaluate import subset as subset  # where benchmarks and tests import it
+from pyro_vae.cli import codec
 from pyro_vae.cli.evaluate import cmd_evaluate
 from pyro_vae.cli.messages import UsageError, error_message, is_user_error, notices, to_flags
 from pyro_vae.cli.parser import build_parser
@@ -25,9 +27,12 @@ from pyro_vae.cli.settings import resume_run_config, run_config
 from pyro_vae.cli.train import cmd_compare, cmd_train
 from pyro_vae.config import TrainConfig
 from pyro_vae.plugins import load_plugin
+from pyro_vae.training.checkpoint import DiskFullError, is_disk_full
 from pyro_vae.training.fit import (
     TrainingInterrupted,
 )
+from pyro_vae.training.lock import naming_command
+from pyro_vae.training.runstate import last_checkpoint
 
 # build_parser, run_config and resume_run_config are re-exported: tests and the docs import
 # them from here
@@ -48,6 +53,8 @@ COMMANDS = {
     "sample": cmd_sample,
     "components": cmd_components,
     "compare": cmd_compare,
+    "compress": codec.cmd_compress,
+    "decompress": codec.cmd_decompress,
 }
 
 
@@ -61,10 +68,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, unknown = build_parser().parse_known_args(argv)
     if unknown:  # said by the command's parser, whose --help lists its flags
         args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    typed = shlex.join(["pyro-vae", *(sys.argv[1:] if argv is None else argv)])
     try:
         for plugin in args.plugin:
             load_plugin(plugin)
-        with notices():
+        with notices(), naming_command(typed):  # a run's lock names the command typed
             return COMMANDS[args.command](args)
     except TrainingInterrupted as e:
         said = f"interrupted; {_resume_hint(args)}" if args.command == "compare" else _said(e)
@@ -78,7 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:
         if args.debug or not is_user_error(e):
             raise
-        print(f"pyro-vae: error: {error_message(e)}", file=sys.stderr)
+        text = _disk_full(e, args) if is_disk_full(e) else error_message(e)
+        print(f"pyro-vae: error: {text}", file=sys.stderr)
         return 2
 
 
@@ -87,6 +96,24 @@ def _said(e: TrainingInterrupted) -> str:
     becomes the command to type (``Continue with pyro-vae train --resume RUN_DIR``)."""
     said = to_flags(str(e))
     return re.sub(r"\b(Continue with:?) --resume\b", r"\1 pyro-vae train --resume", said)
+
+
+def _disk_full(e: BaseException, args: argparse.Namespace) -> str:
+    """A full disk in one paragraph: the file, its size, the run's last checkpoint and the
+    command that continues once space is freed (never a bare ``OSError``)."""
+    assert isinstance(e, OSError)
+    if not isinstance(e, DiskFullError):  # written by another library (a plot, an array)
+        e = DiskFullError(e.filename or "a file", 0, e.errno or 28)
+    resume = f"pyro-vae train --resume {e.run_dir}"
+    if args.command == "train" and e.run_dir is None:  # after fit: its plots
+        run = args.resume if isinstance(args.resume, str) else getattr(args, "train.out", None)
+        run = run or TrainConfig().out
+        e.in_run(run, last_checkpoint(run))
+        resume = f"pyro-vae train --resume {run}"
+    elif args.command == "compare":
+        resume = f"the same pyro-vae compare command (or pyro-vae train --resume {e.run_dir})"
+    text = " ".join(e.describe(resume).split())
+    return text + "\n(run with --debug for the traceback)"
 
 
 def _resume_hint(args: argparse.Namespace) -> str:

@@ -19,6 +19,7 @@ import textwrap
 from pathlib import Path
 from typing import Any, NoReturn
 
+from pyro_vae.cli import codec
 from pyro_vae.cli.messages import NOT_FLAGS, flag, to_flags
 from pyro_vae.components import REGISTRIES
 from pyro_vae.config import EvaluateConfig, SampleConfig, TrainConfig, VAEConfig
@@ -34,7 +35,7 @@ COMPONENT_FIELDS = {
     "network": "networks",
     "objective": "objectives",
 }
-_COMMANDS = ("train", "evaluate", "compare", "sample", "components")
+_COMMANDS = ("train", "evaluate", "compare", "sample", "components", "compress", "decompress")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -174,7 +175,8 @@ def _add_default_flag(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``pyro-vae`` parser: the commands train, evaluate, compare, sample and components."""
+    """The ``pyro-vae`` parser: train, evaluate, compare, sample, components, compress and
+    decompress."""
     parser = _Parser(
         prog="pyro-vae",
         description="Variational autoencoders as Pyro programs.",
@@ -196,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands["components"].add_argument(
         "--json", action="store_true", help="names only, as one JSON object"
     )
+    commands.update(zip(("compress", "decompress"), codec.add_parsers(sub), strict=True))
     for command in _COMMANDS:
         _add_common_flags(commands[command])
     return parser

@@ -13,8 +13,9 @@ import torch
 from pyro_vae.analysis import plots
 from pyro_vae.cli.messages import UsageError
 from pyro_vae.components import component_names, describe
-from pyro_vae.training.checkpoint import check_run_dir, load
+from pyro_vae.training.checkpoint import check_run_dir, load, load_config
 from pyro_vae.training.fit import check_run_paths
+from pyro_vae.training.lock import run_lock
 from pyro_vae.vae import VAE
 
 __all__ = ["cmd_components", "cmd_sample"]
@@ -32,6 +33,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.out is None:
         check_run_dir(args.run_dir)
         check_run_paths(args.run_dir)
+    if not out.resolve().is_relative_to(args.run_dir.resolve()):
+        return _sample(args, out)  # a reader: it changes nothing in the run
+    load_config(args.run_dir)  # a run, before its lock is taken
+    with run_lock(args.run_dir):  # a file written into the run: a writer of it
+        return _sample(args, out)
+
+
+def _sample(args: argparse.Namespace, out: Path) -> int:
     vae = load(args.run_dir)
     _check_label(vae, args.label, args.run_dir)
     torch.manual_seed(args.seed)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import sys
@@ -15,8 +16,9 @@ from pyro_vae.analysis.compare import compare, split_specs
 from pyro_vae.cli.messages import UsageError, to_flags
 from pyro_vae.cli.settings import resume_run_config, run_config
 from pyro_vae.cli.tables import table, term_rows
-from pyro_vae.config import EvaluateConfig, TrainConfig
+from pyro_vae.config import EvaluateConfig, RunConfig, TrainConfig
 from pyro_vae.training.fit import fit, resolve_device
+from pyro_vae.training.lock import run_lock
 
 __all__ = ["cmd_compare", "cmd_train"]
 
@@ -24,8 +26,15 @@ __all__ = ["cmd_compare", "cmd_train"]
 def cmd_train(args: argparse.Namespace) -> int:
     """Train as the flags say, print the test split's figures, and plot the run."""
     config = resume_run_config(args) if args.resume else run_config(args)
-    tc = config.train
     main_rank = os.environ.get("RANK", "0") in ("", "0")  # under torchrun only rank 0 reports
+    # rank 0 holds the run's lock (fit takes it again) until its plots are written too
+    held = main_rank and not Path(config.train.out).is_file()  # a file: fit says so
+    with run_lock(config.train.out) if held else contextlib.nullcontext():
+        return _train(args, config, main_rank)
+
+
+def _train(args: argparse.Namespace, config: RunConfig, main_rank: bool) -> int:
+    tc = config.train
     if main_rank:
         print(f"pyro-vae train: {tc.dataset} -> {tc.out}  (device {resolve_device(tc.device)})")
     result = fit(config, resume=bool(args.resume), progress=not args.quiet)

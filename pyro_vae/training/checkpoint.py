@@ -15,9 +15,11 @@ over the old one, so a crash at any moment leaves the old file or the new one.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -34,8 +36,10 @@ from pyro_vae.vae import VAE
 
 __all__ = [
     "CheckpointError",
+    "DiskFullError",
     "atomic_write",
     "check_run_dir",
+    "is_disk_full",
     "load",
     "load_config",
     "load_run_config",
@@ -51,14 +55,91 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, damaged, or made for another architecture."""
 
 
-def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb") -> None:
+class DiskFullError(OSError):
+    """A file could not be written: its file system is full (``ENOSPC``) or over quota.
+
+    Nothing half-written is left: :func:`atomic_write` removes its temporary file, and the
+    file it was replacing is unchanged. ``path`` is the file, ``nbytes`` about the bytes it
+    needed. The trainer adds the run directory and its last checkpoint
+    (:meth:`in_run`), and the message then says how to continue once space is freed.
+    """
+
+    def __init__(self, path: str | Path, nbytes: int, code: int = errno.ENOSPC) -> None:
+        super().__init__(code, os.strerror(code), str(path))
+        self.path, self.nbytes = Path(path), nbytes
+        self.run_dir: Path | None = None
+        self.checkpoint: str | None = None  # e.g. "after epoch 2", "none written"
+
+    def in_run(self, run_dir: str | Path, checkpoint: str) -> DiskFullError:
+        """This error, told as a run's: ``checkpoint`` is the run's last one (a label)."""
+        self.run_dir, self.checkpoint = Path(run_dir), checkpoint
+        return self
+
+    def describe(self, resume: str | None = None) -> str:
+        """The message; ``resume`` is how the reader continues the run (default: the call
+        ``fit(resume_config(RUN_DIR), resume=True)``; the CLI names its command)."""
+        if resume is None and self.run_dir is not None:
+            resume = f"fit(resume_config({str(self.run_dir)!r}), resume=True)"
+        code = self.errno or errno.ENOSPC
+        full = "over its disk quota" if code == errno.EDQUOT else "full"
+        size = f" (about {_size(self.nbytes)})" if self.nbytes > 0 else ""
+        text = (
+            f"could not write {str(self.path)!r}{size}: its file system is {full}, with "
+            f"{_size(_free(self.path))} free. The file was not changed and no partial file "
+            "was left."
+        )
+        if self.run_dir is None:
+            return text + " Free some space, then run the same command again."
+        if self.checkpoint in (None, "none written"):
+            return (
+                f"{text} The run in {str(self.run_dir)!r} had not started (no checkpoint was "
+                "written yet): free some space, then start it again."
+            )
+        return (
+            f"{text} The run in {str(self.run_dir)!r} is intact at its last checkpoint "
+            f"({self.checkpoint}): free some space, then continue it with {resume}."
+        )
+
+    def __str__(self) -> str:
+        return self.describe()
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """Whether ``e`` says a file system is full (``ENOSPC``) or a quota is used up (``EDQUOT``)."""
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def _size(nbytes: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes} bytes"
+
+
+def _free(path: Path) -> int:
+    try:
+        return shutil.disk_usage(path.parent).free
+    except OSError:
+        return 0
+
+
+def atomic_write(
+    path: str | Path, write: Callable[[Any], None], mode: str = "wb", *, nbytes: int = 0
+) -> None:
     """Write ``path`` through a temporary file, fsync, rename, and fsync the folder.
 
     The file gets the mode a plain ``open()`` would give it (``0o666`` less the umask), not
-    the ``0o600`` of ``tempfile.mkstemp``.
+    the ``0o600`` of ``tempfile.mkstemp``. A full file system raises :class:`DiskFullError`
+    naming ``path`` and ``nbytes`` (the size being written; when 0, the size of the file
+    it replaces), with the old file unchanged and no temporary file left.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        if is_disk_full(e):
+            raise DiskFullError(path, nbytes or _old_size(path), e.errno or errno.ENOSPC) from e
+        raise
     try:
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, mode) as f:
@@ -66,14 +147,24 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if is_disk_full(e):
+            assert isinstance(e, OSError)
+            raise DiskFullError(path, nbytes or _old_size(path), e.errno or errno.ENOSPC) from e
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _old_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _umask() -> int:
@@ -88,8 +179,8 @@ def write_json(path: str | Path, data: Any) -> None:
 
     (Python's ``json`` would write ``NaN``/``Infinity``, which other JSON readers refuse.)
     """
-    text = json.dumps(_finite_or_null(data), indent=2, allow_nan=False)
-    atomic_write(path, lambda f: f.write(text + "\n"), mode="w")
+    text = json.dumps(_finite_or_null(data), indent=2, allow_nan=False) + "\n"
+    atomic_write(path, lambda f: f.write(text), mode="w", nbytes=len(text.encode()))
 
 
 def _finite_or_null(data: Any) -> Any:
@@ -109,7 +200,7 @@ def write_tensors(
     cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     meta = {"format": FORMAT, "json": json.dumps(metadata or {})}
     blob = _canonical(save_safetensors(cpu, metadata=meta))
-    atomic_write(path, lambda f: f.write(blob))
+    atomic_write(path, lambda f: f.write(blob), nbytes=len(blob))
 
 
 def _canonical(blob: bytes) -> bytes:

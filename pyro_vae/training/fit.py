@@ -38,6 +38,7 @@ Reliability (README, "Reliability"):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import warnings
 from collections.abc import Callable
@@ -60,7 +61,7 @@ from pyro_vae.data import (
     training_split,
 )
 from pyro_vae.infer.objectives import build_objective
-from pyro_vae.training.checkpoint import write_json
+from pyro_vae.training.checkpoint import DiskFullError, write_json
 from pyro_vae.training.distributed import AFTER_FAILURE, DistributedError, World, setup, teardown
 from pyro_vae.training.errors import (
     NonFiniteError,
@@ -76,16 +77,19 @@ from pyro_vae.training.labels import (
     training_labels,
     with_classes,
 )
+from pyro_vae.training.lock import run_lock
 from pyro_vae.training.loop import Loop, train
 from pyro_vae.training.rundir import (
     RESUME_OVERRIDES,
     check_resumed_data,
     check_run_paths,
     prepare_run_dir,
+    refuse_file_out,
     resume_config,
     resume_run,
     start_run,
 )
+from pyro_vae.training.runstate import last_checkpoint
 from pyro_vae.training.summary import mean_terms, summarize
 from pyro_vae.vae import VAE
 
@@ -147,9 +151,14 @@ def fit(
     atomically), ``model.safetensors``, ``config.json``, ``metrics.jsonl`` (one line per
     epoch), ``timing.jsonl`` and ``summary.json`` at the end; a new run needs a new or
     empty directory (one holding other files, or a run, is refused with
-    :class:`TrainingError`). Everything is built and checked before the directory is
-    touched. ``resume=True`` continues the run in ``config.train.out`` from its checkpoint,
-    exactly where it stopped (build ``config`` with :func:`resume_config`). ``dataset``
+    :class:`TrainingError`). Everything is built and checked before a file is written.
+    While it writes, ``fit`` holds the run directory's lock
+    (:func:`~pyro_vae.training.lock.run_lock`): a second writer of the same directory is
+    refused at once with :class:`~pyro_vae.training.lock.RunLockedError`. A full disk raises
+    :class:`~pyro_vae.training.checkpoint.DiskFullError`, which names the file and the
+    run's last checkpoint, from which ``resume=True`` continues once space is freed.
+    ``resume=True`` continues the run in ``config.train.out`` from its checkpoint, exactly
+    where it stopped (build ``config`` with :func:`resume_config`). ``dataset``
     overrides loading ``config.train.dataset``. The trainer draws no plots;
     :func:`pyro_vae.analysis.plots.plot_run` writes the run's ``plots/`` as the CLI does.
 
@@ -162,11 +171,16 @@ def fit(
     build_objective(config.train.objective)  # a bad spec fails before anything is written
     world, device = setup(resolve_device(config.train.device))
     try:
-        result = _fit(config, world, device, dataset, resume, progress, write, on_epoch)
-        # No rank leaves the group while another still uses it: under load, a rank that
-        # destroyed its gloo group while rank 0 was still summarizing sometimes aborted.
-        world.barrier()
+        with _writer(config, write, world):  # one writer per run directory (training.lock)
+            result = _fit(config, world, device, dataset, resume, progress, write, on_epoch)
+            # No rank leaves the group while another still uses it: under load, a rank that
+            # destroyed its gloo group while rank 0 was still summarizing sometimes aborted.
+            world.barrier()
         return result
+    except DiskFullError as e:  # the message says where the run can continue from
+        if write and e.run_dir is None:
+            e.in_run(config.train.out, last_checkpoint(config.train.out))
+        raise
     except RuntimeError as e:  # gloo/nccl report a dead peer as a bare RuntimeError
         if not world.enabled or isinstance(e, (DistributedError, TrainingError)):
             raise
@@ -177,6 +191,14 @@ def fit(
         ) from e
     finally:
         teardown(world)
+
+
+def _writer(config: RunConfig, write: bool, world: World) -> contextlib.AbstractContextManager[Any]:
+    """The run directory's lock when ``fit`` writes one (rank 0 holds it for the group)."""
+    if not write:
+        return contextlib.nullcontext()
+    refuse_file_out(Path(config.train.out))  # before the lock would make a folder
+    return run_lock(config.train.out, world=world)
 
 
 def _fit(

@@ -31,6 +31,7 @@ from pyro_vae.training.checkpoint import (
     write_tensors,
 )
 from pyro_vae.training.errors import TrainingError
+from pyro_vae.training.lock import LOCK_NAME
 
 if TYPE_CHECKING:
     from pyro_vae.training.loop import Loop
@@ -118,11 +119,7 @@ def prepare_run_dir(config: RunConfig, resume: bool) -> tuple[Path, RunConfig]:
     :data:`RESUME_OVERRIDES` (:func:`merge_resumed`).
     """
     run_dir = Path(config.train.out)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise TrainingError(
-            f"TrainConfig.out {str(run_dir)!r} is a file, but a run directory is expected. "
-            "Choose another TrainConfig.out."
-        )
+    refuse_file_out(run_dir)
     check_run_dir(run_dir)
     check_run_paths(run_dir)
     if resume:
@@ -136,11 +133,23 @@ def prepare_run_dir(config: RunConfig, resume: bool) -> tuple[Path, RunConfig]:
     return run_dir, config
 
 
+def refuse_file_out(run_dir: Path) -> None:
+    """Raise :class:`TrainingError` if ``run_dir`` is a file (before a lock makes a folder)."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise TrainingError(
+            f"TrainConfig.out {str(run_dir)!r} is a file, but a run directory is expected. "
+            "Choose another TrainConfig.out."
+        )
+
+
 def _refuse_other_files(run_dir: Path) -> None:
-    """A new run needs an empty or new folder (or one a new run was stopped in)."""
+    """A new run needs an empty or new folder (or one a new run was stopped in); the lock
+    file (this command's, or one a killed command left) is no other file."""
     if not run_dir.is_dir():
         return
-    other = sorted(p.name for p in run_dir.iterdir() if not _STARTED.fullmatch(p.name))
+    other = sorted(
+        p.name for p in run_dir.iterdir() if p.name != LOCK_NAME and not _STARTED.fullmatch(p.name)
+    )
     if other:
         shown = ", ".join(other[:5]) + (", ..." if len(other) > 5 else "")
         raise TrainingError(

@@ -38,9 +38,9 @@ import numpy as np
 import torch
 
 from pyro_vae.checks import is_int, is_number
-from pyro_vae.training.checkpoint import CheckpointError, load_state
+from pyro_vae.training.checkpoint import CheckpointError, load_state, read_tensors
 
-__all__ = ["Partial", "Position", "Stateful", "capture", "restore"]
+__all__ = ["Partial", "Position", "Stateful", "capture", "last_checkpoint", "restore"]
 
 
 class Stateful(Protocol):
@@ -317,3 +317,21 @@ def restore(
             "or start a new run with another TrainConfig.out."
         ) from None
     return position, tensors["rng.data"]
+
+
+def last_checkpoint(run_dir: str | Path) -> str:
+    """Where the run in ``run_dir`` would resume from, in words: ``"after epoch 2"``,
+    ``"epoch 3, step 5"``, or ``"none written"`` (no run yet: no ``config.json`` or no
+    checkpoint), as read from ``checkpoint.safetensors``."""
+    run_dir = Path(run_dir)
+    path = run_dir / "checkpoint.safetensors"
+    if not (run_dir / "config.json").is_file() or not path.is_file():
+        return "none written"
+    try:
+        _, meta = read_tensors(path)
+        partial = meta.get("partial")
+        if isinstance(partial, dict):
+            return f"epoch {int(partial['epoch'])}, step {int(partial['steps_done'])}"
+        return f"after epoch {int(meta['epoch'])}"
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        return "unreadable"

@@ -1,26 +1,16 @@
-"""benchmarks/parts.py runs end to end in its --smoke mode (no timing is asserted)."""
+"""``python -m benchmarks.parts`` runs end to end in its --smoke mode (no timing is asserted)."""
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
-import sys
 from pathlib import Path
 
-import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "parts.py"
 
-
-def test_parts_benchmark_smoke_writes_one_table(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    spec = importlib.util.spec_from_file_location("parts_benchmark", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up
-    spec.loader.exec_module(module)
+def test_parts_benchmark_smoke_writes_one_table(tmp_path: Path) -> None:
+    module = importlib.import_module("benchmarks.parts")  # what python -m benchmarks.parts runs
     threads = torch.get_num_threads()
     assert module.main(["--smoke", "--out", str(tmp_path)]) == 0
     assert torch.get_num_threads() == threads  # restored
@@ -44,3 +34,4 @@ def test_parts_benchmark_smoke_writes_one_table(
         )
     table = (tmp_path / "parts.md").read_text()
     assert table.count("\n| ") == 6 and "--smoke" in table  # header + five rows, and the command
+    assert record["command"].startswith("python -m benchmarks.parts --smoke")

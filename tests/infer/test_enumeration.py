@@ -14,13 +14,11 @@ Two Pyro-style programs with a class :math:`y \in \{0, 1, 2\}`:
 
 from __future__ import annotations
 
-from typing import Any
-
+import m2
 import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from linear_gaussian import LinearGaussian
 from pyro.infer import config_enumerate
 
 from pyro_vae import elbo_terms, log_likelihood, log_weights
@@ -30,8 +28,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 PI = torch.tensor([0.2, 0.5, 0.3], dtype=torch.float64)
 MU = torch.tensor([-2.0, 0.5, 3.0], dtype=torch.float64)
-LG = LinearGaussian.random(d=4, latent=2, sigma=0.5, seed=0)
-B = torch.randn(3, 4, generator=torch.Generator().manual_seed(5), dtype=torch.float64) * 2
+LG, B = m2.LG, m2.B  # the M2 programs: tests/m2.py
 
 
 @config_enumerate
@@ -62,38 +59,7 @@ def test_model_side_enumeration_of_a_mixture_is_exact() -> None:
     torch.testing.assert_close(terms["reconstruction"], recon, rtol=0, atol=1e-12)
 
 
-def _m2_programs(
-    q_y: torch.Tensor, enumerate_guide: bool = True, onehot: bool = False
-) -> tuple[Any, Any]:
-    """With ``onehot``, y is ``OneHotCategorical`` as in Pyro's ``ss_vae_M2.py``."""
-    latent = LG.W.shape[1]
-
-    def klass(probs: torch.Tensor) -> Any:
-        return dist.OneHotCategorical(probs) if onehot else dist.Categorical(probs)
-
-    def offset(y: torch.Tensor) -> torch.Tensor:
-        return y @ B if onehot else B[y]
-
-    def model(x: torch.Tensor) -> None:
-        with pyro.plate("data"):  # unsized, as in Pyro's ss_vae_M2.py
-            y = pyro.sample("y", klass(PI))
-            prior = dist.Normal(torch.zeros(latent, dtype=x.dtype), 1.0).to_event(1)
-            z = pyro.sample("z", prior.expand([x.shape[0]]))
-            loc = z @ LG.W.T + offset(y)
-            pyro.sample("x", dist.Normal(loc, LG.sigma).to_event(1), obs=x)
-
-    def guide(x: torch.Tensor) -> None:
-        with pyro.plate("data"):
-            y = pyro.sample("y", klass(q_y.expand(x.shape[0], 3)))
-            mean, cov = LG.posterior(x - offset(y) + LG.b)  # p(z | x, y): (..., N, L)
-            pyro.sample("z", dist.MultivariateNormal(mean, covariance_matrix=cov))
-
-    return model, config_enumerate(guide) if enumerate_guide else guide
-
-
-def _m2_exact(x: torch.Tensor) -> torch.Tensor:
-    """log p(x, y) for each class, (N, 3)."""
-    return torch.stack([PI[c].log() + LG.log_px(x - B[c] + LG.b) for c in range(3)], -1)
+_m2_programs, _m2_exact = m2.m2_programs, m2.m2_joint
 
 
 @pytest.mark.parametrize("onehot", [False, True])

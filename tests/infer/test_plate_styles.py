@@ -1,6 +1,7 @@
 """Every plate style a Pyro user writes gives each data point its own, exact value.
 
-The programs are linear-Gaussian (tests/linear_gaussian.py) written in each style: a sized
+The programs are linear-Gaussian (tests/plate_styles.py, shared with the diagnostics'
+tests) written in each style: a sized
 or unsized data plate, at dim -1 or -2, subsampled, with ``obs_mask`` or ``poutine.scale``.
 The guide is the exact posterior, so every importance weight equals log p(x_n): the ELBO
 (Monte Carlo KL), the log weights and the IW estimate must all equal the exact per-point
@@ -10,79 +11,20 @@ A rule that found the wrong data dim would spread the batch mean over the points
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
+import plate_styles
 import pyro
 import pyro.distributions as dist
-import pyro.poutine as poutine
 import pytest
 import torch
-from linear_gaussian import LinearGaussian
 
 from pyro_vae import elbo_terms, log_likelihood, log_weights
 from pyro_vae.infer.sites import SiteError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-Programs = tuple[Callable[..., Any], Callable[..., Any]]
-LG = LinearGaussian.random(d=5, latent=2, sigma=0.5, seed=0)
-L = LG.W.shape[1]
-
-
-def _prior(x: torch.Tensor) -> Any:
-    return dist.Normal(torch.zeros(L, dtype=x.dtype), 1.0).to_event(1)
-
-
-def _plate(style: str, n: int) -> Any:
-    if style == "unsized":
-        return pyro.plate("data")
-    if style == "subsample":  # a mini-batch of a larger data set: scale 1000/n, ignored
-        return pyro.plate("data", 1000, subsample=torch.arange(n))
-    if style == "named-otherwise":
-        return pyro.plate("rows", n)
-    return pyro.plate("data", n)
-
-
-def _dim_minus_one(style: str) -> Programs:
-    def model(x: torch.Tensor) -> None:
-        with _plate(style, x.shape[0]):
-            z = pyro.sample("z", _prior(x).expand([x.shape[0]]))  # batch N: Pyro sizes by it
-            pyro.sample("x", dist.Normal(z @ LG.W.T + LG.b, LG.sigma).to_event(1), obs=x)
-
-    def guide(x: torch.Tensor) -> None:
-        mean, cov = LG.posterior(x)
-        with _plate(style, x.shape[0]):
-            pyro.sample("z", dist.MultivariateNormal(mean, covariance_matrix=cov))
-
-    return model, guide
-
-
-def _dim_minus_two(sized: bool) -> Programs:
-    """Rows at dim -2, pixels at dim -1."""
-
-    def rows(n: int) -> Any:
-        return pyro.plate("data", n, dim=-2) if sized else pyro.plate("data", dim=-2)
-
-    def model(x: torch.Tensor) -> None:
-        n, d = x.shape
-        with rows(n):
-            z = pyro.sample("z", _prior(x).expand([n, 1]))  # (..., N, 1, L)
-            loc = (z @ LG.W.T + LG.b).squeeze(-2)  # (..., N, D)
-            with pyro.plate("pixels", d, dim=-1):
-                pyro.sample("x", dist.Normal(loc, LG.sigma), obs=x)
-
-    def guide(x: torch.Tensor) -> None:
-        mean, cov = LG.posterior(x)
-        with rows(x.shape[0]):
-            pyro.sample("z", dist.MultivariateNormal(mean.unsqueeze(-2), covariance_matrix=cov))
-
-    return model, guide
-
-
-def _scaled(scale: float | torch.Tensor) -> Programs:
-    model, guide = _dim_minus_one("sized")
-    return poutine.scale(model, scale=scale), poutine.scale(guide, scale=scale)
+STYLES = plate_styles.STYLES
+LG, L, Programs, _prior = plate_styles.LG, plate_styles.L, plate_styles.Programs, plate_styles.prior
+_dim_minus_one = plate_styles.dim_minus_one
 
 
 def _not_vectorizable() -> Programs:
@@ -97,18 +39,6 @@ def _not_vectorizable() -> Programs:
             pyro.sample("x", dist.Normal(loc, LG.sigma).to_event(1), obs=x)
 
     return model, _dim_minus_one("unsized")[1]
-
-
-STYLES: dict[str, Callable[[], Programs]] = {
-    "sized": lambda: _dim_minus_one("sized"),
-    "unsized": lambda: _dim_minus_one("unsized"),
-    "named-otherwise": lambda: _dim_minus_one("named-otherwise"),
-    "subsample": lambda: _dim_minus_one("subsample"),
-    "dim-2": lambda: _dim_minus_two(sized=True),
-    "dim-2-unsized": lambda: _dim_minus_two(sized=False),
-    "scale": lambda: _scaled(0.01),
-    "scale-per-point": lambda: _scaled(torch.linspace(0.5, 2.0, 7, dtype=torch.float64)),
-}
 
 
 @pytest.fixture
@@ -159,40 +89,8 @@ def test_a_program_that_does_not_vectorize_runs_one_draw_at_a_time(x: torch.Tens
     torch.testing.assert_close(terms["elbo"], LG.log_px(x), rtol=0, atol=1e-9)
 
 
-def _masked_programs(mask: torch.Tensor) -> Programs:
-    """x observed where ``mask`` is True (``obs_mask``), rows at dim -2, pixels at dim -1."""
-
-    def model(x: torch.Tensor) -> None:
-        n, d = x.shape
-        with pyro.plate("data", n, dim=-2):
-            z = pyro.sample("z", _prior(x))
-            loc = (z @ LG.W.T + LG.b).squeeze(-2)
-            with pyro.plate("pixels", d, dim=-1):
-                pyro.sample("x", dist.Normal(loc, LG.sigma), obs=x, obs_mask=mask)
-
-    def guide(x: torch.Tensor) -> None:
-        pairs = [_observed_posterior(row, m) for row, m in zip(x, mask, strict=True)]
-        mean = torch.stack([m for m, _ in pairs]).unsqueeze(-2)  # (N, 1, L)
-        cov = torch.stack([c for _, c in pairs]).unsqueeze(-3)  # (N, 1, L, L)
-        with pyro.plate("data", x.shape[0], dim=-2):
-            pyro.sample("z", dist.MultivariateNormal(mean, covariance_matrix=cov))
-
-    return model, guide
-
-
-def _observed_posterior(x: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    W, b, s2 = LG.W[m], LG.b[m], LG.sigma**2
-    cov = torch.linalg.inv(torch.eye(L, dtype=x.dtype) + W.T @ W / s2)
-    return cov @ W.T @ (x[m] - b) / s2, cov
-
-
-def _observed_log_px(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    out = []
-    for row, m in zip(x, mask, strict=True):
-        W = LG.W[m]
-        cov = W @ W.T + LG.sigma**2 * torch.eye(int(m.sum()), dtype=x.dtype)
-        out.append(dist.MultivariateNormal(LG.b[m], covariance_matrix=cov).log_prob(row[m]))
-    return torch.stack(out)
+_masked_programs = plate_styles.masked_programs
+_observed_log_px = plate_styles.observed_log_px
 
 
 def test_obs_mask_scores_the_observed_entries_of_each_point(x: torch.Tensor) -> None:
