@@ -81,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--iw-points", type=int, default=1000)
     p.add_argument("--budget-minutes", type=float, default=math.inf)
     p.add_argument("--dataset", default="mnist")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, ... (TrainConfig.device)")
     p.add_argument("--out", type=Path, default=Path("runs/semi_supervised"))
     p.add_argument("--results", default=str(HERE / "results" / "semi_supervised"))
     p.add_argument("--smoke", action="store_true", help="the embedded digits, a tiny net")
@@ -117,7 +118,7 @@ def _config(args: argparse.Namespace, labelled: int | str, seed: int, out: Path)
             batch_size=args.batch_size,
             lr=args.lr,
             seed=seed,
-            device="cpu",
+            device=args.device,
             out=str(out),
             eval_num_samples=args.iw_samples,
             eval_num_points=args.iw_points,
@@ -207,7 +208,7 @@ def _summary(args: argparse.Namespace, rows: list[dict[str, Any]], wall: float) 
         "command": "PYRO_VAE_DATA=/work/shared/data python -m benchmarks.semi_supervised "
         + flags
         + (" --smoke" if args.smoke else ""),
-        "budget": {"minutes": args.budget_minutes, "device": "cpu", "wall_seconds": wall},
+        "budget": {"minutes": args.budget_minutes, "device": args.device, "wall_seconds": wall},
         "machine": {
             "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
@@ -227,7 +228,7 @@ def _markdown(summary: dict[str, Any]) -> str:
         "",
         f"Command: `{summary['command']}`",
         "",
-        f"Budget: {summary['budget']['minutes']} minutes on the CPU "
+        f"Budget: {summary['budget']['minutes']} minutes on {summary['budget']['device']} "
         f"({machine['cpu_count']} cores, load {machine['load_average_at_end'][0]:.1f}); "
         f"this invocation ran {summary['budget']['wall_seconds']:.0f} s.",
         "",
