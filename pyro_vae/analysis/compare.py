@@ -34,6 +34,7 @@ from typing import Any
 
 from pyro_vae.analysis.figures import plot_comparison
 from pyro_vae.analysis.latent import active_units
+from pyro_vae.analysis.rate_distortion import plot_rate_distortion, rate_distortion_points
 from pyro_vae.config import RunConfig, to_dict
 from pyro_vae.data import Dataset, evaluation_split, load_dataset
 from pyro_vae.infer.objectives import build_objective
@@ -169,7 +170,9 @@ def compare(
     ``config`` is the shared model and training configuration; its ``objective``, ``seed``
     and ``out`` are replaced per run. Returns what compare.json holds: ``rows`` (one per
     objective, each metric as ``{"mean", "low", "high", "values"}``), ``runs`` (one per
-    run) and the settings.
+    run) and the settings. When two or more objectives are β-ELBOs (``beta:beta=B``;
+    ``elbo`` is β = 1) it also draws ``rate_distortion.png`` and puts its points in
+    compare.json's ``rate_distortion`` (:mod:`pyro_vae.analysis.rate_distortion`).
     """
     objectives = [o.strip() for o in objectives]
     if not objectives or len(set(objectives)) != len(objectives) or not all(objectives):
@@ -224,10 +227,15 @@ def _compare(
         "rows": rows,
         "runs": runs,
     }
+    curve = rate_distortion_points(runs)  # the beta sweep's lossy view, if there is one
+    if len(curve) >= 2:
+        result["rate_distortion"] = curve
     write_json(out / "compare.json", result)
     table = markdown_table(result).encode("utf-8")
     atomic_write(out / "compare.md", lambda f: f.write(table), nbytes=len(table))
     plot_comparison(rows, out / "compare.png")
+    if len(curve) >= 2:
+        plot_rate_distortion(curve, out / "rate_distortion.png")
     return result
 
 
