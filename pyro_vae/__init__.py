@@ -4,10 +4,12 @@ The public API is listed in ``__all__``; everything else is an implementation de
 """
 
 from pyro_vae import _compat
+from pyro_vae.analysis.columns import reconstruction_per_column
 from pyro_vae.analysis.evaluate import evaluate_run
+from pyro_vae.analysis.impute import impute
 from pyro_vae.compression import compress, decompress
 from pyro_vae.config import ConfigError, RunConfig, TrainConfig, VAEConfig
-from pyro_vae.data import DataError, Dataset, load_dataset
+from pyro_vae.data import DataError, Dataset, TableSchema, decode_table, load_dataset
 from pyro_vae.infer.decomposition import ElboTerms, elbo_terms
 from pyro_vae.infer.importance import log_likelihood, log_weights
 from pyro_vae.plugins import PluginError, load_plugin
@@ -32,19 +34,23 @@ __all__ = [
     "Registry",
     "RunConfig",
     "SpecError",
+    "TableSchema",
     "TrainConfig",
     "TrainingError",
     "VAEConfig",
     "__version__",
     "compress",
+    "decode_table",
     "decompress",
     "elbo_terms",
     "evaluate_run",
     "fit",
+    "impute",
     "load",
     "load_dataset",
     "load_plugin",
     "log_likelihood",
     "log_weights",
+    "reconstruction_per_column",
     "save",
 ]

@@ -177,6 +177,7 @@ class TrainConfig:
     data_on_device: str = "auto"  # auto | yes | no: data in GPU memory (auto: if it fits)
     labelled: int | str | None = None  # N: M2 with N labels kept (balanced); all: conditional
     alpha: float | None = None  # M2's classifier weight (Kingma et al. 2014); None: 0.1 * N
+    schema: str = ""  # a table's column types: FILE.toml (name = "type") or name=type;name=type
 
     def __post_init__(self) -> None:
         if self.binarize not in ("auto", "none", "dynamic"):
@@ -198,6 +199,8 @@ class TrainConfig:
         _check_optimisation(self)
         if not isinstance(self.objective, str) or not self.objective.strip():
             raise ConfigError(f"objective must be a non-empty spec string, got {self.objective!r}")
+        if not isinstance(self.schema, str):
+            raise ConfigError(f"schema must be a string, got {self.schema!r}")
         if not DEVICE_NAME.fullmatch(self.device):
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 

@@ -179,6 +179,7 @@ def load_toml_sections(path: str | Path) -> tuple[VAEConfig, TrainConfig]:
             "[vae] and [train] tables of key = value lines; fix the line named above."
         ) from None
     _refuse_data_settings(data, path)
+    data = _data_table(data, path)
     sections = from_dict(_Sections, data, where=str(path))
     return sections.vae, sections.train
 
@@ -200,3 +201,20 @@ def _refuse_data_settings(data: dict[str, Any], path: str | Path) -> None:
             "by a config file. Remove it, and choose the data with [train] dataset (or "
             "TrainConfig.dataset)."
         )
+
+
+def _data_table(data: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """A ``[data]`` table of column types (``name = "type"``) becomes ``train.schema``."""
+    if "data" not in data:
+        return data
+    table, rest = data["data"], {k: v for k, v in data.items() if k != "data"}
+    if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
+        raise ConfigError(
+            f'{path}: [data] must be a table of column types, name = "categorical" (real, '
+            "positive, count, binary or categorical)."
+        )
+    train = dict(rest.get("train", {})) if isinstance(rest.get("train"), dict) else {}
+    if train.get("schema"):
+        raise ConfigError(f"{path}: give the column types once, in [data] or in train.schema.")
+    train["schema"] = ";".join(f"{k}={v}" for k, v in table.items())
+    return {**rest, "train": train}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import math
 
 import pyro.distributions as dist
 import torch
@@ -61,7 +60,7 @@ class VAE(nn.Module):
             latent_dim=latent + classes,  # the decoder reads [z, onehot(y)]
             hidden=config.hidden,
             act=config.activation,
-            decoder_out=likelihood.num_params * math.prod(shape),
+            decoder_out=likelihood.num_outputs,
         )
         posterior = GUIDES.build(config.guide, feature_dim=features + classes, latent_dim=latent)
         upper, layers = _upper_layers(config)
@@ -77,7 +76,7 @@ class VAE(nn.Module):
             data_shape=shape,
             semi_supervised=semi,
         )
-        classifier = _classifier(config) if semi else None
+        classifier = _classifier(config, likelihood.num_outputs) if semi else None
         self.guide = Guide(
             encoder,
             posterior,
@@ -168,7 +167,7 @@ def _code(q: dist.TorchDistribution) -> torch.Tensor:
         return z
 
 
-def _classifier(config: VAEConfig) -> nn.Module:
+def _classifier(config: VAEConfig, decoder_out: int) -> nn.Module:
     """q(y|x)'s network: an encoder of ``config.network`` and a linear head to C logits."""
     shape = config.data_shape
     encoder, _, features = build_networks(
@@ -177,7 +176,7 @@ def _classifier(config: VAEConfig) -> nn.Module:
         latent_dim=config.latent_dim,
         hidden=config.hidden,
         act=config.activation,
-        decoder_out=math.prod(shape),  # the decoder is not used
+        decoder_out=decoder_out,  # the decoder is built and not used
     )
     return nn.Sequential(encoder, nn.Linear(features, config.num_classes))
 

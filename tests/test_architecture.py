@@ -42,7 +42,16 @@ FORBIDDEN = {
     "compression": ("training", "analysis", "cli"),  # a use of a trained VAE (issue 15)
 }
 DATA_MAY_IMPORT = ("pyro_vae.checks",)
-COMMANDS = ("train", "evaluate", "compare", "sample", "components", "compress", "decompress")
+COMMANDS = (
+    "train",
+    "evaluate",
+    "compare",
+    "sample",
+    "impute",
+    "components",
+    "compress",
+    "decompress",
+)
 FLAG = re.compile(rf"(?<![\w-])--[a-z][a-z-]+|\bpyro-vae (?:{'|'.join(COMMANDS)})\b")
 
 

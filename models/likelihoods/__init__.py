@@ -2,7 +2,8 @@
 
 :mod:`.base` holds the interface, the registry and the Bernoulli and Normal likelihoods;
 :mod:`.continuous` the likelihoods of real values and values in [0, 1]; :mod:`.discrete`
-those of 8-bit images and counts. Importing this package registers every one of them.
+those of 8-bit images and counts; :mod:`.tabular` the ``table`` likelihood of typed columns
+with missing cells. Importing this package registers every one of them.
 """
 
 from .base import (
@@ -27,9 +28,11 @@ from .discrete import (
     NegativeBinomial,
     Poisson,
 )
+from .tabular import COLUMNS, TableDistribution, TableLikelihood
 
 __all__ = [
     "BINS",
+    "COLUMNS",
     "LIKELIHOODS",
     "Bernoulli",
     "BernoulliLogits",
@@ -45,4 +48,6 @@ __all__ = [
     "NormalLearnedScale",
     "Poisson",
     "SupportError",
+    "TableDistribution",
+    "TableLikelihood",
 ]

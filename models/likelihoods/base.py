@@ -73,6 +73,11 @@ class Likelihood(nn.Module):
         super().__init__()
         self.data_shape = tuple(data_shape)
 
+    @property
+    def num_outputs(self) -> int:
+        """The decoder's outputs per data point, ``num_params * prod(data_shape)``."""
+        return self.num_params * math.prod(self.data_shape)
+
     def split(self, raw: torch.Tensor) -> list[torch.Tensor]:
         """Cut ``(..., P * D)`` into ``P`` tensors of shape ``(..., *data_shape)``."""
         batch = raw.shape[:-1]

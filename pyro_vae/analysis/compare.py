@@ -194,7 +194,9 @@ def _compare(
     progress: bool,
     log: Callable[[str], None] | None,
 ) -> dict[str, Any]:
-    dataset = dataset or load_dataset(config.train.dataset, progress=progress)
+    dataset = dataset or load_dataset(
+        config.train.dataset, progress=progress, schema=config.train.schema
+    )
     runs = []
     for spec in objectives:
         for seed in seeds:

@@ -8,7 +8,9 @@ r"""The evaluation of a trained run: what ``pyro-vae evaluate`` does, as one Pyt
    whose negative is the NLL (:func:`pyro_vae.log_likelihood`);
 3. the diagnostics of :func:`~pyro_vae.analysis.report.run_diagnostics`: active units, KL
    per coordinate, :math:`I_q(x; z)`, PSIS :math:`\hat k` and its interpretation, and on
-   request the inference gaps and NUTS, with their figures.
+   request the inference gaps and NUTS, with their figures;
+4. for a table run, the reconstruction of each column
+   (:func:`~pyro_vae.analysis.columns.reconstruction_per_column`).
 
 With ``write``, ``RUN_DIR/eval.json`` is written after step 2 and again after each
 diagnostic, so a failure or Ctrl-C later loses nothing already computed; the figures go to
@@ -34,6 +36,7 @@ from typing import Any
 import torch
 
 from pyro_vae.analysis.classes import confusion_matrix, plot_confusion
+from pyro_vae.analysis.columns import is_table_vae, reconstruction_per_column
 from pyro_vae.analysis.gaps import check_inference_gaps
 from pyro_vae.analysis.report import ArgumentError, check_settings, run_diagnostics
 from pyro_vae.checks import is_int
@@ -132,7 +135,7 @@ def evaluate_run(
         load_plugin(Path(plugin))
     with _writing(run, write):  # one writer of a run directory at a time
         target = _target(run, device, write)
-        x, y, truth = _split_rows(target, dataset, split)
+        x, y, names, truth = _split_rows(target, dataset, split)
         n = x.shape[0] if num_points is None else num_points
         if not 0 < n <= x.shape[0]:
             raise ArgumentError("num_points", f"must be in 1..{x.shape[0]} for this split, got {n}")
@@ -149,6 +152,8 @@ def evaluate_run(
         plots_dir = None if target.out is None else target.out / "plots"
         if truth is not None:  # M2: its classifier q(y|x) against the split's labels
             result.update(_accuracy(target.vae, x, truth[idx], plots_dir))
+        if names is not None:  # a table: eval.json's reconstruction_per_column
+            result["reconstruction_per_column"] = reconstruction_per_column(target.vae, x, names)
         path = None if target.out is None else target.out / "eval.json"
         if path is not None:
             write_json(path, result)  # the ELBO and NLL are kept whatever the diagnostics do
@@ -244,11 +249,13 @@ def _target(run: str | os.PathLike[str] | FitResult, device: str, write: bool) -
 
 def _split_rows(
     target: _Run, dataset: str | Dataset | None, split: str
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+) -> tuple[torch.Tensor, torch.Tensor | None, list[str] | None, torch.Tensor | None]:
     """The split's rows as scored (binarized as the run was), the labels the model is given
-    (a conditional VAE's), and the labels a semi-supervised VAE's classifier is scored on."""
+    (a conditional VAE's), a table's column names (None for arrays and images), and the
+    labels a semi-supervised VAE's classifier is scored on (else None)."""
     if not isinstance(dataset, Dataset):
-        dataset = load_dataset(dataset or target.train.dataset, progress=False)
+        name = dataset or target.train.dataset
+        dataset = load_dataset(name, progress=False, schema=target.train.schema)
     shape = target.vae.config.data_shape
     if dataset.data_shape != shape:
         raise DataError(
@@ -258,6 +265,7 @@ def _split_rows(
             f"evaluate_run(..., dataset={target.train.dataset!r})."
         )
     binarize = resolve_binarize(target.train.binarize, target.vae.config.likelihood)
+    names = dataset.table.names if dataset.table is not None and is_table_vae(target.vae) else None
     truth = dataset.labels(split) if target.vae.config.semi_supervised else None
     if target.vae.config.semi_supervised and truth is None:
         raise DataError(
@@ -265,7 +273,7 @@ def _split_rows(
             f"labels of the {split} split, but data set {dataset.name!r} has none"
         )
     x = evaluation_split(dataset, split, binarize)
-    return x, split_labels(target.vae, dataset, split), truth
+    return x, split_labels(target.vae, dataset, split), names, truth
 
 
 def _accuracy(

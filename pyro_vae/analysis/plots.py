@@ -291,7 +291,7 @@ def plot_run(result: FitResult, dataset: Dataset | None = None) -> list[Path]:
 def _plot_run(result: FitResult, dataset: Dataset | None) -> list[Path]:
     assert result.run_dir is not None
     vae, tc = result.vae, result.config.train
-    dataset = dataset or load_dataset(tc.dataset, progress=False)
+    dataset = dataset or load_dataset(tc.dataset, progress=False, schema=tc.schema)
     device = next(vae.parameters()).device
     x = evaluation_split(dataset, "test", tc.binarize)[:10].to(device)  # (10, *data_shape)
     grey = dataset.split("test")[:10] if tc.binarize == "dynamic" else None  # before the draw

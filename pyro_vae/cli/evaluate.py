@@ -15,6 +15,7 @@ from typing import Any
 
 from pyro_vae.analysis.evaluate import evaluate_run
 from pyro_vae.cli.tables import table, term_rows
+from pyro_vae.data import TableSchema
 
 __all__ = ["cmd_evaluate"]
 
@@ -56,6 +57,7 @@ def _report(args: argparse.Namespace, result: dict[str, Any]) -> None:
         *_diagnostic_rows(result),
     ]
     print(table(f"{result['split']} split, {n} points, nats per data point", rows))
+    _table_report(args, result)
     if "psis_interpretation" in result:
         print(f"PSIS: {result['psis_interpretation']}")
     print(f"wrote {args.run_dir / 'eval.json'}")
@@ -65,6 +67,23 @@ def _report(args: argparse.Namespace, result: dict[str, Any]) -> None:
             "every other figure (run with --debug for the traceback)",
             file=sys.stderr,
         )
+
+
+def _table_report(args: argparse.Namespace, result: dict[str, Any]) -> None:
+    """A table run: its schema, and each column's share of the reconstruction."""
+    per_column = result.get("reconstruction_per_column")
+    if per_column is None or not (args.run_dir / "schema.json").is_file():
+        return
+    schema = TableSchema.load(args.run_dir)
+    rows = [
+        (
+            c.name,
+            per_column.get(c.name, math.nan),
+            c.type + (f", {len(c.levels)} levels" if c.type == "categorical" else ""),
+        )
+        for c in schema.columns
+    ]
+    print(table("reconstruction per column, E_q[log p(x_j|z)], nats per row", rows))
 
 
 def _diagnostic_rows(result: dict[str, Any]) -> list[tuple[str, float, str]]:

@@ -2,7 +2,7 @@
 
 The commands live beside this module: :mod:`~pyro_vae.cli.train` (``train``, ``compare``),
 :mod:`~pyro_vae.cli.evaluate` (``evaluate``), :mod:`~pyro_vae.cli.sample` (``sample``,
-``components``).
+``components``), :mod:`~pyro_vae.cli.impute` (``impute``).
 :mod:`~pyro_vae.cli.parser` builds the flags, :mod:`~pyro_vae.cli.settings` turns them into
 a config, and :mod:`~pyro_vae.cli.messages` prints what went wrong in the flags the user
 typed (``to_flags``). Known failures print one paragraph and exit 2; ``--debug`` shows the
@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pyro_vae.analysis.evaluate import subset as subset  # where benchmarks and tests import it
 from pyro_vae.cli import codec
 from pyro_vae.cli.evaluate import cmd_evaluate
+from pyro_vae.cli.impute import cmd_impute
 from pyro_vae.cli.messages import UsageError, error_message, is_user_error, notices, to_flags
 from pyro_vae.cli.parser import build_parser
 from pyro_vae.cli.sample import cmd_components, cmd_sample
@@ -51,6 +52,7 @@ COMMANDS = {
     "train": cmd_train,
     "evaluate": cmd_evaluate,
     "sample": cmd_sample,
+    "impute": cmd_impute,
     "components": cmd_components,
     "compare": cmd_compare,
     "compress": codec.cmd_compress,

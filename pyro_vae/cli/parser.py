@@ -35,7 +35,16 @@ COMPONENT_FIELDS = {
     "network": "networks",
     "objective": "objectives",
 }
-_COMMANDS = ("train", "evaluate", "compare", "sample", "components", "compress", "decompress")
+_COMMANDS = (
+    "train",
+    "evaluate",
+    "compare",
+    "sample",
+    "impute",
+    "components",
+    "compress",
+    "decompress",
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -107,6 +116,8 @@ def _shown(default: Any) -> str:
         return str(default).lower()
     if isinstance(default, tuple):
         return ",".join(map(str, default)) if default else "none, written ''"
+    if default == "":
+        return "none"  # an empty string: not set (TrainConfig.schema: types inferred)
     return str(default)
 
 
@@ -189,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate": _evaluate(sub),
         "compare": _compare(sub),
         "sample": _sample(sub),
+        "impute": _impute(sub),
         "components": sub.add_parser(
             "components",
             help="list the registered priors, likelihoods, ...",
@@ -314,6 +326,31 @@ def _sample(sub: Any) -> argparse.ArgumentParser:
         "--out",
         type=Path,
         default=None,
-        help="FILE.png (a grid) or FILE.npy (default: RUN_DIR/samples.png)",
+        help="FILE.png (a grid), FILE.npy (the array) or, for a table run, FILE.csv (synthetic "
+        "rows, drawn x ~ p(x|z)) (default: RUN_DIR/samples.png)",
     )
     return sa  # type: ignore[no-any-return]
+
+
+def _impute(sub: Any) -> argparse.ArgumentParser:
+    im = sub.add_parser(
+        "impute",
+        help="fill the empty cells of a CSV table with a table run (MIWAE)",
+        formatter_class=_Formatter,
+    )
+    im.add_argument("run_dir", type=Path)
+    im.add_argument("--data", type=Path, required=True, help="the incomplete table, FILE.csv")
+    im.add_argument("--out", type=Path, required=True, help="the filled table, FILE.csv")
+    im.add_argument(
+        "--draws",
+        type=int,
+        default=None,
+        metavar="M",
+        help="write M tables drawn for multiple imputation, FILE_1.csv ... FILE_M.csv "
+        "(default: one table of conditional means and modes)",
+    )
+    im.add_argument(
+        "--num-samples", type=int, default=100, help="draws of z per row (default: 100)"
+    )
+    im.add_argument("--seed", type=int, default=0, help="seeds the draws (default: 0)")
+    return im  # type: ignore[no-any-return]

@@ -1,4 +1,4 @@
-"""``pyro-vae sample`` (images of p(x|z), z ~ p(z), of a trained run) and
+"""``pyro-vae sample`` (images of p(x|z), z ~ p(z), of a trained run; rows of a table run) and
 ``pyro-vae components`` (the registered parts, from the registries themselves)."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import torch
 from pyro_vae.analysis import plots
 from pyro_vae.cli.messages import UsageError
 from pyro_vae.components import component_names, describe
+from pyro_vae.data import TableSchema, decode_table
 from pyro_vae.training.checkpoint import check_run_dir, load, load_config
 from pyro_vae.training.fit import check_run_paths
 from pyro_vae.training.lock import run_lock
@@ -26,10 +27,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.num < 1:
         raise UsageError(f"--num must be a positive int, got {args.num}")
     out = args.out or args.run_dir / "samples.png"
-    if out.suffix not in (".png", ".npy"):
+    if out.suffix not in (".png", ".npy", ".csv"):
         raise UsageError(
-            f"--out must end in .png (a grid of the images) or .npy (the array), got {str(out)!r}"
+            f"--out must end in .png (a grid of the images), .npy (the array) or .csv (rows of "
+            f"a table run), got {str(out)!r}"
         )
+    if out.suffix == ".csv":
+        return _sample_table(args, out)
     if args.out is None:
         check_run_dir(args.run_dir)
         check_run_paths(args.run_dir)
@@ -50,6 +54,25 @@ def _sample(args: argparse.Namespace, out: Path) -> int:
     else:
         plots.samples(images, out, title=_samples_title(vae, args.label, args.draw))
     print(f"wrote {args.num} samples to {out}")
+    return 0
+
+
+def _sample_table(args: argparse.Namespace, out: Path) -> int:
+    """``--out FILE.csv``: synthetic rows of a table run, drawn x ~ p(x|z), every cell filled."""
+    if not (args.run_dir / "schema.json").is_file():
+        raise UsageError(
+            f"--out {out}: the run in {str(args.run_dir)!r} was not trained on a table (it has "
+            "no schema.json), so it has no columns to write. Use --out FILE.png or FILE.npy."
+        )
+    schema = TableSchema.load(args.run_dir)
+    vae = load(args.run_dir)
+    torch.manual_seed(args.seed)
+    rows = vae.sample(args.num, draw=True)  # (num, width): draws, indicators all 1
+    decode_table(schema, rows).to_csv(out, index=False)
+    print(
+        f"wrote {args.num} synthetic rows to {out} (columns {', '.join(schema.names)}; "
+        "draws of p(x|z), z ~ p(z); no missing cells: missingness is not modelled)"
+    )
     return 0
 
 

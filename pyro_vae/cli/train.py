@@ -17,6 +17,8 @@ from pyro_vae.cli.messages import UsageError, to_flags
 from pyro_vae.cli.settings import resume_run_config, run_config
 from pyro_vae.cli.tables import table, term_rows
 from pyro_vae.config import EvaluateConfig, RunConfig, TrainConfig
+from pyro_vae.data import Dataset, load_dataset
+from pyro_vae.data.tables import is_table_csv
 from pyro_vae.training.fit import fit, resolve_device
 from pyro_vae.training.lock import run_lock
 
@@ -37,7 +39,11 @@ def _train(args: argparse.Namespace, config: RunConfig, main_rank: bool) -> int:
     tc = config.train
     if main_rank:
         print(f"pyro-vae train: {tc.dataset} -> {tc.out}  (device {resolve_device(tc.device)})")
-    result = fit(config, resume=bool(args.resume), progress=not args.quiet)
+    dataset = _table(tc)
+    if dataset is not None and dataset.table is not None and main_rank:
+        print(f"columns of {dataset.name} (types inferred; --schema FILE.toml sets them):")
+        print(dataset.table.describe())
+    result = fit(config, dataset=dataset, resume=bool(args.resume), progress=not args.quiet)
     if result.rank != 0:
         return 0
     s = result.summary
@@ -50,9 +56,19 @@ def _train(args: argparse.Namespace, config: RunConfig, main_rank: bool) -> int:
         rows.append(("accuracy", s["test_accuracy"], "argmax_y q(y|x) against the labels"))
     print(table("test split, nats per data point", rows))
     _note_skipped(s, result.config.train)
-    paths = plots.plot_run(result) if result.run_dir is not None else []
+    paths = plots.plot_run(result, dataset) if result.run_dir is not None else []
     print(f"run directory: {result.run_dir}  (plots: {', '.join(p.name for p in paths)})")
     return 0
+
+
+def _table(tc: TrainConfig) -> Dataset | None:
+    """The data set if ``--dataset`` is a table (loaded once, here, to print its schema)."""
+    path = Path(tc.dataset)
+    if path.suffix.lower() != ".csv" or not path.is_file():
+        return None
+    if not (tc.schema.strip() or is_table_csv(path)):
+        return None
+    return load_dataset(path, progress=False, schema=tc.schema)
 
 
 def _note_skipped(summary: dict[str, Any], tc: TrainConfig) -> None:

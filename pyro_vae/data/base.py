@@ -12,9 +12,13 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from pyro_vae.data.tables import TableSchema
 
 __all__ = ["SPLITS", "SPLIT_SEED", "DataError", "Dataset", "split_indices"]
 
@@ -30,7 +34,11 @@ class DataError(ValueError):
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """Three splits of a dataset as float32 tensors, with optional int64 labels."""
+    """Three splits of a dataset as float32 tensors, with optional int64 labels.
+
+    ``table`` is the :class:`~pyro_vae.data.tables.TableSchema` of a table read from a CSV
+    (its rows encoded as :mod:`~pyro_vae.data.tables` says), None for arrays and images.
+    """
 
     name: str
     train: torch.Tensor
@@ -40,6 +48,7 @@ class Dataset:
     valid_labels: torch.Tensor | None = None
     test_labels: torch.Tensor | None = None
     num_classes: int | None = None
+    table: TableSchema | None = None
 
     def __post_init__(self) -> None:
         for split in SPLITS:

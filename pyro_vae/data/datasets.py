@@ -33,6 +33,8 @@ from pyro_vae.data.arrays import USER_EXTENSIONS, load_array_file
 from pyro_vae.data.base import DataError, Dataset
 from pyro_vae.data.builtin import BUILTIN_DATASETS, load_builtin
 from pyro_vae.data.download import PARTS, cache_dir, data_root
+from pyro_vae.data.encoding import load_table
+from pyro_vae.data.tables import is_table_csv
 
 __all__ = [
     "BUILTIN_DATASETS",
@@ -54,8 +56,13 @@ def load_dataset(
     download: bool | None = None,
     mirrors: Sequence[str] | None = None,
     progress: bool = True,
+    schema: str = "",
 ) -> Dataset:
     """Load a built-in dataset by name, or a user's .npy/.npz/.csv file by path.
+
+    A ``.csv`` with a header and a text or missing cell, or any ``.csv`` given a ``schema``
+    (column types: a TOML file or inline ``name=type;...``, ``TrainConfig.schema``), is a
+    table (:mod:`~pyro_vae.data.tables`); its schema is ``Dataset.table``.
 
     A user's single array is split 80/10/10 by a seeded permutation. An ``.npz`` holds
     either ``train``, ``valid``, ``test`` (and optionally ``train_labels``, ``valid_labels``,
@@ -74,6 +81,8 @@ def load_dataset(
         return load_builtin(key, root, download=download, mirrors=mirrors, progress=progress)
     path = Path(name).expanduser()
     if path.exists():
+        if path.suffix.lower() == ".csv" and (schema.strip() or is_table_csv(path)):
+            return load_table(path, schema)
         return load_array_file(path)
     raise DataError(
         f"Unknown dataset {name!r}: it is not a built-in dataset and no such file exists. "

@@ -91,6 +91,7 @@ from pyro_vae.training.rundir import (
 )
 from pyro_vae.training.runstate import last_checkpoint
 from pyro_vae.training.summary import mean_terms, summarize
+from pyro_vae.training.tabular import for_table
 from pyro_vae.vae import VAE
 
 # The names the first layout's pyro_vae.train exported, importable from here still; those
@@ -220,7 +221,11 @@ def _fit(
             f"TrainConfig.batch_size is the global batch and must be at least the number of "
             f"processes ({world.world_size}), got {tc.batch_size}"
         )
-    dataset = dataset or load_dataset(tc.dataset, progress=progress and world.is_main)
+    dataset = dataset or load_dataset(
+        tc.dataset, progress=progress and world.is_main, schema=tc.schema
+    )
+    config = for_table(config, dataset)  # a table: its own likelihood, no binarization
+    tc = config.train
     check_labelled(config, dataset)
     if resume and run_dir is not None:
         check_resumed_data(config, dataset, run_dir)
@@ -235,7 +240,9 @@ def _fit(
     loop.probe()  # an objective that cannot score this model fails before a file is written
     history: list[dict[str, Any]] = []
     if run_dir is not None:
-        history = resume_run(run_dir, loop) if resume else start_run(run_dir, loop, config)
+        history = (
+            resume_run(run_dir, loop) if resume else start_run(run_dir, loop, config, dataset.table)
+        )
     train(loop, run_dir, history, valid_x, valid_y, on_epoch)
     if not world.is_main:
         return FitResult(vae, history, {}, run_dir, config, rank=world.rank)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pyro_vae.config import ConfigError, RunConfig, TrainConfig, VAEConfig, from_dict
-from pyro_vae.data import DataError, Dataset
+from pyro_vae.data import DataError, Dataset, TableSchema
 from pyro_vae.training.checkpoint import (
     CheckpointError,
     atomic_write,
@@ -28,6 +28,7 @@ from pyro_vae.training.checkpoint import (
     load_run_config,
     read_tensors,
     save,
+    write_json,
     write_tensors,
 )
 from pyro_vae.training.errors import TrainingError
@@ -75,12 +76,17 @@ RUN_FILES = (
     "summary.json",
     "eval.json",
     "samples.png",
+    "schema.json",
 )
 RUN_FOLDER = "plots"
 
 # What a new run stopped before its config.json leaves (see start_run): its epoch-0
-# checkpoint, and the temporary files of an atomic write (".NAME.XXXX.tmp").
-_STARTED = re.compile(r"checkpoint\.safetensors|\.(checkpoint\.safetensors|config\.json)\..+\.tmp")
+# checkpoint (and a table's schema.json), and the temporary files of an atomic write
+# (".NAME.XXXX.tmp").
+_STARTED = re.compile(
+    r"checkpoint\.safetensors|schema\.json|\.(checkpoint\.safetensors|config\.json|schema\.json)"
+    r"\..+\.tmp"
+)
 
 _CONTINUE = "fit(resume_config(RUN_DIR), resume=True)"  # how to continue a run, in Python
 
@@ -238,12 +244,17 @@ def merge_resumed(saved: RunConfig, given: RunConfig, run_dir: Path) -> RunConfi
 # ---------------------------------------------------------------------- the loop's writes
 
 
-def start_run(run_dir: Path, loop: Loop, config: RunConfig) -> list[dict[str, Any]]:
-    """A new run: the epoch-0 checkpoint first, ``config.json`` (which marks a run) last."""
+def start_run(
+    run_dir: Path, loop: Loop, config: RunConfig, table: TableSchema | None = None
+) -> list[dict[str, Any]]:
+    """A new run: the epoch-0 checkpoint first (and a table's ``schema.json``), then
+    ``config.json``, which marks a run, last."""
     if loop.world.is_main:  # a new or empty folder (see prepare_run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
     loop.write_checkpoint(run_dir)  # a collective under several processes
     if loop.world.is_main:
+        if table is not None:
+            write_json(run_dir / "schema.json", table.to_dict())
         save(loop.vae, run_dir, run_config=config)
     return []
 
