@@ -67,6 +67,12 @@ class Model(nn.Module):
     :math:`p(x|z, y)` (Kingma et al. 2014, model M2; Sohn, Lee & Yan 2015), and
     ``model(x, y)`` takes int64 labels.
 
+    With ``semi_supervised`` it is M2 of Kingma et al. (2014),
+    :math:`p(x|y,z)\,p(y)\,p(z)` with a uniform :math:`p(y)`: the class is the latent site
+    ``"y"`` of every point, whose value the guide supplies (enumerated over the classes
+    where the label is hidden, pinned to the label where it is known); ``model(x, y)``
+    takes labels with ``-1`` for hidden ones, or ``y=None`` for none at all.
+
     The networks are registered with ``pyro.module`` under a name unique to this instance,
     so ``pyro.infer.SVI`` sees them as ``param`` sites and two models never share entries
     of Pyro's global param store.
@@ -81,8 +87,10 @@ class Model(nn.Module):
         layers: Sequence[ConditionalNormal] = (),
         num_classes: int = 0,
         data_shape: tuple[int, ...] | None = None,
+        semi_supervised: bool = False,
     ) -> None:
         super().__init__()
+        self.semi_supervised = semi_supervised
         self.data_shape = data_shape  # checked at every call; None: the decoder decides
         self.prior = prior
         self.decoder = decoder
@@ -92,12 +100,18 @@ class Model(nn.Module):
         self.site_names = latent_site_names(1 + len(layers))
         self.pyro_name = unique_name(self, "model")
 
+    def prior_logits(self) -> torch.Tensor:
+        """The logits ``(C,)`` of the uniform class prior p(y) = 1/C of M2."""
+        param = next(self.decoder.parameters())
+        return torch.zeros(self.num_classes, dtype=param.dtype, device=param.device)
+
     def decoder_input(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         """The bottom latent, with the one-hot label appended for a conditional model."""
         if not self.num_classes or y is None:
             return z  # (..., L1)
-        label = one_hot(y, self.num_classes, z.dtype).expand(*z.shape[:-1], -1)  # (..., C)
-        return torch.cat([z, label], dim=-1)  # (..., L1 + C)
+        label = one_hot(y, self.num_classes, z.dtype)  # (..., C); y may be enumerated
+        shape = torch.broadcast_shapes(z.shape[:-1], label.shape[:-1])
+        return torch.cat([z.expand(*shape, -1), label.expand(*shape, -1)], dim=-1)  # (..., L1 + C)
 
     def forward(
         self,
@@ -109,12 +123,14 @@ class Model(nn.Module):
         n = x.shape[0] if x is not None else y.shape[0] if y is not None else batch_size
         if n is None:
             raise ValueError("model needs data x, or batch_size to draw new data")
-        check_labels(y, n, self.num_classes)
+        check_labels(y, n, self.num_classes, optional=self.semi_supervised)
         if x is not None:
             check_data_shape(x, self.data_shape)
             if is_validation_enabled():  # off in the training loop (checked once)
                 self.likelihood.check_support(x)  # SupportError with advice, not torch's dump
         with pyro.plate("data", n):
+            if self.semi_supervised:  # p(y) uniform; the guide supplies y (see Guide)
+                y = pyro.sample("y", dist.Categorical(logits=self.prior_logits()))  # (N,)
             z = pyro.sample(self.site_names[-1], self.prior())  # (N, L_top)
             for name, layer in zip(
                 reversed(self.site_names[:-1]), reversed(self.layers), strict=True

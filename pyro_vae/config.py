@@ -67,6 +67,7 @@ class VAEConfig:
     upper_hidden: tuple[int, ...] = (100, 100)  # hidden widths between stochastic layers
     conditional: bool = False  # condition on the class label: p(x|z,y) and q(z|x,y)
     num_classes: int = 0  # classes of y for a conditional VAE; set from the data set
+    semi_supervised: bool = False  # M2: y latent where hidden, q(y|x) a classifier, y enumerated
 
     def __post_init__(self) -> None:
         _check_positive_ints("data_shape", self.data_shape)
@@ -75,6 +76,16 @@ class VAEConfig:
         _check_positive_ints("upper_hidden", self.upper_hidden)
         if not isinstance(self.conditional, bool):
             raise ConfigError(f"conditional must be true or false, got {self.conditional!r}")
+        if not isinstance(self.semi_supervised, bool):
+            raise ConfigError(
+                f"semi_supervised must be true or false, got {self.semi_supervised!r}"
+            )
+        if self.semi_supervised and self.conditional:
+            raise ConfigError(
+                "VAEConfig(conditional=True) and semi_supervised=True (what TrainConfig.labelled "
+                "builds) exclude each other: the conditional VAE sees every label, the "
+                "semi-supervised one a few"
+            )
         if not is_int(self.num_classes):
             raise ConfigError(f"num_classes must be an int, got {self.num_classes!r}")
         if self.num_classes < 0:
@@ -164,6 +175,8 @@ class TrainConfig:
     lr_stage_scale: float = 1.0  # burda: stage i lasts ceil(scale*3**i) epochs (1: 3280 in all)
     train_on: str = "train"  # train | train+valid: the rows trained on (paper: all 60k MNIST)
     data_on_device: str = "auto"  # auto | yes | no: data in GPU memory (auto: if it fits)
+    labelled: int | str | None = None  # N: M2 with N labels kept (balanced); all: conditional
+    alpha: float | None = None  # M2's classifier weight (Kingma et al. 2014); None: 0.1 * N
     schema: str = ""  # a table's column types: FILE.toml (name = "type") or name=type;name=type
     early_stop: int = 0  # PATIENCE: stop once the valid ELBO gained nothing in N epochs (0: off)
     tensorboard: bool = False  # also write each epoch's metrics and lr to RUN/tensorboard/
@@ -182,6 +195,7 @@ class TrainConfig:
         if not is_number(self.lr) or not 0 < self.lr < math.inf:
             raise ConfigError(f"lr must be a positive finite number, got {self.lr!r}")
         _check_train_extras(self)
+        _check_labelled(self)
         if not isinstance(self.replay, bool):
             raise ConfigError(f"replay must be true or false, got {self.replay!r}")
         _check_optimisation(self)
@@ -228,6 +242,9 @@ class RunConfig:
     def __post_init__(self) -> None:
         # binarize "auto" is settled here, once, so that every RunConfig (and config.json)
         # says what the run does: "dynamic" for a Bernoulli likelihood, "none" otherwise
+        vae, train = resolve_labelled(self.vae, self.train)
+        object.__setattr__(self, "vae", vae)
+        object.__setattr__(self, "train", train)
         binarize = resolve_binarize(self.train.binarize, self.vae.likelihood)
         if binarize != self.train.binarize:
             object.__setattr__(self, "train", dataclasses.replace(self.train, binarize=binarize))
@@ -268,6 +285,43 @@ def _check_train_extras(tc: TrainConfig) -> None:
     steps = tc.max_skipped_steps
     if not is_int(steps) or steps < 0:
         raise ConfigError(f"max_skipped_steps must be an int >= 0, got {steps!r}")
+
+
+def _check_labelled(tc: TrainConfig) -> None:
+    """``labelled`` is None, ``'all'`` or a positive int; ``alpha`` None or a number >= 0."""
+    value = tc.labelled
+    if (
+        value is not None
+        and value != "all"
+        and not (isinstance(value, int) and is_int(value) and value > 0)
+    ):
+        raise ConfigError(f"labelled must be a positive int or 'all', got {value!r}")
+    if tc.alpha is not None and (not is_number(tc.alpha) or not 0 <= tc.alpha < math.inf):
+        raise ConfigError(f"alpha must be a finite number >= 0, got {tc.alpha!r}")
+
+
+def resolve_labelled(vae: VAEConfig, train: TrainConfig) -> tuple[VAEConfig, TrainConfig]:
+    """The model and objective ``TrainConfig.labelled`` asks for, settled once.
+
+    ``'all'``: the conditional VAE (``VAEConfig(conditional=True)``). ``N``: the
+    semi-supervised VAE M2 (``VAEConfig(semi_supervised=True)``), trained with
+    ``TraceEnum_ELBO`` (objective ``elbo-enum``, put in place of the default ``elbo``).
+    """
+    if train.labelled == "all" and not vae.conditional:
+        vae = dataclasses.replace(vae, conditional=True)
+    elif is_int(train.labelled):
+        if vae.conditional:
+            raise ConfigError(
+                f"TrainConfig(labelled={train.labelled}) builds the semi-supervised VAE, which "
+                "sees only some labels, but VAEConfig(conditional=True) asks for the conditional "
+                "VAE, which sees every label. Drop one; TrainConfig(labelled='all') is the "
+                "conditional VAE."
+            )
+        if not vae.semi_supervised:
+            vae = dataclasses.replace(vae, semi_supervised=True)
+        if train.objective == "elbo":
+            train = dataclasses.replace(train, objective="elbo-enum")
+    return vae, train
 
 
 def _check_optimisation(tc: TrainConfig) -> None:

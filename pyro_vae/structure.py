@@ -72,13 +72,15 @@ def one_hot(y: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch.Tens
     return (y.unsqueeze(-1) == classes).to(dtype)  # (N, C)
 
 
-def check_labels(y: torch.Tensor | None, n: int, num_classes: int) -> None:
+def check_labels(y: torch.Tensor | None, n: int, num_classes: int, optional: bool = False) -> None:
     """Refuse missing labels for a conditional program, and labels for an unconditional one.
 
-    Only shapes and dtypes are checked (no host synchronisation); the range of the labels
-    is checked once where they enter, e.g. by :func:`pyro_vae.fit`.
+    With ``optional`` (the semi-supervised model M2) labels may be missing, and a label
+    ``-1`` marks a point whose class is hidden. Only shapes and dtypes are checked (no
+    host synchronisation); the range of the labels is checked once where they enter, e.g.
+    by :func:`pyro_vae.fit`.
     """
-    if num_classes and y is None:
+    if num_classes and y is None and not optional:
         raise ValueError(
             "this VAE is conditional: pass the class labels y (an int64 tensor (N,)) "
             "alongside x, as model(x, y) and guide(x, y)"

@@ -28,6 +28,11 @@ class VAE(nn.Module):
     ``config.upper_latent_dims`` adds stochastic layers above z (sites ``z1``, ``z2``, ...,
     the IWAE paper's hierarchy), and ``config.conditional`` makes the model p(x|z, y) and
     the guide q(z|x, y), called as ``model(x, y)`` with int64 labels ``y``.
+    ``config.semi_supervised`` builds M2 of Kingma et al. (2014): the model
+    p(x|y,z) p(y) p(z) and the guide q(y|x) q(z|x,y), whose classifier q(y|x) is an encoder
+    of ``config.network`` with a linear head to the class logits; y is enumerated, and
+    ``model(x, y)`` takes labels with ``-1`` where the class is hidden (see
+    :class:`~pyro_vae.guides.Guide`).
 
     Example::
 
@@ -39,14 +44,15 @@ class VAE(nn.Module):
         super().__init__()
         if not isinstance(config, VAEConfig):
             raise TypeError(f"config must be a VAEConfig, got {type(config).__name__}")
-        if config.conditional and config.num_classes < 1:
+        labelled = config.conditional or config.semi_supervised
+        if labelled and config.num_classes < 1:
             raise ValueError(
-                "a conditional VAE needs num_classes >= 1 (fit sets it from the data set's "
-                f"labels), got num_classes={config.num_classes}"
+                "a conditional or semi-supervised VAE needs num_classes >= 1 (fit sets it "
+                f"from the data set's labels), got num_classes={config.num_classes}"
             )
         self.config = config
         shape, latent = config.data_shape, config.latent_dim
-        classes = config.num_classes if config.conditional else 0
+        classes = config.num_classes if labelled else 0
         likelihood = LIKELIHOODS.build(config.likelihood, data_shape=shape)
         encoder, decoder, features = build_networks(
             config.network,
@@ -60,10 +66,25 @@ class VAE(nn.Module):
         upper, layers = _upper_layers(config)
         dims = (latent, *config.upper_latent_dims)  # z1, z2, ... (just z for one layer)
         prior = PRIORS.build(config.prior, latent_dim=dims[-1])  # the top layer's density
+        semi = config.semi_supervised
         self.model = Model(
-            prior, decoder, likelihood, layers=layers, num_classes=classes, data_shape=shape
+            prior,
+            decoder,
+            likelihood,
+            layers=layers,
+            num_classes=classes,
+            data_shape=shape,
+            semi_supervised=semi,
         )
-        self.guide = Guide(encoder, posterior, upper=upper, num_classes=classes, data_shape=shape)
+        classifier = _classifier(config, likelihood.num_outputs) if semi else None
+        self.guide = Guide(
+            encoder,
+            posterior,
+            upper=upper,
+            num_classes=classes,
+            data_shape=shape,
+            classifier=classifier,
+        )
         # the guide exists now: a prior made of it (VampPrior) gets its top stage, whose
         # input is x for one layer and the layer below the top otherwise
         top_input = (dims[-2],) if len(dims) > 1 else shape
@@ -101,9 +122,17 @@ class VAE(nn.Module):
         The code is E_q[z1|x] where the family has a closed-form mean, else (IAF) the base
         mean pushed through the flow.
         """
-        check_labels(y, x.shape[0], self.model.num_classes)
+        check_labels(y, x.shape[0], self.model.num_classes, optional=self.config.semi_supervised)
+        if self.config.semi_supervised:  # hidden labels: q(y|x)'s most probable class
+            guess = self.guide.class_logits(x).argmax(-1)  # (N,)
+            y = guess if y is None else torch.where(y >= 0, y, guess)
         z = _code(self.guide.posterior(self.guide.features(x, y)))  # (N, L1)
         return self.model.likelihood(self.model.decoder(self.model.decoder_input(z, y))).mean
+
+    @torch.no_grad()
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """The class probabilities ``(N, C)`` of the classifier q(y|x) of M2."""
+        return self.guide.class_logits(x).softmax(-1)
 
     def _labels(self, num: int, label: int | torch.Tensor | None) -> torch.Tensor | None:
         classes = self.model.num_classes
@@ -136,6 +165,20 @@ def _code(q: dist.TorchDistribution) -> torch.Tensor:
         for transform in q.transforms:
             z = transform(z)
         return z
+
+
+def _classifier(config: VAEConfig, decoder_out: int) -> nn.Module:
+    """q(y|x)'s network: an encoder of ``config.network`` and a linear head to C logits."""
+    shape = config.data_shape
+    encoder, _, features = build_networks(
+        config.network,
+        data_shape=shape,
+        latent_dim=config.latent_dim,
+        hidden=config.hidden,
+        act=config.activation,
+        decoder_out=decoder_out,  # the decoder is built and not used
+    )
+    return nn.Sequential(encoder, nn.Linear(features, config.num_classes))
 
 
 def _upper_layers(

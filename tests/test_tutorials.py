@@ -23,6 +23,7 @@ TITLES = {
     "tutorial_5_your_own_model.py": "Using it in your own model",
     "tutorial_6_tables.py": "Synthetic tables and imputation",
     "tutorial_7_compression.py": "A VAE is a compressor",
+    "tutorial_8_semi_supervised.py": "Semi-supervised learning with enumeration",
 }
 ROLE = re.compile(r":(?:func|class|mod|meth|attr):`~?(pyro_vae[\w.]*)`")
 

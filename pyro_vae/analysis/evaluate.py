@@ -16,6 +16,12 @@ With ``write``, ``RUN_DIR/eval.json`` is written after step 2 and again after ea
 diagnostic, so a failure or Ctrl-C later loses nothing already computed; the figures go to
 ``RUN_DIR/plots`` and NUTS's draws to ``RUN_DIR/mcmc.nc``. The returned dict is what
 eval.json holds (its keys are listed in :mod:`pyro_vae.analysis.report`).
+
+For a semi-supervised VAE (M2) the ELBO and NLL sum the class out exactly,
+:math:`\log p(x) = \operatorname{logsumexp}_y [\log p(y) + \log p(x|y)]`, each
+:math:`p(x|y)` by importance weighting over z; ``accuracy`` scores the classifier
+:math:`q(y|x)` on the split's labels (``plots/confusion.png``), and the latent
+diagnostics run on z.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from typing import Any
 
 import torch
 
+from pyro_vae.analysis.classes import confusion_matrix, plot_confusion
 from pyro_vae.analysis.columns import is_table_vae, reconstruction_per_column
 from pyro_vae.analysis.gaps import check_inference_gaps
 from pyro_vae.analysis.report import ArgumentError, check_settings, run_diagnostics
@@ -52,6 +59,7 @@ from pyro_vae.training.fit import (
     split_labels,
 )
 from pyro_vae.training.lock import run_lock
+from pyro_vae.training.summary import accuracy
 from pyro_vae.vae import VAE
 
 __all__ = ["ArgumentError", "evaluate_run", "subset"]
@@ -127,7 +135,7 @@ def evaluate_run(
         load_plugin(Path(plugin))
     with _writing(run, write):  # one writer of a run directory at a time
         target = _target(run, device, write)
-        x, y, names = _split_rows(target, dataset, split)
+        x, y, names, truth = _split_rows(target, dataset, split)
         n = x.shape[0] if num_points is None else num_points
         if not 0 < n <= x.shape[0]:
             raise ArgumentError("num_points", f"must be in 1..{x.shape[0]} for this split, got {n}")
@@ -141,6 +149,9 @@ def evaluate_run(
                 check_inference_gaps(target.vae.guide, x[:1], *(lab[:1] for lab in labels))
         torch.manual_seed(seed)
         result, elbo, ll = _scores(target.vae, x, labels, num_samples, split, progress)
+        plots_dir = None if target.out is None else target.out / "plots"
+        if truth is not None:  # M2: its classifier q(y|x) against the split's labels
+            result.update(_accuracy(target.vae, x, truth[idx], plots_dir))
         if names is not None:  # a table: eval.json's reconstruction_per_column
             result["reconstruction_per_column"] = reconstruction_per_column(target.vae, x, names)
         path = None if target.out is None else target.out / "eval.json"
@@ -161,7 +172,7 @@ def evaluate_run(
                     gaps=gaps,
                     mcmc=mcmc,
                     mcmc_samples=mcmc_samples,
-                    plots_dir=None if target.out is None else target.out / "plots",
+                    plots_dir=plots_dir,
                     mcmc_path=None if target.out is None else target.out / "mcmc.nc",
                     save=None
                     if path is None
@@ -238,9 +249,10 @@ def _target(run: str | os.PathLike[str] | FitResult, device: str, write: bool) -
 
 def _split_rows(
     target: _Run, dataset: str | Dataset | None, split: str
-) -> tuple[torch.Tensor, torch.Tensor | None, list[str] | None]:
-    """The split's rows as scored (binarized as the run was), their labels if any, and a
-    table's column names (None for arrays and images)."""
+) -> tuple[torch.Tensor, torch.Tensor | None, list[str] | None, torch.Tensor | None]:
+    """The split's rows as scored (binarized as the run was), the labels the model is given
+    (a conditional VAE's), a table's column names (None for arrays and images), and the
+    labels a semi-supervised VAE's classifier is scored on (else None)."""
     if not isinstance(dataset, Dataset):
         name = dataset or target.train.dataset
         dataset = load_dataset(name, progress=False, schema=target.train.schema)
@@ -254,8 +266,25 @@ def _split_rows(
         )
     binarize = resolve_binarize(target.train.binarize, target.vae.config.likelihood)
     names = dataset.table.names if dataset.table is not None and is_table_vae(target.vae) else None
+    truth = dataset.labels(split) if target.vae.config.semi_supervised else None
+    if target.vae.config.semi_supervised and truth is None:
+        raise DataError(
+            f"the run in {target.source} is a semi-supervised VAE, whose accuracy needs the "
+            f"labels of the {split} split, but data set {dataset.name!r} has none"
+        )
     x = evaluation_split(dataset, split, binarize)
-    return x, split_labels(target.vae, dataset, split), names
+    return x, split_labels(target.vae, dataset, split), names, truth
+
+
+def _accuracy(
+    vae: VAE, x: torch.Tensor, truth: torch.Tensor, plots_dir: Path | None
+) -> dict[str, Any]:
+    """eval.json's ``accuracy`` of q(y|x), and ``plots/confusion.png`` where there is a run."""
+    acc, guess = accuracy(vae, x, truth)
+    if plots_dir is not None:
+        counts = confusion_matrix(truth, guess, vae.config.num_classes)
+        plot_confusion(counts, plots_dir / "confusion.png")
+    return {"accuracy": acc}
 
 
 def _scores(

@@ -18,6 +18,7 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.ticker import MaxNLocator
 
+from pyro_vae.analysis.classes import samples_by_class
 from pyro_vae.analysis.drawing import (
     ArrayLike,
     as_number,
@@ -298,7 +299,7 @@ def _plot_run(result: FitResult, dataset: Dataset | None) -> list[Path]:
     with torch.no_grad():
         recons = vae.reconstruct(x, None if y is None else y[:10].to(device))
         sample_images = vae.sample(100)
-    return write_run_plots(
+    paths = write_run_plots(
         result.run_dir,
         history=result.history,
         originals=x,
@@ -307,3 +308,7 @@ def _plot_run(result: FitResult, dataset: Dataset | None) -> list[Path]:
         point_estimate=bool(result.summary.get("point_estimate", False)),
         grey=grey,
     )
+    classes = vae.model.num_classes
+    if classes:  # conditional or semi-supervised: one row of draws per class
+        paths.append(samples_by_class(vae, result.run_dir / "plots"))
+    return paths

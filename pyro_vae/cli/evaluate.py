@@ -90,6 +90,8 @@ def _diagnostic_rows(result: dict[str, Any]) -> list[tuple[str, float, str]]:
     if "diagnostics_skipped" in result:
         return []
     rows: list[tuple[str, float, str]] = []
+    if "accuracy" in result:  # the semi-supervised VAE's classifier q(y|x)
+        rows.append(("accuracy", result["accuracy"], "argmax_y q(y|x) against the labels"))
     if "active_units" in result:
         rows.append(("active units", result["active_units"], "Cov_x E_q[z_j] > 0.01"))
     if "mutual_information" in result:

@@ -85,8 +85,9 @@ __all__ = [
     "to_flags",
 ]
 
-# Fields set from the data set, not by the user: they have no flag.
-NOT_FLAGS = frozenset({"data_shape", "num_classes"})
+# Fields set from the data set, or by another setting (semi_supervised: TrainConfig.labelled,
+# --labelled N), not by the user: they have no flag.
+NOT_FLAGS = frozenset({"data_shape", "num_classes", "semi_supervised"})
 
 # The configs whose fields are flags (train: VAEConfig and TrainConfig; evaluate and sample).
 CONFIG_CLASSES: dict[str, type] = {

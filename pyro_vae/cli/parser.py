@@ -97,6 +97,19 @@ def parse_ints(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated ints, got {text!r}") from None
 
 
+def parse_labelled(text: str) -> int | str:
+    """``--labelled``'s value: ``all`` or a positive number of labelled points."""
+    if text.strip().lower() == "all":
+        return "all"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive int or all, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive int or all, got {text!r}")
+    return value
+
+
 def _shown(default: Any) -> str:
     """A default as it is typed: ``false``, ``200,200``, and an empty list as ``none``."""
     if isinstance(default, bool):
@@ -127,6 +140,10 @@ def _kind(name: str, default: Any, help_text: str) -> tuple[Any, str, str]:
             "lists them with their parameters)"
         )
         return type(default), "SPEC", extra
+    if name == "labelled":
+        return parse_labelled, "{N,all}", ""
+    if name == "alpha":
+        return float, "ALPHA", ""
     if name == "activation":
         return str, "NAME", f"; one of {', '.join(sorted(ACTIVATIONS))}"
     words = _words(help_text)

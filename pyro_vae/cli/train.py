@@ -52,6 +52,8 @@ def _train(args: argparse.Namespace, config: RunConfig, main_rank: bool) -> int:
     if "test_nll" in s:
         k, n = s["nll_num_samples"], s["nll_num_points"]
         rows.append(("NLL", s["test_nll"], f"-log p(x), IW k={k}, {n} points"))
+    if "test_accuracy" in s:  # the semi-supervised VAE's classifier q(y|x)
+        rows.append(("accuracy", s["test_accuracy"], "argmax_y q(y|x) against the labels"))
     print(table("test split, nats per data point", rows))
     _note_skipped(s, result.config.train)
     paths = plots.plot_run(result, dataset) if result.run_dir is not None else []

@@ -25,6 +25,7 @@ __all__ = [
     "VALID_BINARIZATION_SEED",
     "class_count",
     "evaluation_split",
+    "hide_labels",
     "split_labels",
     "training_labels",
     "training_split",
@@ -108,3 +109,31 @@ def class_count(dataset: Dataset, conditional: bool) -> int:
                 f"the {split} labels of {dataset.name!r} must lie in 0..{dataset.num_classes - 1}"
             )
     return dataset.num_classes
+
+
+def hide_labels(y: torch.Tensor, labelled: int, num_classes: int, seed: int) -> torch.Tensor:
+    """``y`` with all but ``labelled`` labels hidden (``-1``), the kept ones balanced.
+
+    Each class keeps ``labelled // num_classes`` labels (the first ``labelled %
+    num_classes`` classes one more), drawn without replacement from its rows by a generator
+    seeded with ``seed``: the semi-supervised setting of Kingma et al. (2014), where e.g.
+    100 MNIST labels are 10 per digit. Raises :class:`DataError` when a class has too few rows.
+    """
+    if labelled > y.shape[0]:
+        raise DataError(
+            f"TrainConfig.labelled asks for {labelled} labelled points, but the training rows "
+            f"number {y.shape[0]}. Choose at most {y.shape[0]}."
+        )
+    gen = torch.Generator().manual_seed(seed)
+    kept = torch.full_like(y, -1)
+    for c in range(num_classes):
+        rows = (y == c).nonzero().squeeze(-1)  # (R_c,)
+        want = labelled // num_classes + (c < labelled % num_classes)
+        if rows.shape[0] < want:
+            raise DataError(
+                f"TrainConfig.labelled={labelled} keeps {want} labels of class {c}, but the "
+                f"training rows hold {rows.shape[0]} of it. Choose a smaller TrainConfig.labelled."
+            )
+        pick = rows[torch.randperm(rows.shape[0], generator=gen)[:want]]
+        kept[pick] = c
+    return kept

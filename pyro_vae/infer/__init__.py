@@ -9,8 +9,9 @@ reconstruction and KL, and the importance-weighted estimator of log p(x).
   and :func:`~pyro_vae.infer.importance.log_weights`.
 * :mod:`~pyro_vae.infer.objectives`: the registry of training objectives and
   ``build_objective``; the classes live in :mod:`~pyro_vae.infer.base`,
-  :mod:`~pyro_vae.infer.elbos`, :mod:`~pyro_vae.infer.bounds` and
-  :mod:`~pyro_vae.infer.regularized`.
+  :mod:`~pyro_vae.infer.elbos`, :mod:`~pyro_vae.infer.bounds`,
+  :mod:`~pyro_vae.infer.regularized` and :mod:`~pyro_vae.infer.enumerated` (``elbo-enum``:
+  ``TraceEnum_ELBO``, the one objective that sums enumerated sites, with M2's classifier term).
 
 Imports only the core (registry, checks), models and guides: never training, analysis or cli.
 """

@@ -5,7 +5,8 @@ An objective is a Pyro ELBO class whose one estimator is :meth:`Objective.differ
 backward pass, and ``objective(model, guide)`` is an ``nn.Module`` whose ``forward`` is it
 (Pyro's ``ELBOModule``). So the three routes train the same gradient and each sets
 ``last_terms``. A site marked for enumeration (``config_enumerate``) is refused: these
-estimators sample every site, and a silently sampled discrete site is not what was asked.
+estimators sample every site, and a silently sampled discrete site is not what was asked
+(``elbo-enum``, :mod:`~pyro_vae.infer.enumerated`, sums it instead).
 """
 
 from __future__ import annotations
@@ -110,7 +111,8 @@ def refuse_enumeration(trace: Trace, objective: object) -> None:
                 f"site {name!r} is marked for enumeration (config_enumerate), but "
                 f"{type(objective).__name__} samples every site, so the discrete site would "
                 "be sampled and trained by the score function, not summed. Train it with "
-                "pyro.infer.TraceEnum_ELBO, or remove the enumerate mark to sample it."
+                "pyro.infer.TraceEnum_ELBO (the objective 'elbo-enum'), or remove the "
+                "enumerate mark to sample it."
             )
 
 

@@ -36,6 +36,7 @@ spec                    objective
 ``free-bits:lambda=L``  KL floor of L nats per latent dimension (Kingma et al. 2016)
 ``dreg:k=K``            IWAE bound, doubly reparameterized gradient (Tucker et al. 2018)
 ``stl``                 ELBO, sticking-the-landing gradient (Roeder et al. 2017)
+``elbo-enum``           ELBO, enumerated sites summed: ``TraceEnum_ELBO`` (M2, Kingma et al. 2014)
 ======================  =============================================================
 
 The context argument ``num_particles`` (``TrainConfig.num_particles``) is the number of
@@ -65,6 +66,7 @@ from pyro_vae.infer.base import OBJECTIVES, Fn, Objective
 from pyro_vae.infer.bounds import IWAE, DReGIWAE, RenyiObjective, StickingTheLandingELBO
 from pyro_vae.infer.decomposition import elbo_terms
 from pyro_vae.infer.elbos import MeanFieldELBO, TraceELBO, TraceGraphELBO
+from pyro_vae.infer.enumerated import EnumELBO
 from pyro_vae.infer.regularized import BetaELBO, FreeBitsELBO, KLWarmupELBO, kl_per_dimension
 
 __all__ = [
@@ -72,6 +74,7 @@ __all__ = [
     "OBJECTIVES",
     "BetaELBO",
     "DReGIWAE",
+    "EnumELBO",
     "FreeBitsELBO",
     "KLWarmupELBO",
     "MeanFieldELBO",

@@ -7,7 +7,8 @@ the compiled replay, distributed data parallelism, schedules, and the non-finite
 - :mod:`~pyro_vae.training.rundir`: the run directory, resuming, the JSONL logs;
 - :mod:`~pyro_vae.training.lock`: one writer per run directory (an OS lock that every
   command writing a run holds);
-- :mod:`~pyro_vae.training.summary`: mean ELBO terms and the test summary;
+- :mod:`~pyro_vae.training.summary`: mean ELBO terms, M2's accuracy and the test summary;
+- :mod:`~pyro_vae.training.labels`: the labels a conditional or semi-supervised VAE sees;
 - :mod:`~pyro_vae.training.stops`: Ctrl-C and non-finite steps, and their messages;
 - :mod:`~pyro_vae.training.errors`: what training raises;
 - :mod:`~pyro_vae.training.guard`, :mod:`~pyro_vae.training.nonfinite`,

@@ -55,14 +55,11 @@ from pyro_vae.data import (
     VALID_BINARIZATION_SEED,
     DataError,
     Dataset,
-    class_count,
     evaluation_split,
     load_dataset,
     static_binarize,
     training_split,
 )
-from pyro_vae.data import split_labels as _split_labels
-from pyro_vae.data import training_labels as _training_labels
 from pyro_vae.infer.objectives import build_objective
 from pyro_vae.training.checkpoint import DiskFullError, write_json
 from pyro_vae.training.distributed import AFTER_FAILURE, DistributedError, World, setup, teardown
@@ -73,6 +70,13 @@ from pyro_vae.training.errors import (
     TrainingNotice,
 )
 from pyro_vae.training.guard import fused_adam
+from pyro_vae.training.labels import (
+    check_labelled,
+    classifier_weight,
+    split_labels,
+    training_labels,
+    with_classes,
+)
 from pyro_vae.training.lock import run_lock
 from pyro_vae.training.loop import Loop, train
 from pyro_vae.training.rundir import (
@@ -225,6 +229,7 @@ def _fit(
     )
     config = for_table(config, dataset)  # a table: its own likelihood, no binarization
     tc = config.train
+    check_labelled(config, dataset)
     if resume and run_dir is not None:
         check_resumed_data(config, dataset, run_dir)
     vae_config = with_classes(
@@ -282,9 +287,11 @@ def _build_loop(
         print(f"pyro-vae: the data stay in host memory; each batch is copied to {device}")
     gen = torch.Generator(device=home).manual_seed(tc.seed)  # data order and binarization
     train_x, valid_x = _placed(train_x, home), _placed(valid_x, home)
-    train_y = _to(training_labels(vae, dataset, tc.train_on), home)
+    train_y = _to(training_labels(vae, dataset, tc.train_on, tc.labelled, tc.seed), home)
     valid_y = _to(split_labels(vae, dataset, "valid"), home)
     loop = Loop(vae, opt, gen, tc, train_x, progress and world.is_main, world, train_y)
+    if vae.config.semi_supervised and hasattr(loop.objective, "classifier_weight"):
+        loop.objective.classifier_weight = classifier_weight(tc, train_x.shape[0])
     return loop, home, (valid_x, valid_y)
 
 
@@ -375,28 +382,3 @@ def check_data(vae: VAE, dataset: Dataset, tc: TrainConfig) -> None:
             ),
             stacklevel=3,
         )
-
-
-# ---------------------------------------------------------------------- a VAE's labels
-
-
-def with_classes(config: VAEConfig, dataset: Dataset) -> VAEConfig:
-    """A conditional config gets ``num_classes`` from the data set, which must have labels;
-    an unconditional one has none (0), whatever a rebuilt run's config said."""
-    return dataclasses.replace(config, num_classes=class_count(dataset, config.conditional))
-
-
-def split_labels(vae: VAE, dataset: Dataset, split: str) -> torch.Tensor | None:
-    """The labels of ``split`` if ``vae`` is conditional, else None.
-
-    The VAE-taking form of :func:`pyro_vae.data.split_labels`.
-    """
-    return _split_labels(dataset, split, vae.config.conditional)
-
-
-def training_labels(vae: VAE, dataset: Dataset, train_on: str = "train") -> torch.Tensor | None:
-    """The labels of :func:`training_split`'s rows for a conditional VAE, else None.
-
-    The VAE-taking form of :func:`pyro_vae.data.training_labels`.
-    """
-    return _training_labels(dataset, train_on, vae.config.conditional)

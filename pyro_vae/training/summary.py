@@ -27,7 +27,7 @@ from pyro_vae.infer.importance import PointEstimateError, log_likelihood
 from pyro_vae.training.distributed import World, all_reduce_sum
 from pyro_vae.vae import VAE
 
-__all__ = ["mean_terms", "summarize"]
+__all__ = ["accuracy", "mean_terms", "summarize"]
 
 
 def mean_terms(
@@ -58,6 +58,21 @@ def mean_terms(
     return {"elbo": elbo, "reconstruction": recon, "kl": kl}
 
 
+def accuracy(
+    vae: VAE, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000
+) -> tuple[float, torch.Tensor]:
+    r"""The accuracy of M2's classifier q(y|x) on ``x`` and its predicted classes ``(N,)``.
+
+    The prediction is the most probable class, :math:`\arg\max_y q(y|x)`, scored in chunks.
+    """
+    device = next(vae.parameters()).device
+    with torch.no_grad():
+        guess = torch.cat(
+            [vae.guide.class_logits(xb.to(device)).argmax(-1).cpu() for xb in x.split(batch_size)]
+        )
+    return float((guess == y.cpu()).double().mean()), guess
+
+
 def summarize(
     vae: VAE,
     dataset: Dataset,
@@ -85,6 +100,9 @@ def _summarize(
     test_y = None if test_y is None else test_y.to(home)
     terms = mean_terms(vae, test_x, y=test_y)
     summary: dict[str, Any] = {f"test_{k}": v for k, v in terms.items()}
+    truth = dataset.labels("test")
+    if vae.config.semi_supervised and truth is not None:  # M2: q(y|x) against the labels
+        summary["test_accuracy"], _ = accuracy(vae, test_x, truth)
     num_points = min(tc.eval_num_points, test_x.shape[0])
     if num_points <= 0:
         return summary

@@ -35,6 +35,7 @@ SPECS = [
     "free-bits:lambda=0.5",
     "dreg:k=3",
     "stl",
+    "elbo-enum",
 ]
 
 

@@ -74,6 +74,7 @@ def test_registry_names_every_objective() -> None:
         "free-bits",
         "dreg",
         "stl",
+        "elbo-enum",
     }
     assert set(objective_names()) == expected
     assert set(OBJECTIVES.entry("free-bits").params) == {"lambda"}  # a Python keyword as key
@@ -113,6 +114,7 @@ EXACT_SPECS = [
     "dreg:k=4",
     "dreg:k=1",
     "stl",
+    "elbo-enum",
 ]
 
 

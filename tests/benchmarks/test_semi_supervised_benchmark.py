@@ -1,0 +1,30 @@
+"""``python -m benchmarks.semi_supervised --smoke`` runs end to end (no accuracy claims)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_semi_supervised_benchmark_smoke(tmp_path: Path) -> None:
+    results = tmp_path / "res"
+    cmd = [sys.executable, "-m", "benchmarks.semi_supervised", "--smoke"]
+    cmd += ["--out", str(tmp_path / "runs"), "--results", str(results)]
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, timeout=600)
+    summary = json.loads(results.with_suffix(".json").read_text())
+    assert [(r["labelled"], r["status"]) for r in summary["rows"]] == [
+        (20, "complete"),
+        ("all", "complete"),
+    ]
+    for row in summary["rows"]:
+        assert 0 <= row["test_error_pct"] <= 100 and row["test_nll"] > 0
+    assert "python -m benchmarks.semi_supervised" in summary["command"]
+    assert "| 20 | 0 | 1 |" in results.with_suffix(".md").read_text()
+    # run again: the finished runs are read back, not trained again
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, timeout=600)
+    again = json.loads(results.with_suffix(".json").read_text())
+    assert [r["test_nll"] for r in again["rows"]] == [r["test_nll"] for r in summary["rows"]]
