@@ -167,7 +167,7 @@ def test_train_takes_the_schema_from_a_file_or_the_configs_data_table(tmp_path: 
     types.write_text('visits = "categorical"\n')
     config = tmp_path / "c.toml"
     config.write_text(
-        '[train]\nepochs = 1\nbatch_size = 8\neval_num_samples = 2\n'
+        "[train]\nepochs = 1\nbatch_size = 8\neval_num_samples = 2\n"
         '[data]\nsmoker = "categorical"\n'
     )
     for name, flags in (
