@@ -67,7 +67,9 @@ def main() -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.semi_supervised", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--labels", default="100,3000", help="numbers of labelled points")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--epochs", type=int, default=50)

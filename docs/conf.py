@@ -49,6 +49,7 @@ _EXTERNAL = (
     r"dataclasses\..*|os\..*|enum\..*|abc\..*|types\..*|contextlib\..*|logging\..*|"
     r"threading\..*|concurrent\..*|subprocess\..*|io\..*|json\..*|random\..*|"
     r"sklearn(\..*)?|safetensors(\..*)?|tqdm(\..*)?|Tensor|Path|nn\..*|dist\..*|"
+    r"pandas(\..*)?|pd\..*|ast|_frozen_importlib\..*|constriction(\..*)?|scipy(\..*)?|"
     r"Distribution|Trace|Messenger|TorchDistribution|Figure|Axes|ndarray|"
     r"(int|float|str|bool|bytes|object|None|type|list|dict|tuple|set|frozenset|"
     r"callable|Callable|Iterator|Iterable|Sequence|Mapping|Any|T|ValueError|TypeError|"

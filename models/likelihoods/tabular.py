@@ -51,7 +51,7 @@ __all__ = [
 class ColumnPart(nn.Module):
     """One column's :math:`p_j(v_j|z)` from its ``num_params`` decoder outputs.
 
-    ``raw`` is ``(..., num_params)`` and a value ``(..., width)``; :meth:`log_prob` gives
+    ``raw`` is ``(..., num_params)`` and a value ``(..., width)``; ``log_prob`` gives
     ``(...)``.
     """
 

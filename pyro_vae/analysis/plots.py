@@ -36,7 +36,6 @@ from pyro_vae.training.lock import run_lock
 
 __all__ = [
     "SAMPLES_TITLE",
-    "ArrayLike",
     "curves",
     "image_grid",
     "plot_run",

@@ -138,6 +138,7 @@ _CLOSE = {"(": ")", "[": "]", "{": "}"}
 def to_flags(text: str) -> str:
     """``text`` with the library's Python wording of settings as flags (the module's rules).
 
+    >>> from pyro_vae.cli.messages import to_flags
     >>> to_flags("TrainConfig.batch_size is the global batch")
     '--batch-size is the global batch'
     >>> to_flags("use VAEConfig(likelihood='normal'), or pass fit(..., resume=True)")

@@ -7,7 +7,7 @@ and verifies) or the path of a user's ``.npy``/``.npz``/``.csv`` file (read by
 float32 tensors; images have shape ``(N, 1, H, W)`` with values in ``[0, 1]``. Every problem
 with the input is reported as a :class:`DataError`.
 
-The modules of :mod:`pyro_vae.data`, by role: ``datasets`` (this one, the entry), ``base``
+The modules of ``pyro_vae.data``, by role: ``datasets`` (this one, the entry), ``base``
 (:class:`Dataset`, :class:`DataError`, the seeded split), ``builtin`` (digits, MNIST,
 Fashion-MNIST, binarized MNIST: IDX and AMAT parsing), ``published`` (the published files'
 names, sizes, SHA-256 and default mirrors), ``download`` (``PYRO_VAE_DATA``,

@@ -1,6 +1,6 @@
 r"""What every objective shares: the registry, the base class and the trace arithmetic.
 
-An objective is a Pyro ELBO class whose one estimator is :meth:`Objective.differentiable_loss`:
+An objective is a Pyro ELBO class whose one estimator is ``Objective.differentiable_loss``:
 ``loss`` is its value, ``loss_and_grads`` (what ``pyro.infer.SVI.step`` calls) is its
 backward pass, and ``objective(model, guide)`` is an ``nn.Module`` whose ``forward`` is it
 (Pyro's ``ELBOModule``). So the three routes train the same gradient and each sets

@@ -16,9 +16,9 @@ the checkpoint. :meth:`Loop.train_epoch` walks the epoch's batches, and
 Everything stays on the device: the data are moved there once (see
 :func:`~pyro_vae.training.fit.data_home`), batches are indexed there and the metrics summed
 there. The host reads the device only when the progress bar refreshes and at the end of
-each epoch (:meth:`Loop._log`), which is also where the step guard's record is acted on: a
+each epoch (``Loop._log``), which is also where the step guard's record is acted on: a
 bad step raises :class:`~pyro_vae.training.errors.BadStepError`, and :meth:`Loop.explain_fault`
-replays the epoch up to it. Ctrl-C sets :attr:`Loop.stop_requested` (a host flag) and the
+replays the epoch up to it. Ctrl-C sets ``Loop.stop_requested`` (a host flag) and the
 epoch returns after the current step (:mod:`pyro_vae.training.stops`).
 """
 

@@ -1,6 +1,6 @@
 """A run on a table: the ``table`` likelihood built from the data set's schema.
 
-A table (:attr:`pyro_vae.data.Dataset.table`) is scored by the ``table`` likelihood, whose
+A table (``Dataset.table``) is scored by the ``table`` likelihood, whose
 columns come from its schema, with no binarization. :func:`for_table` settles that on the
 run's config once the data are loaded, so ``fit(RunConfig(train=TrainConfig(dataset=
 'table.csv')))`` needs no other setting, and ``config.json`` says what the run did.
