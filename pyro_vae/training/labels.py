@@ -74,7 +74,8 @@ def training_labels(
     labelled: int | str | None = None,
     seed: int = 0,
 ) -> torch.Tensor | None:
-    """The labels of :func:`~pyro_vae.data.splits.training_split`'s rows for a conditional VAE, else None.
+    """The labels of :func:`~pyro_vae.data.splits.training_split`'s rows for a conditional VAE,
+    else None.
 
     For the semi-supervised VAE (M2) all but ``labelled`` of them are hidden (``-1``),
     balanced over the classes and chosen by ``seed`` (:func:`pyro_vae.data.hide_labels`).

@@ -18,7 +18,8 @@ advisory ``flock(LOCK_EX | LOCK_NB)`` on the file ``RUN/.pyro-vae.lock``:
   against ``stat``);
 - readers (``load``, sampling to a file outside the run) take no lock: every file is
   replaced by an atomic rename, so a reader sees the old file or the new one;
-- the lock is re-entrant within a process (a command that holds it may call :func:`~pyro_vae.training.fit.fit`,
+- the lock is re-entrant within a process (a command that holds it may call
+  :func:`~pyro_vae.training.fit.fit`,
   which takes it again), and under ``torchrun`` rank 0 takes it for the whole group: the
   other ranks wait for rank 0's answer and raise the same error if it was refused.
 
@@ -141,7 +142,8 @@ def _entries(folder: Path) -> dict[str, tuple[int, int]]:
 @contextlib.contextmanager
 def naming_command(command: str) -> Iterator[None]:
     """Locks taken inside the block name ``command`` as their holder's command (the CLI
-    names the command the user typed, also when :func:`~pyro_vae.cli.main.main` is called in a process)."""
+    names the command the user typed, also when :func:`~pyro_vae.cli.main.main` is called in a
+    process)."""
     token = _COMMAND.set(command)
     try:
         yield
