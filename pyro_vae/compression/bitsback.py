@@ -18,7 +18,7 @@ under the prior, pop :math:`x` under :math:`p(x|z_k)`, push :math:`k` under
 
 The first point has nothing to pop its latent from, so the stack starts with seeded
 pseudo-random "clean" words,
-:attr:`~pyro_vae.compression.bitsback.CodecConfig.clean_bits` of them (by default enough
+``CodecConfig.clean_bits`` of them (by default enough
 for one point's latent); they are in the output, counted as overhead and reported on their
 own. Decompression ends with exactly these words again, a check that everything decoded.
 

@@ -5,15 +5,15 @@ A ``.csv`` with a header line whose cells are not all numbers, or with missing c
 Each column gets one of :data:`COLUMN_TYPES`, inferred from its values
 (:func:`infer_schema`) unless the overrides say otherwise:
 
-==============  ===================================  ====================================
-type            inferred when the observed cells     encoded as
-==============  ===================================  ====================================
-``binary``      are 0/1, or true/false               0 or 1
-``count``       are integers in 0..100               the count, as a float
-``positive``    are numbers > 0 (integers > 100 too)  :math:`(\log x - m)/s`, train split
-``real``        are other numbers                    :math:`(x - m)/s`, train split
-``categorical`` are text                             one-hot over the levels
-==============  ===================================  ====================================
+===============  ====================================  ===================================
+type             inferred when the observed cells      encoded as
+===============  ====================================  ===================================
+``binary``       are 0/1, or true/false                0 or 1
+``count``        are integers in 0..100                the count, as a float
+``positive``     are numbers > 0 (integers > 100 too)  :math:`(\log x - m)/s`, train split
+``real``         are other numbers                     :math:`(x - m)/s`, train split
+``categorical``  are text                              one-hot over the levels
+===============  ====================================  ===================================
 
 Empty cells, ``NA``, ``NaN`` and ``nan`` are *missing*. A row is encoded as
 ``[v_1, ..., v_C, o_1, ..., o_C]``: each column's value block (width 1, or the number of
