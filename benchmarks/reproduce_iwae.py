@@ -27,7 +27,8 @@ Then it scores the test set, binarized once with a fixed seed
   :math:`z_1`.
 
 It prints our figures beside the paper's and writes ``--out`` (JSON) and a markdown table
-beside it. Rows already in ``--out`` are kept (a row run again replaces its entry), each
+beside it. Rows already in ``--out`` are kept (a row run again replaces its entry; the file is
+read again before each write, so processes scoring different rows can share it), each
 with its own budget, command and timings, so rows can be run one after another.
 ``--resume`` continues interrupted training runs in ``--runs-dir``. ``--smoke`` checks the
 whole path in seconds on the small ``digits`` data set (no figure of it means anything).
@@ -76,6 +77,7 @@ __all__ = [
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 DEFAULT_OUT = Path("benchmarks/results/iwae_table.json")
+DEFAULT_RUNS = Path("runs/iwae-table")
 
 # Burda et al. (2015), Table 1, MNIST with dynamic binarization, test NLL in nats (k = 1/5/50).
 PAPER_NLL: dict[tuple[str, str], tuple[float, float, float]] = {
@@ -132,6 +134,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help="train on a seeded subset of N of the training images (default: all)",
     )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="minibatch size (default: the config's, the paper's 20)",
+    )
     p.add_argument("--eval-samples", type=int, default=5000, help="k of the IW bound")
     p.add_argument(
         "--eval-points",
@@ -143,9 +151,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument(
-        "--runs-dir", type=Path, default=Path("runs/iwae-table"), help="training runs go here"
+        "--runs-dir",
+        type=Path,
+        default=None,
+        help="training runs go here (default: runs/iwae-table; with --smoke a temporary one)",
     )
     p.add_argument("--resume", action="store_true", help="continue runs in --runs-dir")
+    p.add_argument(
+        "--train-only",
+        action="store_true",
+        help="train (or continue) the rows and stop; a later run with --resume scores them",
+    )
     p.add_argument(
         "--out",
         type=Path,
@@ -163,7 +179,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.smoke:
         args.rows = args.rows or list(SMOKE_ROWS)
-        args.stage_scale, args.epochs = 1e-6, 1
+        args.stage_scale, args.epochs = 1e-6, args.epochs or 1
         args.train_points = args.train_points or 200
         args.eval_samples, args.eval_points, args.au_draws = 20, 30, 5
     if args.rows == ["all"]:
@@ -172,6 +188,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error("name at least one row (a config in configs/) or 'all'")
     for name, value in (
         ("--epochs", args.epochs),
+        ("--batch-size", args.batch_size),
         ("--train-points", args.train_points),
         ("--eval-points", args.eval_points),
     ):
@@ -191,6 +208,7 @@ def row_config(
     epochs: int | None = None,
     out: Path | None = None,
     device: str | None = None,
+    batch_size: int | None = None,
 ) -> RunConfig:
     """The row's TOML config with the schedule shortened and the run directory set.
 
@@ -211,6 +229,8 @@ def row_config(
         changes["out"] = str(out)
     if device is not None:
         changes["device"] = device
+    if batch_size is not None:
+        changes["batch_size"] = batch_size
     return dataclasses.replace(config, train=dataclasses.replace(tc, **changes))
 
 
@@ -264,7 +284,7 @@ def layer_active_units(
     return counts, [v.tolist() for v in per_layer]
 
 
-def run_row(name: str, args: argparse.Namespace, runs_dir: Path) -> dict[str, Any]:
+def run_row(name: str, args: argparse.Namespace, runs_dir: Path) -> dict[str, Any] | None:
     """Train and score one row; the result record of :func:`main`'s JSON."""
     model, layers, k = _row_key(name)
     config = row_config(
@@ -273,15 +293,25 @@ def run_row(name: str, args: argparse.Namespace, runs_dir: Path) -> dict[str, An
         epochs=args.epochs,
         out=runs_dir / name,
         device=args.device,
+        batch_size=args.batch_size,
     )
     dataset, trained_on = _dataset(config, args.train_points, args.smoke)
     if args.train_points is not None or args.smoke:
         config = dataclasses.replace(
             config, train=dataclasses.replace(config.train, train_on="train", dataset=dataset.name)
         )
+    # a row is "resumed" when its run directory already held a checkpoint to continue from
+    checkpoint = Path(config.train.out) / "checkpoint.safetensors"
+    done_before = _epochs_done(Path(config.train.out)) if checkpoint.is_file() else 0
+    starts = _log_session(runs_dir / f"{name}.sessions.jsonl", done_before, args)
+    resumed_at = [e for e in starts if 0 < e < config.train.epochs]  # training continued
     wall = time.perf_counter()
-    result = fit(config, dataset=dataset, resume=args.resume, progress=not args.smoke)
+    # --resume continues a row that has a checkpoint and starts one that has none
+    resume = bool(args.resume) and checkpoint.is_file()
+    result = fit(config, dataset=dataset, resume=resume, progress=not args.smoke)
     train_seconds = time.perf_counter() - wall
+    if args.train_only:
+        return None
     vae, device = result.vae.eval(), next(result.vae.parameters()).device
     start = time.perf_counter()
     test_x = evaluation_split(dataset, "test", config.train.binarize).to(device)
@@ -327,6 +357,9 @@ def run_row(name: str, args: argparse.Namespace, runs_dir: Path) -> dict[str, An
             "au_draws": args.au_draws,
         },
         "final_train_elbo": result.history[-1]["train_elbo"] if result.history else None,
+        "resumed": bool(resumed_at),
+        "resumed_after_epochs": resumed_at,
+        "train_seconds_total": round(_train_seconds(Path(config.train.out)), 1),
         "train_seconds": round(train_seconds, 1),
         "eval_seconds": round(eval_seconds, 1),
         "wall_seconds": round(train_seconds + eval_seconds, 1),
@@ -338,6 +371,33 @@ def run_row(name: str, args: argparse.Namespace, runs_dir: Path) -> dict[str, An
         "eval_points_seed": EVAL_SEED,
         "active_unit_variances": [[round(v, 5) for v in layer] for layer in variances],
     }
+
+
+def _log_session(path: Path, start_epoch: int, args: argparse.Namespace) -> list[int]:
+    """Append this session's starting epoch to the row's session log (beside its run
+    directory, which takes no foreign files); every session's starting epoch so far."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    entry = {"start_epoch": start_epoch, "command": _command(args.argv)}
+    entry["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    with path.open("a") as f:
+        f.write(json.dumps(entry) + "\n")
+    return [json.loads(line)["start_epoch"] for line in path.read_text().splitlines() if line]
+
+
+def _epochs_done(run_dir: Path) -> int:
+    """Epochs already in a run directory's ``metrics.jsonl`` (0 when there is none)."""
+    path = run_dir / "metrics.jsonl"
+    return sum(1 for line in path.read_text().splitlines() if line.strip()) if path.exists() else 0
+
+
+def _train_seconds(run_dir: Path) -> float:
+    """Training wall time summed over all sessions of a run, from ``timing.jsonl``'s
+    per-epoch ``seconds`` (so a resumed row reports its whole cost)."""
+    path = run_dir / "timing.jsonl"
+    if not path.exists():
+        return math.nan
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return float(sum(r["seconds"] for r in records))
 
 
 def _command(argv: Sequence[str]) -> str:
@@ -399,19 +459,24 @@ def markdown(result: dict[str, Any]) -> str:
         "± one standard error over the test points. Paper's active units are recalled "
         "from the paper, not re-checked.",
         "",
-        "| row | NLL (ours) | NLL (paper) | AU (ours) | AU (paper) | epochs (stages) | "
-        "trained on | eval k / points | train s | eval s | date |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| row | NLL (ours) | NLL (paper) | gap (nats) | AU (ours) | AU (paper) | "
+        "epochs (stages) | batch | trained on | eval k / points | train min | eval s | "
+        "resumed | date |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         b = r["budget"]
         stages = "+".join(map(str, b["stage_epochs"])) if b["stage_epochs"] else "constant"
+        gap = "" if r["paper_nll"] is None else f"{r['test_nll'] - r['paper_nll']:+.2f}"
+        train_s = r.get("train_seconds_total", r["train_seconds"])
+        after = ", ".join(map(str, r.get("resumed_after_epochs", [])))
+        resumed = f"yes, after epoch {after}" if r.get("resumed") else "no"
         lines.append(
             f"| {r['row']}{' (smoke)' if r['smoke'] else ''} | {r['test_nll']:.2f} ± "
-            f"{r['test_nll_se']:.2f} | {r['paper_nll']} | {r['active_units']} | "
-            f"{r['paper_active_units']} | {b['epochs']} ({stages}) | {b['trained_on']} | "
-            f"{b['eval_num_samples']} / {b['eval_num_points']} | {r['train_seconds']} | "
-            f"{r['eval_seconds']} | {r['date'][:10]} |"
+            f"{r['test_nll_se']:.2f} | {r['paper_nll']} | {gap} | {r['active_units']} | "
+            f"{r['paper_active_units']} | {b['epochs']} ({stages}) | {b['batch_size']} | "
+            f"{b['trained_on']} | {b['eval_num_samples']} / {b['eval_num_points']} | "
+            f"{train_s / 60:.1f} | {r['eval_seconds']} | {resumed} | {r['date'][:10]} |"
         )
     lines += ["", "Commands:", ""]
     for command in dict.fromkeys(r["command"] for r in result["rows"]):
@@ -440,13 +505,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        runs_dir = Path(tmp) if args.smoke else args.runs_dir
+        runs_dir = args.runs_dir or (Path(tmp) if args.smoke else DEFAULT_RUNS)
         if args.out is None:
             args.out = Path(tmp) / "iwae_table.json" if args.smoke else DEFAULT_OUT
-        rows = [r for r in _load(args.out) if r["row"] not in args.rows]
+        rows = _load(args.out)
         for name in args.rows:
             record = run_row(name, args, runs_dir)
-            rows.append(record)
+            if record is None:  # --train-only
+                print(f"{name}: trained; score it with --resume", flush=True)
+                continue
+            # read again: another process may have scored other rows into --out meanwhile
+            rows = [r for r in _load(args.out) if r["row"] != name] + [record]
             rows.sort(key=lambda r: ROWS.index(r["row"]) if r["row"] in ROWS else len(ROWS))
             result = {"machine": machine(), "rows": rows, "ordering": ordering(rows)}
             args.out.parent.mkdir(parents=True, exist_ok=True)

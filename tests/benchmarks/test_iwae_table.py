@@ -348,3 +348,19 @@ def test_reproduce_iwae_smoke(tmp_path: Path) -> None:
         assert r["smoke"] and "--smoke" in r["command"] and name in r["command"]
     assert len(result["ordering"]) == 1 and result["ordering"][0]["paired"]
     assert "| iwae-two-layer-k5 (smoke) |" in out.with_suffix(".md").read_text()
+
+
+def test_reproduce_iwae_records_a_resumed_row(tmp_path: Path) -> None:
+    """A row trained with --train-only, then continued and scored with --resume, says so
+    (and after which epoch), with the batch size it ran at."""
+    out, runs = tmp_path / "table.json", tmp_path / "runs"
+    common = ["--smoke", "--out", str(out), "--runs-dir", str(runs), "--batch-size", "50"]
+    assert main([*common, "--train-only", "--epochs", "1", "iwae-one-layer-k5"]) == 0
+    assert not out.exists()  # trained, not scored
+    assert main([*common, "--resume", "--epochs", "2", "iwae-one-layer-k5"]) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["resumed"] and row["resumed_after_epochs"] == [1]
+    assert row["budget"]["batch_size"] == 50 and row["budget"]["epochs"] == 2
+    history = (runs / "iwae-one-layer-k5" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in history] == [1, 2]
+    assert "| yes, after epoch 1 |" in out.with_suffix(".md").read_text()
