@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import itertools
 import json
 import math
 import os
@@ -68,6 +69,7 @@ __all__ = [
     "PAPER_NLL",
     "ROWS",
     "layer_active_units",
+    "learning_curve",
     "main",
     "markdown",
     "ordering",
@@ -357,6 +359,12 @@ def run_row(name: str, args: argparse.Namespace, runs_dir: Path) -> dict[str, An
             "au_draws": args.au_draws,
         },
         "final_train_elbo": result.history[-1]["train_elbo"] if result.history else None,
+        "learning_curve": learning_curve(
+            [h["train_elbo"] for h in result.history],
+            burda_stage_epochs(config.train.lr_stage_scale)
+            if config.train.lr_schedule == "burda"
+            else None,
+        ),
         "resumed": bool(resumed_at),
         "resumed_after_epochs": resumed_at,
         "train_seconds_total": round(_train_seconds(Path(config.train.out)), 1),
@@ -371,6 +379,34 @@ def run_row(name: str, args: argparse.Namespace, runs_dir: Path) -> dict[str, An
         "eval_points_seed": EVAL_SEED,
         "active_unit_variances": [[round(v, 5) for v in layer] for layer in variances],
     }
+
+
+def learning_curve(elbos: Sequence[float], stage_epochs: Sequence[int] | None) -> dict[str, Any]:
+    r"""What the training curve says about a longer run.
+
+    ``elbos`` are the per-epoch training ELBOs (the running mean over each epoch, nats).
+    Returned: the ELBO at the end of each stage of the schedule, and the slope of a
+    least-squares line of the ELBO against :math:`\log_2` of the epoch over the last stage
+    (nats per doubling of the epochs, at that stage's learning rate), with the gain over
+    that stage. A slope near zero says the schedule's last rate has converged; a positive
+    one estimates what more epochs at that rate would add to the training ELBO.
+    """
+    if not elbos:
+        return {}
+    ends = list(itertools.accumulate(stage_epochs or [len(elbos)]))
+    out: dict[str, Any] = {
+        "stage_end_train_elbo": [round(elbos[min(e, len(elbos)) - 1], 3) for e in ends]
+    }
+    first = ends[-2] if len(ends) > 1 else 0  # the last stage's epochs: first+1 .. end
+    tail = torch.tensor(elbos[first:], dtype=torch.float64)
+    if tail.numel() >= 3:
+        t = torch.log2(torch.arange(first + 1, first + 1 + tail.numel(), dtype=torch.float64))
+        t = t - t.mean()
+        slope = float((t * (tail - tail.mean())).sum() / (t * t).sum())
+        out["last_stage_epochs"] = int(tail.numel())
+        out["last_stage_nats_per_doubling"] = round(slope, 3)
+        out["last_stage_gain"] = round(float(tail[-1] - tail[0]), 3)
+    return out
 
 
 def _log_session(path: Path, start_epoch: int, args: argparse.Namespace) -> list[int]:
@@ -478,6 +514,17 @@ def markdown(result: dict[str, Any]) -> str:
             f"{b['trained_on']} | {b['eval_num_samples']} / {b['eval_num_points']} | "
             f"{train_s / 60:.1f} | {r['eval_seconds']} | {resumed} | {r['date'][:10]} |"
         )
+    curves = [(r["row"], r.get("learning_curve") or {}) for r in result["rows"]]
+    if any("last_stage_nats_per_doubling" in c for _, c in curves):
+        lines += ["", "Learning curves (training ELBO, the running mean over an epoch, nats):", ""]
+        for name, c in curves:
+            if "last_stage_nats_per_doubling" in c:
+                ends = ", ".join(f"{v:.2f}" for v in c["stage_end_train_elbo"])
+                lines.append(
+                    f"- {name}: at the stages' ends {ends}; over the last stage "
+                    f"({c['last_stage_epochs']} epochs) {c['last_stage_gain']:+.2f} nats, "
+                    f"{c['last_stage_nats_per_doubling']:+.2f} nats per doubling of the epochs"
+                )
     lines += ["", "Commands:", ""]
     for command in dict.fromkeys(r["command"] for r in result["rows"]):
         lines.append(f"    {command}")

@@ -18,6 +18,7 @@ from benchmarks.reproduce_iwae import (
     ROWS,
     _row_key,
     layer_active_units,
+    learning_curve,
     main,
     ordering,
     row_config,
@@ -364,3 +365,16 @@ def test_reproduce_iwae_records_a_resumed_row(tmp_path: Path) -> None:
     history = (runs / "iwae-one-layer-k5" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in history] == [1, 2]
     assert "| yes, after epoch 1 |" in out.with_suffix(".md").read_text()
+
+
+def test_learning_curve_slope_per_doubling() -> None:
+    """On a curve that is exactly a + b log2(epoch) over the last stage the slope is b."""
+    stages = [1, 1, 3, 8]
+    elbos = [-200.0 + 3.0 * math.log2(e) for e in range(1, 14)]
+    curve = learning_curve(elbos, stages)
+    assert curve["last_stage_epochs"] == 8
+    assert curve["last_stage_nats_per_doubling"] == pytest.approx(3.0, abs=1e-3)
+    assert curve["stage_end_train_elbo"] == [round(elbos[i - 1], 3) for i in (1, 2, 5, 13)]
+    assert curve["last_stage_gain"] == pytest.approx(elbos[-1] - elbos[5], abs=1e-3)
+    flat = learning_curve([-100.0] * 13, stages)
+    assert flat["last_stage_nats_per_doubling"] == 0.0
