@@ -40,8 +40,8 @@ batch runs the ordinary (replayed) step: it is one step an epoch, and a graph of
 would cost a second warm-up, capture and memory pool. No row is dropped, so an epoch sees
 the same rows and the same draws with or without graphs.
 
-Like the replay, it falls back to the ordinary step and records why (:attr:`CudaGraphs.reason`
-for the whole run, :attr:`CudaGraphs.eager` per batch shape, :meth:`CudaGraphs.report`,
+Like the replay, it falls back to the ordinary step and records why (``CudaGraphs.reason``
+for the whole run, ``CudaGraphs.eager`` per batch shape, :meth:`CudaGraphs.report`,
 which :func:`~pyro_vae.training.fit.fit` puts in the summary as ``cuda_graphs``):
 
 - not on a CUDA device, under several processes, with the replay off, with an objective
@@ -253,7 +253,7 @@ class CudaGraphs:
         self._graphs.clear()
 
     def state_tensors(self) -> list[torch.Tensor]:
-        """The tensors a step changes in place (see :class:`_State`)."""
+        """The tensors a step changes in place: weights, Adam's state, the guard's, buffers."""
         state = self.optimizer.state
         adam = [
             v

@@ -181,7 +181,7 @@ class Loop:
         return step(xb, labels, idx.shape[0])
 
     def step(self, xb: torch.Tensor, labels: tuple[torch.Tensor, ...], batch: int) -> torch.Tensor:
-        """:meth:`train_step` on this rank's rows ``xb`` of a global batch of ``batch`` rows."""
+        """:meth:`Loop.train_step` on this rank's rows ``xb`` of a global batch of ``batch``."""
         total = self.loss_fn(xb, *labels)  # negative ELBO summed over the rows
         loss = total / batch * self.world.world_size  # nats per data point
         self.opt.zero_grad(set_to_none=True)
