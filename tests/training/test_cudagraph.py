@@ -10,6 +10,7 @@ marked ``cuda`` run the real capture; they skip without a CUDA device, and
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from pyro_vae import VAE, RunConfig, TrainConfig, VAEConfig, fit
+from pyro_vae.cli.main import main
 from pyro_vae.cli.messages import to_flags
 from pyro_vae.cli.parser import build_parser
 from pyro_vae.cli.settings import run_config
@@ -106,6 +108,17 @@ def test_fit_puts_whether_the_graphs_ran_in_the_summary() -> None:
     off = fit(RunConfig(vae, TrainConfig(**small)), dataset=data, write=False, progress=False)
     assert "cuda_graphs" not in off.summary  # the key only where the graphs were asked for
     assert off.history[0]["train_loss"] == on.history[0]["train_loss"]
+
+
+def test_the_command_line_says_whether_the_graphs_ran(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flags = ["--epochs", "1", "--batch-size", "200", "--hidden", "8", "--latent-dim", "2"]
+    flags += ["--eval-num-samples", "2", "--eval-num-points", "10", "--quiet", "--device", "cpu"]
+    assert main(["train", *flags, "--cuda-graphs", "true", "--out", str(tmp_path / "r")]) == 0
+    assert f"CUDA graphs: not used: {CPU_REASON}" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["cuda_graphs"] == f"not used: {CPU_REASON}"
 
 
 def test_every_reason_for_no_capture_names_the_setting() -> None:
