@@ -1,6 +1,6 @@
 r"""The whole training step captured as one CUDA graph and replayed: one launch a step.
 
-On a GPU a VAE step at batch 128 is a few hundred small kernels: the replayed forward
+On a GPU a VAE step at batch 128 is over a hundred small kernels: the replayed forward
 (:mod:`~pyro_vae.training.replay`), its backward, the step guard's gradient norm, the fused
 Adam update and the step's metrics. Each launch costs the host microseconds, and at that
 size the GPU finishes a kernel sooner than the host launches the next, so the step is bound
@@ -9,7 +9,7 @@ launches them all with one call; the host's work per step falls to copying the b
 and that one call.
 
 :class:`CudaGraphs` captures :meth:`pyro_vae.training.loop.Loop.step` on static buffers,
-once per batch shape (``TrainConfig(cuda_graphs=True)``):
+once per batch shape and learning rate (``TrainConfig(cuda_graphs=True)``):
 
 .. code-block:: text
 
