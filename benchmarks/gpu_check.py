@@ -14,11 +14,14 @@ It runs, each step in its own process with its own time limit, and writes everyt
    Pyro already imports. A checkout without the ``pyro_vae/models`` and
    ``pyro_vae/guides`` links (an editable install makes them) gets them.
 2. ``tests``: ``pytest -m cuda`` over ``tests/training/test_cuda.py`` (checkpoint and
-   resume, the replayed step, the NaN guard, no host sync in a step, mixed devices).
+   resume, the replayed step, the NaN guard, no host sync in a step, mixed devices) and
+   ``tests/training/test_cudagraph.py`` (the step captured as a CUDA graph: the same
+   losses and weights as the replayed step, the NaN guard under capture, no host sync).
    ``tests.xml`` and ``tests.log``.
 3. ``speed``: ``python -m benchmarks.speed --device cuda`` at batch 128 and 1024, the IWAE
-   architecture, pyro-vae against the hand-written reference on the same GPU, paired step
-   blocks (``speed.json``, ``speed.md``).
+   architecture, pyro-vae (the replayed step, and the step as a CUDA graph) against the
+   hand-written reference on the same GPU, paired step blocks (``speed.json``,
+   ``speed.md``).
 4. ``iw``: the importance-weighted bound with k = 5000 on the 10,000 MNIST test images,
    timed after a warm-up (``iw.json``).
 
@@ -75,7 +78,8 @@ def plan(out: Path, wheels: Path | None, target: Path) -> list[Step]:
     install = [py, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile"]
     install += ["--no-cache-dir", "--upgrade", "--target", str(target), *found]
     tests = [py, "-m", "pytest", "-q", "-m", "cuda", "-rs", "-p", "no:cacheprovider"]
-    tests += ["tests/training/test_cuda.py", f"--junitxml={out / 'tests.xml'}"]
+    tests += ["tests/training/test_cuda.py", "tests/training/test_cudagraph.py"]
+    tests += [f"--junitxml={out / 'tests.xml'}"]
     speed = [py, "-m", "benchmarks.speed", "--device", "cuda", "--batches", "128,1024"]
     speed += ["--architectures", "200-200-50 tanh (IWAE)", "--rows", "60000"]
     speed += ["--block-rows", "60000", "--pairs", "5", "--no-eager-column", "--no-memory"]
@@ -185,6 +189,13 @@ def verdict(steps: list[Step], out: Path) -> dict[str, Any]:
                 "ratio_spread": r["ratio_spread"],
                 "images_per_s": r["images_per_s"]["pyro-vae"],
             }
+            if "cuda_graph" in r:  # the step as a CUDA graph (TrainConfig.cuda_graphs)
+                found[f"batch_{r['batch']}"]["cuda_graph"] = {
+                    "used": r["cuda_graph"],
+                    "ratio_vs_reference": r["ratio_vs_reference_cuda_graph"],
+                    "ratio_spread": r["cuda_graph_spread"],
+                    "images_per_s": r["images_per_s"]["pyro-vae (CUDA graph)"],
+                }
     iw = out / "iw.json"
     if iw.is_file():
         found["iw_seconds"] = json.loads(iw.read_text())["seconds"]

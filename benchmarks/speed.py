@@ -56,6 +56,7 @@ from pyro_vae.training.guard import fused_adam
 from pyro_vae.training.loop import Loop
 
 ROOT = Path(__file__).resolve().parents[1]  # the memory probes run as python -m benchmarks.speed
+GRAPH = "pyro-vae (CUDA graph)"  # the contender with TrainConfig(cuda_graphs=True), CUDA only
 
 ARCHITECTURES = {  # name -> (network, hidden, activation, latent, share of --rows timed)
     "200-200-50 tanh (IWAE)": ("mlp", (200, 200), "tanh", 50, 1.0),
@@ -103,10 +104,15 @@ def training_row(
     share = ARCHITECTURES[arch][4]
     x = x[: max(batch, int(min(block_rows, x.shape[0]) * share))]
     loops = {}
-    kinds = [("pyro-vae", True), ("pyro-vae (Pyro program every step)", False)]
-    for name, replay in kinds[: 2 if eager_column else 1]:
+    kinds: list[tuple[str, dict[str, Any]]] = [
+        ("pyro-vae", {}),
+        ("pyro-vae (Pyro program every step)", {"replay": False}),
+    ][: 2 if eager_column else 1]
+    if device.type == "cuda":  # the whole step as one CUDA graph (pyro_vae.training.cudagraph)
+        kinds.append((GRAPH, {"cuda_graphs": True}))
+    for name, extra in kinds:
         vae, _ = _models(arch, device, seed=0)
-        tc = TrainConfig(batch_size=batch, binarize="none", epochs=10**6, lr=1e-3, replay=replay)
+        tc = TrainConfig(batch_size=batch, binarize="none", epochs=10**6, lr=1e-3, **extra)
         opt = fused_adam(list(vae.parameters()), tc.lr)
         loops[name] = Loop(vae, opt, torch.Generator(device=device).manual_seed(0), tc, x, False)
     _, ref = _models(arch, device, seed=0)
@@ -136,6 +142,12 @@ def training_row(
     }
     med = {k: x.shape[0] / statistics.median(v) for k, v in seconds.items()}
     replayed = loops["pyro-vae"].loss_fn
+    graphs = loops[GRAPH].graphs if GRAPH in loops else None
+    graph_row: dict[str, Any] = {}
+    if graphs is not None:  # whether the graph ran (or why not), and its verdict
+        graph_row["cuda_graph"] = graphs.report()
+        graph_row["ratio_vs_reference_cuda_graph"] = statistics.median(ratios[GRAPH])
+        graph_row["cuda_graph_spread"] = spread(ratios[GRAPH])
     return {
         "architecture": arch,
         "batch": batch,
@@ -153,6 +165,7 @@ def training_row(
         ),
         "replayed": bool(getattr(replayed, "recorded", False)),
         "pairs": pairs,
+        **graph_row,
     }
 
 
@@ -265,6 +278,17 @@ def markdown(result: dict[str, Any]) -> str:
             f"**{r['ratio_vs_reference']:.2f}** | [{sp['min']:.2f}, {sp['q1']:.2f}-"
             f"{sp['q3']:.2f}, {sp['max']:.2f}] | {eager:.0f} | {eager_ratio:.2f} | "
             f"{ips['reference (fused Adam)']:.0f} | {r['ratio_vs_reference_fused']:.2f} |"
+        )
+    graphs = [r for r in result["training"] if "cuda_graph" in r]
+    if graphs:
+        lines += ["", f"{GRAPH}: TrainConfig(cuda_graphs=True), the step replayed as one graph", ""]
+        lines += ["| architecture | batch | img/s | **ratio** | spread | graph |", "|" + "---|" * 6]
+    for r in graphs:
+        sp = r["cuda_graph_spread"]
+        lines.append(
+            f"| {r['architecture']} | {r['batch']} | {r['images_per_s'][GRAPH]:.0f} | "
+            f"**{r['ratio_vs_reference_cuda_graph']:.2f}** | [{sp['min']:.2f}, {sp['q1']:.2f}-"
+            f"{sp['q3']:.2f}, {sp['max']:.2f}] | {r['cuda_graph']} |"
         )
     iw = result["iw"]
     lines += [

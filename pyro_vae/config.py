@@ -168,6 +168,7 @@ class TrainConfig:
     on_nan: str = "stop"  # stop | skip: what a step with a non-finite loss or gradient does
     max_skipped_steps: int = 100  # with --on-nan skip: stop once more steps than this were skipped
     replay: bool = True  # replay each step's recorded graph (pyro_vae.training.replay), or run Pyro
+    cuda_graphs: bool = False  # capture each step as one CUDA graph (GPU; else the replayed step)
     adam_beta1: float = 0.9  # Adam's decay rate of the running mean of the gradient
     adam_beta2: float = 0.999  # Adam's decay rate of the running mean of the squared gradient
     adam_eps: float = 1e-8  # Adam's epsilon, added to the denominator (the IWAE paper: 1e-4)
@@ -196,8 +197,9 @@ class TrainConfig:
             raise ConfigError(f"lr must be a positive finite number, got {self.lr!r}")
         _check_train_extras(self)
         _check_labelled(self)
-        if not isinstance(self.replay, bool):
-            raise ConfigError(f"replay must be true or false, got {self.replay!r}")
+        for name in ("replay", "cuda_graphs"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         _check_optimisation(self)
         if not isinstance(self.objective, str) or not self.objective.strip():
             raise ConfigError(f"objective must be a non-empty spec string, got {self.objective!r}")

@@ -56,6 +56,8 @@ def _train(args: argparse.Namespace, config: RunConfig, main_rank: bool) -> int:
         rows.append(("accuracy", s["test_accuracy"], "argmax_y q(y|x) against the labels"))
     print(table("test split, nats per data point", rows))
     _note_skipped(s, result.config.train)
+    if "cuda_graphs" in s:  # --cuda-graphs true: whether the step ran as a CUDA graph, or why not
+        print(to_flags(f"CUDA graphs: {s['cuda_graphs']}"))
     paths = plots.plot_run(result, dataset) if result.run_dir is not None else []
     print(f"run directory: {result.run_dir}  (plots: {', '.join(p.name for p in paths)})")
     return 0

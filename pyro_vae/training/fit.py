@@ -254,6 +254,8 @@ def _fit(
         summary["skipped_steps"] = loop.position.skipped_total
     if tc.early_stop:  # why and when it stopped, and the best epoch (RUN/best.safetensors)
         summary.update(early.summary(tc.epochs))
+    if loop.graphs is not None:  # TrainConfig.cuda_graphs: whether the graphs ran, or why not
+        summary["cuda_graphs"] = loop.graphs.report()
     if run_dir is not None:
         write_json(run_dir / "summary.json", summary)
     return FitResult(vae, history, summary, run_dir, config)

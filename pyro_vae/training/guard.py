@@ -90,6 +90,11 @@ class StepGuard:
         self.first_bad.fill_(first_bad)
         self.bad.fill_(bad)
 
+    def tensors(self) -> list[torch.Tensor]:
+        """The device tensors the guard updates in place each step (its counters, found_inf)."""
+        fused = [self.found_inf] if self.fused else []
+        return [self.count, self.first_bad, self.bad, *fused]
+
     def check(self, loss: torch.Tensor) -> torch.Tensor:
         """Count the step and return whether its loss and gradient are finite (device bool)."""
         grads = [p.grad for p in self.params if p.grad is not None]

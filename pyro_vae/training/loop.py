@@ -40,6 +40,7 @@ from pyro_vae.config import TrainConfig
 from pyro_vae.data import dynamic_binarize
 from pyro_vae.infer.objectives import batch_terms, build_objective
 from pyro_vae.training.checkpoint import CheckpointError, write_tensors
+from pyro_vae.training.cudagraph import CudaGraphs
 from pyro_vae.training.devices import check_devices
 from pyro_vae.training.distributed import World, all_reduce_sum, gather_rng_states
 from pyro_vae.training.earlystop import EarlyStop
@@ -134,8 +135,8 @@ class Loop:
         elif tc.replay:  # the Pyro program recorded once per batch shape, then replayed
             self.loss_fn = Replay(self.module_loss, self.objective)
         self.guard = StepGuard(opt, tc.on_nan)
-        # a last batch smaller than the number of processes is dropped (some rank would
-        # get no rows); with one process nothing is dropped
+        self.graphs = CudaGraphs.for_loop(self) if tc.cuda_graphs else None  # or the reason
+        # a last batch with fewer rows than processes is dropped (a rank would get none)
         n, b = train_x.shape[0], tc.batch_size
         self.steps_per_epoch = max(1, n // b + (n % b >= world.world_size))
         self.position = Position()
@@ -176,8 +177,13 @@ class Loop:
         device), all zero for a bad step.
         """
         xb, labels = self._batch(x, idx)
+        step = self.graphs or self.step  # the step captured as a CUDA graph, or not
+        return step(xb, labels, idx.shape[0])
+
+    def step(self, xb: torch.Tensor, labels: tuple[torch.Tensor, ...], batch: int) -> torch.Tensor:
+        """:meth:`Loop.train_step` on this rank's rows ``xb`` of a global batch of ``batch``."""
         total = self.loss_fn(xb, *labels)  # negative ELBO summed over the rows
-        loss = total / idx.shape[0] * self.world.world_size  # nats per data point
+        loss = total / batch * self.world.world_size  # nats per data point
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         ok = self.guard.check(loss)  # () bool on the device

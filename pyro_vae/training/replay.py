@@ -90,6 +90,10 @@ class Replay(nn.Module):
         """The input shapes whose step is replayed, in the order they were recorded."""
         return list(self._graphs)
 
+    def why_eager(self, x: torch.Tensor, *labels: torch.Tensor) -> str:
+        """Why inputs shaped like ``x`` run the Pyro program; ``''`` if replayed or not seen yet."""
+        return self.eager.get(_key(x, labels), "")
+
     def forward(self, x: torch.Tensor, *labels: torch.Tensor) -> torch.Tensor:
         key = _key(x, labels)
         graph = self._graphs.get(key)

@@ -66,6 +66,7 @@ RESUME_OVERRIDES = (
     "eval_num_points",
     "early_stop",
     "tensorboard",
+    "cuda_graphs",
 )
 
 # The files pyro-vae writes in a run directory, and its one folder (see check_run_paths).

@@ -89,3 +89,38 @@ def test_the_report_reads_the_figures_against_the_goals(tmp_path: Path) -> None:
         "iw_seconds": 7.5,
     }
     assert found["goals"]["images_per_s"] == 300_000
+
+
+def test_the_cuda_graph_contender_is_tested_timed_and_reported(tmp_path: Path) -> None:
+    """The step as a CUDA graph (TrainConfig.cuda_graphs): its CUDA tests run, and its row
+    of speed.json reaches gpu_check.json and speed.md."""
+    from benchmarks.speed import GRAPH, markdown
+
+    tests = {s.name: s for s in plan(tmp_path, None, tmp_path / "t")}["tests"].command
+    assert "tests/training/test_cudagraph.py" in tests
+    spread = {"min": 1.2, "q1": 1.3, "median": 1.4, "q3": 1.5, "max": 1.6}
+    row = {
+        "architecture": "200-200-50 tanh (IWAE)",
+        "batch": 128,
+        "rows": 60000,
+        "steps_per_block": 469,
+        "pairs": 5,
+        "ratio_vs_reference": 1.1,
+        "ratio_spread": spread,
+        "ratio_vs_reference_fused": 1.0,
+        "pair_ratios": {},
+        "images_per_s": {"pyro-vae": 3e5, "reference": 2.7e5, "reference (fused Adam)": 2.8e5},
+        "cuda_graph": "used for batches (128, 1, 28, 28)",
+        "ratio_vs_reference_cuda_graph": 1.4,
+        "cuda_graph_spread": spread,
+    }
+    row["images_per_s"][GRAPH] = 3.8e5  # type: ignore[index]
+    (tmp_path / "speed.json").write_text(json.dumps({"training": [row]}))
+    graph = gpu_check.verdict([], tmp_path)["figures"]["batch_128"]["cuda_graph"]
+    assert graph["used"].startswith("used") and graph["images_per_s"] == 3.8e5
+    assert graph["ratio_vs_reference"] == 1.4
+    result = {"command": "c", "machine": "m", "date": "d", "load_start": [], "load_end": []}
+    iw = {"k": 5000, "points": 10, "images_per_s": {"pyro-vae": 1.0, "reference": 1.0}}
+    text = markdown({**result, "training": [row], "iw": {**iw, "ratio_vs_reference": 1.0}})
+    assert f"{GRAPH}: TrainConfig(cuda_graphs=True)" in text
+    assert "| 200-200-50 tanh (IWAE) | 128 | 380000 | **1.40** |" in text
