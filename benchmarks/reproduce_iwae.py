@@ -374,8 +374,9 @@ def run_row(name: str, args: argparse.Namespace, runs_dir: Path) -> dict[str, An
         "device": str(device),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": _command(args.argv),
+        "sessions": _sessions(runs_dir / f"{name}.sessions.jsonl"),
         "smoke": bool(args.smoke),
-        "per_point_ll": [round(v, 4) for v in ll.tolist()] if n <= 2000 else None,
+        "per_point_ll": [round(v, 4) for v in ll.tolist()],  # pairs rows point by point
         "eval_points_seed": EVAL_SEED,
         "active_unit_variances": [[round(v, 5) for v in layer] for layer in variances],
     }
@@ -420,6 +421,13 @@ def _log_session(path: Path, start_epoch: int, args: argparse.Namespace) -> list
     return [json.loads(line)["start_epoch"] for line in path.read_text().splitlines() if line]
 
 
+def _sessions(path: Path) -> list[dict[str, Any]]:
+    """The row's session log: each session's command, date and starting epoch."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def _epochs_done(run_dir: Path) -> int:
     """Epochs already in a run directory's ``metrics.jsonl`` (0 when there is none)."""
     path = run_dir / "metrics.jsonl"
@@ -454,8 +462,10 @@ def _difference(a: dict[str, Any], b: dict[str, Any]) -> tuple[float, float, boo
 
 
 def ordering(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The paper's ordering, checked on the rows present: IWAE < VAE (NLL) for k > 1, and
-    two layers < one layer; each check with the difference and its standard error."""
+    """The paper's ordering, checked on the rows present: IWAE < VAE (NLL) for k > 1, two
+    layers < one layer, and a larger k < a smaller one for the same model (IWAE at k = 1
+    is the VAE at k = 1, and stands in for it); each with the difference and its standard
+    error."""
     by = {(r["model"], r["layers"], r["k"]): r for r in rows}
     checks = []
     pairs = []
@@ -465,6 +475,14 @@ def ordering(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for model in ("vae", "iwae"):
         for k in sorted({r["k"] for r in rows}):
             pairs.append(((model, "two-layer", k), (model, "one-layer", k), "two layers beat one"))
+    ks = sorted({r["k"] for r in rows})
+    for model in ("vae", "iwae"):
+        for layers in ("one-layer", "two-layer"):
+            for small, big in itertools.combinations(ks, 2):
+                worse = (model, layers, small)
+                if small == 1 and worse not in by:  # IWAE with k = 1 is the VAE with k = 1
+                    worse = ("vae", layers, 1)
+                pairs.append(((model, layers, big), worse, "larger k beats smaller k"))
     for better, worse, claim in pairs:
         if better in by and worse in by:
             diff, se, paired = _difference(by[better], by[worse])
@@ -526,8 +544,11 @@ def markdown(result: dict[str, Any]) -> str:
                     f"{c['last_stage_nats_per_doubling']:+.2f} nats per doubling of the epochs"
                 )
     lines += ["", "Commands:", ""]
-    for command in dict.fromkeys(r["command"] for r in result["rows"]):
-        lines.append(f"    {command}")
+    for r in result["rows"]:  # every session of every row: training, resumed, scored
+        for session in r.get("sessions") or [{"command": r["command"]}]:
+            start = session.get("start_epoch")
+            when = "" if start is None else f"  # {session['date'][:16]}, from epoch {start}"
+            lines.append(f"    {session['command']}{when}")
     checks = result["ordering"]
     if checks:
         lines += ["", "The paper's ordering on these rows (NLL difference, better − worse):", ""]

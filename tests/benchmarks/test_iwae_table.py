@@ -335,6 +335,30 @@ def test_ordering_checks() -> None:
     }
 
 
+def test_ordering_larger_k_against_the_k1_vae() -> None:
+    """IWAE at k = 1 is the VAE at k = 1: it stands in for the missing iwae k1 row."""
+
+    def row(model: str, k: int, nll: float) -> dict[str, object]:
+        return {
+            "row": f"{model}-one-layer-k{k}",
+            "model": model,
+            "layers": "one-layer",
+            "k": k,
+            "test_nll": nll,
+            "test_nll_se": 0.1,
+            "per_point_ll": None,
+            "budget": {"eval_num_points": 10},
+        }
+
+    rows = [row("vae", 1, 91.0), row("iwae", 5, 89.0), row("vae", 5, 91.5)]
+    checks = {(c["claim"], c["better"], c["worse"]): c["holds"] for c in ordering(rows)}
+    assert checks == {
+        ("IWAE beats VAE", "iwae-one-layer-k5", "vae-one-layer-k5"): True,
+        ("larger k beats smaller k", "vae-one-layer-k5", "vae-one-layer-k1"): False,
+        ("larger k beats smaller k", "iwae-one-layer-k5", "vae-one-layer-k1"): True,
+    }
+
+
 def test_reproduce_iwae_smoke(tmp_path: Path) -> None:
     out = tmp_path / "table.json"
     assert main(["--smoke", "--out", str(out), "vae-two-layer-k5", "iwae-two-layer-k5"]) == 0
