@@ -57,17 +57,28 @@ def replayable(objective: pyro.infer.ELBO) -> bool:
 
 
 class _Terms(nn.Module):
-    """The loss module's estimate and the objective's two true terms, as one ``(3,)`` tensor."""
+    """The loss module's estimate, the objective's two true terms and the step's metrics.
+
+    Returns ``loss`` (``()``, with its gradient), ``terms`` (``(2,)``: reconstruction and
+    KL, detached) and ``values`` (``(4,)`` float64: loss, reconstruction, KL and rows,
+    detached), all of the batch: a recording computes the training loop's per-step metrics
+    inside the graph, where an operation costs a fraction of a Python call.
+    """
 
     def __init__(self, loss_module: nn.Module, objective: pyro.infer.ELBO) -> None:
         super().__init__()
         self.loss_module = loss_module
         self.objective = objective
 
-    def forward(self, x: torch.Tensor, *labels: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, *labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         loss = self.loss_module(x, *labels)  # ()
-        terms = self.objective.last_terms  # type: ignore[attr-defined]
-        return torch.stack([loss, terms["reconstruction"], terms["kl"]])  # (3,)
+        last = self.objective.last_terms  # type: ignore[attr-defined]
+        terms = torch.stack([last["reconstruction"], last["kl"]]).detach()  # (2,)
+        rows = torch.full_like(terms[0], x.shape[0])  # ()
+        values = torch.stack([loss.detach(), terms[0], terms[1], rows]).double()  # (4,)
+        return loss, terms, values
 
 
 class Replay(nn.Module):
@@ -76,6 +87,9 @@ class Replay(nn.Module):
     Call it as the loss module: it returns the objective's estimate (the negative ELBO
     summed over the rows) and sets ``objective.last_terms`` as the Pyro program would.
     ``recorded`` and ``eager`` name the input shapes that replay or run the program.
+    After a replayed call, ``last_values`` holds the batch's ``(4,)`` float64 metrics
+    (loss, reconstruction, KL, rows; what :meth:`~pyro_vae.training.loop.Loop.train_step`
+    sums); after a call that ran the program it is ``None``.
     """
 
     def __init__(self, loss_module: nn.Module, objective: pyro.infer.ELBO) -> None:
@@ -84,6 +98,7 @@ class Replay(nn.Module):
         self.objective = objective
         self._graphs: dict[_Key, Any] = {}  # input shape -> traced module
         self.eager: dict[_Key, str] = {}  # input shape -> why it runs the Pyro program
+        self.last_values: torch.Tensor | None = None  # (4,) float64 metrics of the last replay
 
     @property
     def recorded(self) -> list[_Key]:
@@ -96,11 +111,11 @@ class Replay(nn.Module):
         if graph is None and key not in self.eager:
             graph = self._record(key, x, labels)
         if graph is None:
+            self.last_values = None
             return self.terms.loss_module(x, *labels)  # type: ignore[no-any-return]
-        out = graph(x, *labels)  # (3,) loss, reconstruction, KL
-        terms = {"reconstruction": out[1].detach(), "kl": out[2].detach()}
-        self.objective.last_terms = terms  # type: ignore[attr-defined]
-        return out[0]  # type: ignore[no-any-return]
+        loss, terms, self.last_values = graph(x, *labels)
+        self.objective.last_terms = {"reconstruction": terms[0], "kl": terms[1]}  # type: ignore[attr-defined]
+        return loss  # type: ignore[no-any-return]
 
     def _record(self, key: _Key, x: torch.Tensor, labels: tuple[torch.Tensor, ...]) -> Any:
         why = self._try_record(key, x, labels)
@@ -129,9 +144,9 @@ class Replay(nn.Module):
                 return graph
             with torch.no_grad():
                 with torch.random.fork_rng(devices=devices):  # its draws are undone after
-                    want = self.terms(x, *labels)  # (3,) the program
+                    want = self.terms(x, *labels)[2]  # (4,) the program's loss, terms, rows
                 _restore(self.terms, buffers)
-                got = graph(x, *labels)  # (3,) its replay, on the same draws
+                got = graph(x, *labels)[2]  # (4,) its replay, on the same draws
                 _restore(self.terms, buffers)
         if not torch.allclose(got, want, rtol=1e-5, atol=1e-5, equal_nan=True):
             return f"the replay gave {got.tolist()}, the Pyro program {want.tolist()}"
