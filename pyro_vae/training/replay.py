@@ -34,8 +34,11 @@ removes it, every step simply runs eager.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -166,7 +169,7 @@ def _key(x: torch.Tensor, labels: tuple[torch.Tensor, ...]) -> _Key:
 
 def _trace(module: nn.Module, x: torch.Tensor, labels: tuple[torch.Tensor, ...]) -> Any:
     """``torch.jit.trace(module)``, or a string saying why the recording is not trusted."""
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, _eager_standard_normal():
         warnings.simplefilter("always")
         graph = torch.jit.trace(module, (x, *labels), check_trace=False)
     for w in caught:
@@ -183,3 +186,42 @@ def _in_torch(filename: str) -> bool:
     """A tracer warning raised by PyTorch's own shape checks, which a per-shape recording
     keeps valid (e.g. ``binary_cross_entropy_with_logits`` comparing sizes)."""
     return Path(filename).resolve().is_relative_to(_TORCH_DIR)
+
+
+# the torch.distributions modules that draw Gaussian noise with utils._standard_normal
+_NORMAL_MODULES = (
+    "utils",
+    "normal",
+    "multivariate_normal",
+    "lowrank_multivariate_normal",
+    "studentT",
+)
+
+
+def _draw_standard_normal(
+    shape: Sequence[int], dtype: torch.dtype | None, device: torch.device | None
+) -> torch.Tensor:
+    return torch.empty(shape, dtype=dtype, device=device).normal_()
+
+
+@contextmanager
+def _eager_standard_normal() -> Iterator[None]:
+    """Record Gaussian noise as eager code draws it, ``torch.empty(shape).normal_()``.
+
+    Under tracing, torch draws it as ``torch.normal(zeros, ones)`` (an old JIT workaround):
+    a replay would fill two tensors every step and check ``std >= 0`` with a host read
+    (``std.min().ge(0).item()``, a device synchronisation on a GPU). The recorded
+    ``normal_`` draws the same numbers from the same RNG as the Pyro program.
+    """
+    original = importlib.import_module("torch.distributions.utils")._standard_normal
+    patched = []
+    for name in _NORMAL_MODULES:
+        module = importlib.import_module(f"torch.distributions.{name}")
+        if getattr(module, "_standard_normal", None) is original:
+            vars(module)["_standard_normal"] = _draw_standard_normal
+            patched.append(module)
+    try:
+        yield
+    finally:
+        for module in patched:
+            vars(module)["_standard_normal"] = original
