@@ -363,8 +363,11 @@ def main() -> None:
     x = torch.bernoulli(data.train[: args.rows], generator=torch.Generator().manual_seed(0))
     x = x.to(device)
     load_start = os.getloadavg()
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     training = [
-        training_row(x, arch, int(b), args.pairs, device, not args.no_eager_column, args.block_rows)
+        training_row(
+            x, arch, int(b), args.pairs, device, not args.no_eager_column, args.block_rows, clock
+        )
         for arch in args.architectures.split(";")
         for b in args.batches.split(",")
     ]

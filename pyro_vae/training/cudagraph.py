@@ -160,6 +160,8 @@ class _Captured:
     lrs: tuple[float, ...]  # the learning rates captured (constants in the Adam kernel)
     state: Any  # the optimizer's state dict whose tensors it updates (a loaded one is new)
     grads: list[torch.Tensor | None]  # the gradients in the graph's pool, kept alive
+    ok: torch.Tensor  # () the guard's flag of the step, rewritten by each replay
+    pending: list[torch.Tensor]  # the guard's unread flags: each replay adds a copy of ok
 
     def run(self, xb: torch.Tensor, labels: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """Copy the batch in, replay, return a copy of the metrics (no host sync)."""
@@ -167,6 +169,7 @@ class _Captured:
         for static, y in zip(self.labels, labels, strict=True):
             static.copy_(y)
         self.graph.replay()
+        self.pending.append(self.ok.clone())  # the guard reads it at its next poll
         return self.out.clone()
 
 
@@ -179,6 +182,7 @@ class _State:
         self.graphs = graphs
         self.tensors = graphs.state_tensors()
         self.saved = [t.detach().clone() for t in self.tensors]
+        self.guard = graphs.guard.bookkeeping()  # its unread flags are host-side
         self.rng = (torch.get_rng_state(), graphs.backend.rng_state())
 
     def restore(self) -> None:
@@ -187,6 +191,7 @@ class _State:
             for t in self.graphs.state_tensors():
                 saved = known.get(id(t))
                 t.copy_(saved) if saved is not None else t.zero_()
+        self.graphs.guard.restore(self.guard)
         torch.set_rng_state(self.rng[0])
         self.graphs.backend.set_rng_state(self.rng[1])
 
@@ -338,9 +343,12 @@ class CudaGraphs:
         finally:
             for g, flag in zip(groups, capturable, strict=True):
                 g["capturable"] = flag
+        ok = self.guard.pending[-1]  # the flag the captured guard check writes
         saved.restore()  # what the warm-up changed (the capture itself ran nothing)
         grads = [p.grad for p in self.guard.params]
-        return _Captured(graph, x, ys, out, self._lrs(), self.optimizer.state, grads)
+        return _Captured(
+            graph, x, ys, out, self._lrs(), self.optimizer.state, grads, ok, self.guard.pending
+        )
 
     def _fall_back(self, key: _Key, why: str) -> None:
         self.eager[key] = why

@@ -183,16 +183,18 @@ class Loop:
     def step(self, xb: torch.Tensor, labels: tuple[torch.Tensor, ...], batch: int) -> torch.Tensor:
         """:meth:`Loop.train_step` on this rank's rows ``xb`` of a global batch of ``batch``."""
         total = self.loss_fn(xb, *labels)  # negative ELBO summed over the rows
-        loss = total / batch * self.world.world_size  # nats per data point
+        loss = total / batch  # nats per data point; DDP averages over processes:
+        loss = loss * self.world.world_size if self.world.enabled else loss
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         ok = self.guard.check(loss)  # () bool on the device
         self.guard.step(ok)  # the optimizer step; a no-op if not ok
-        # the true (unweighted) ELBO terms, whatever the objective
-        recon, kl = batch_terms(self.objective, self.vae.model, self.vae.guide, xb, *labels)
-        rows = torch.full_like(loss.detach(), xb.shape[0])
-        values = torch.stack([total.detach(), recon, kl, rows])
-        return torch.where(ok, values.double(), 0.0)  # (4,) bad steps count for nothing
+        values = getattr(self.loss_fn, "last_values", None)  # (4,) float64, from a replay
+        if values is None:  # the true (unweighted) ELBO terms, whatever the objective
+            recon, kl = batch_terms(self.objective, self.vae.model, self.vae.guide, xb, *labels)
+            rows = torch.full_like(total.detach(), xb.shape[0])
+            values = torch.stack([total.detach(), recon, kl, rows]).double()
+        return torch.where(ok, values, 0.0)  # (4,) bad steps count for nothing
 
     def _begin_epoch(self, epoch: int) -> tuple[int, torch.Tensor]:
         """Set the epoch's rate and weights, copy the state; return its first step and sums."""

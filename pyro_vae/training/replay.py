@@ -34,8 +34,11 @@ removes it, every step simply runs eager.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -57,17 +60,28 @@ def replayable(objective: pyro.infer.ELBO) -> bool:
 
 
 class _Terms(nn.Module):
-    """The loss module's estimate and the objective's two true terms, as one ``(3,)`` tensor."""
+    """The loss module's estimate, the objective's two true terms and the step's metrics.
+
+    Returns ``loss`` (``()``, with its gradient), ``terms`` (``(2,)``: reconstruction and
+    KL, detached) and ``values`` (``(4,)`` float64: loss, reconstruction, KL and rows,
+    detached), all of the batch: a recording computes the training loop's per-step metrics
+    inside the graph, where an operation costs a fraction of a Python call.
+    """
 
     def __init__(self, loss_module: nn.Module, objective: pyro.infer.ELBO) -> None:
         super().__init__()
         self.loss_module = loss_module
         self.objective = objective
 
-    def forward(self, x: torch.Tensor, *labels: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, *labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         loss = self.loss_module(x, *labels)  # ()
-        terms = self.objective.last_terms  # type: ignore[attr-defined]
-        return torch.stack([loss, terms["reconstruction"], terms["kl"]])  # (3,)
+        last = self.objective.last_terms  # type: ignore[attr-defined]
+        terms = torch.stack([last["reconstruction"], last["kl"]]).detach()  # (2,)
+        rows = torch.full_like(terms[0], x.shape[0])  # ()
+        values = torch.stack([loss.detach(), terms[0], terms[1], rows]).double()  # (4,)
+        return loss, terms, values
 
 
 class Replay(nn.Module):
@@ -76,6 +90,9 @@ class Replay(nn.Module):
     Call it as the loss module: it returns the objective's estimate (the negative ELBO
     summed over the rows) and sets ``objective.last_terms`` as the Pyro program would.
     ``recorded`` and ``eager`` name the input shapes that replay or run the program.
+    After a replayed call, ``last_values`` holds the batch's ``(4,)`` float64 metrics
+    (loss, reconstruction, KL, rows; what :meth:`~pyro_vae.training.loop.Loop.train_step`
+    sums); after a call that ran the program it is ``None``.
     """
 
     def __init__(self, loss_module: nn.Module, objective: pyro.infer.ELBO) -> None:
@@ -84,6 +101,7 @@ class Replay(nn.Module):
         self.objective = objective
         self._graphs: dict[_Key, Any] = {}  # input shape -> traced module
         self.eager: dict[_Key, str] = {}  # input shape -> why it runs the Pyro program
+        self.last_values: torch.Tensor | None = None  # (4,) float64 metrics of the last replay
 
     @property
     def recorded(self) -> list[_Key]:
@@ -100,11 +118,11 @@ class Replay(nn.Module):
         if graph is None and key not in self.eager:
             graph = self._record(key, x, labels)
         if graph is None:
+            self.last_values = None
             return self.terms.loss_module(x, *labels)  # type: ignore[no-any-return]
-        out = graph(x, *labels)  # (3,) loss, reconstruction, KL
-        terms = {"reconstruction": out[1].detach(), "kl": out[2].detach()}
-        self.objective.last_terms = terms  # type: ignore[attr-defined]
-        return out[0]  # type: ignore[no-any-return]
+        loss, terms, self.last_values = graph(x, *labels)
+        self.objective.last_terms = {"reconstruction": terms[0], "kl": terms[1]}  # type: ignore[attr-defined]
+        return loss  # type: ignore[no-any-return]
 
     def _record(self, key: _Key, x: torch.Tensor, labels: tuple[torch.Tensor, ...]) -> Any:
         why = self._try_record(key, x, labels)
@@ -133,9 +151,9 @@ class Replay(nn.Module):
                 return graph
             with torch.no_grad():
                 with torch.random.fork_rng(devices=devices):  # its draws are undone after
-                    want = self.terms(x, *labels)  # (3,) the program
+                    want = self.terms(x, *labels)[2]  # (4,) the program's loss, terms, rows
                 _restore(self.terms, buffers)
-                got = graph(x, *labels)  # (3,) its replay, on the same draws
+                got = graph(x, *labels)[2]  # (4,) its replay, on the same draws
                 _restore(self.terms, buffers)
         if not torch.allclose(got, want, rtol=1e-5, atol=1e-5, equal_nan=True):
             return f"the replay gave {got.tolist()}, the Pyro program {want.tolist()}"
@@ -155,7 +173,7 @@ def _key(x: torch.Tensor, labels: tuple[torch.Tensor, ...]) -> _Key:
 
 def _trace(module: nn.Module, x: torch.Tensor, labels: tuple[torch.Tensor, ...]) -> Any:
     """``torch.jit.trace(module)``, or a string saying why the recording is not trusted."""
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, _eager_standard_normal():
         warnings.simplefilter("always")
         graph = torch.jit.trace(module, (x, *labels), check_trace=False)
     for w in caught:
@@ -172,3 +190,42 @@ def _in_torch(filename: str) -> bool:
     """A tracer warning raised by PyTorch's own shape checks, which a per-shape recording
     keeps valid (e.g. ``binary_cross_entropy_with_logits`` comparing sizes)."""
     return Path(filename).resolve().is_relative_to(_TORCH_DIR)
+
+
+# the torch.distributions modules that draw Gaussian noise with utils._standard_normal
+_NORMAL_MODULES = (
+    "utils",
+    "normal",
+    "multivariate_normal",
+    "lowrank_multivariate_normal",
+    "studentT",
+)
+
+
+def _draw_standard_normal(
+    shape: Sequence[int], dtype: torch.dtype | None, device: torch.device | None
+) -> torch.Tensor:
+    return torch.empty(shape, dtype=dtype, device=device).normal_()
+
+
+@contextmanager
+def _eager_standard_normal() -> Iterator[None]:
+    """Record Gaussian noise as eager code draws it, ``torch.empty(shape).normal_()``.
+
+    Under tracing, torch draws it as ``torch.normal(zeros, ones)`` (an old JIT workaround):
+    a replay would fill two tensors every step and check ``std >= 0`` with a host read
+    (``std.min().ge(0).item()``, a device synchronisation on a GPU). The recorded
+    ``normal_`` draws the same numbers from the same RNG as the Pyro program.
+    """
+    original = importlib.import_module("torch.distributions.utils")._standard_normal
+    patched = []
+    for name in _NORMAL_MODULES:
+        module = importlib.import_module(f"torch.distributions.{name}")
+        if getattr(module, "_standard_normal", None) is original:
+            vars(module)["_standard_normal"] = _draw_standard_normal
+            patched.append(module)
+    try:
+        yield
+    finally:
+        for module in patched:
+            vars(module)["_standard_normal"] = original

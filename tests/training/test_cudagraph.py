@@ -139,14 +139,24 @@ def test_every_reason_for_no_capture_names_the_setting() -> None:
 
 
 class _EagerGraph:
-    """A "graph" that runs the step again at each replay, into its static output."""
+    """A "graph" that runs the step again at each replay, into its static outputs: the
+    metrics and the guard's flag. Like a real replay it runs no Python, so the flag the
+    step's guard check appends is moved into the static flag the capture left behind."""
 
-    def __init__(self, step: Callable[[], torch.Tensor], skew: float) -> None:
-        self.step, self.skew = step, skew
+    def __init__(
+        self, step: Callable[[], torch.Tensor], skew: float, pending: list[torch.Tensor]
+    ) -> None:
+        self.step, self.skew, self.pending = step, skew, pending
         self.out = torch.zeros(4, dtype=torch.float64)
+        self.ok = torch.ones((), dtype=torch.bool)
+        pending.append(self.ok)  # what the capture's one Python run of the check appends
 
     def replay(self) -> None:
-        self.out.copy_(self.step() + self.skew)
+        n = len(self.pending)
+        out = self.step()
+        self.ok.copy_(self.pending[n])
+        del self.pending[n:]
+        self.out.copy_(out + self.skew)
 
 
 class EagerCapture(CudaCapture):
@@ -157,6 +167,7 @@ class EagerCapture(CudaCapture):
         super().__init__(torch.device("cpu"))
         self.fail, self.skew = fail, skew
         self.warm_ups = self.captures = 0
+        self.pending: list[torch.Tensor] = []  # the guard's unread flags (set by _stand_in)
 
     def rng_state(self) -> torch.Tensor:
         return torch.get_rng_state()
@@ -173,12 +184,13 @@ class EagerCapture(CudaCapture):
         self.captures += 1
         if self.fail:
             raise RuntimeError("operation not permitted when stream is capturing")
-        graph = _EagerGraph(step, self.skew)
+        graph = _EagerGraph(step, self.skew, self.pending)
         return graph, graph.out
 
 
 def _stand_in(loop: Loop, backend: EagerCapture) -> CudaGraphs:
     replay = loop.loss_fn if isinstance(loop.loss_fn, Replay) else None
+    backend.pending = loop.guard.pending
     graphs = CudaGraphs(
         loop.step, loop.opt, loop.guard, loop.vae, loop.tc.batch_size, "", backend, replay
     )
