@@ -327,6 +327,9 @@ def machine() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     tables = load_tables(args.tables, args.rows)
+    # the first optimizer built in a process imports torch's compiler (seconds): build one
+    # now, so that no timed fit (pyro-vae's first, whose time is TVAE's budget) pays it
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, (frame, target) in tables.items():
