@@ -59,6 +59,7 @@ import contextlib
 import datetime
 import json
 import math
+import os
 import platform
 import shlex
 import sys
@@ -202,6 +203,7 @@ def speed(tmp: Path, tvae: bool) -> dict[str, Any]:
     pyro-vae's median epoch after the first, scaled to all the rows by its rows per second
     (it trains on 90% of them), against TVAE's median epoch after the first, without its
     data transformer's fit; ``ratio`` is pyro-vae's over TVAE's (below 1: pyro-vae faster)."""
+    load = os.getloadavg()[0]  # the 1-minute load average: the machine is shared
     frame, _ = load_tables(["diamonds"], 10**9)["diamonds"]
     fitted = train_pyro_vae(frame, SPEED_EPOCHS, 0, tmp, "speed", column_types(frame, tmp))
     timing = [json.loads(line) for line in (tmp / "speed-0" / "run" / "timing.jsonl").open()]
@@ -220,6 +222,7 @@ def speed(tmp: Path, tvae: bool) -> dict[str, Any]:
         result["tvae"] = float(np.median(clocked.epochs[1:]))
         result.update({"tvae_epochs": clocked.epochs, "tvae_setup": clocked.setup})
         result["ratio"] = result["pyro-vae"] / result["tvae"]
+    result["load_average"] = [load, os.getloadavg()[0]]
     return result
 
 
@@ -300,12 +303,17 @@ def speed_line(sp: dict[str, Any]) -> str:
         f"(it trains on {sp['pyro-vae_rows_per_epoch']} of the rows; its epoch scaled to "
         f"all of them by its rows per second)"
     )
-    if "tvae" not in sp:
-        return text + ", TVAE not run."
-    return text + (
-        f", TVAE {sp['tvae']:.2f} s (after a {sp['tvae_setup']:.1f} s data transformer fit, "
-        f"not counted): pyro-vae takes {sp['ratio']:.2f}x TVAE's time per epoch."
-    )
+    if "tvae" in sp:
+        text += (
+            f", TVAE {sp['tvae']:.2f} s (after a {sp['tvae_setup']:.1f} s data transformer "
+            f"fit, not counted): pyro-vae takes {sp['ratio']:.2f}x TVAE's time per epoch."
+        )
+    else:
+        text += ", TVAE not run."
+    if "load_average" in sp:
+        before, after = sp["load_average"]
+        text += f" Load average {before:.1f} before, {after:.1f} after."
+    return text
 
 
 def machine() -> str:
