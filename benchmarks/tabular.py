@@ -268,7 +268,12 @@ def markdown(result: dict[str, Any]) -> str:
         "# Synthetic tables and imputation",
         "",
         f"`{result['command']}` on {result['machine']}; {result['seeds']} seed(s), "
-        f"{result['epochs']} epochs, mean ± 95% t interval; epochs per seed.",
+        f"{result['epochs']} epochs, mean ± 95% t interval; epochs per seed."
+        + (
+            " Partial: the tables and seeds done when the run stopped."
+            if "partial" in result
+            else ""
+        ),
         "",
         "| table | method | " + " | ".join(keys) + " | epochs |",
         "|---" * (len(keys) + 3) + "|",
@@ -332,18 +337,8 @@ def machine() -> str:
     return f"{cpu}, {torch.get_num_threads()} torch threads, " + ", ".join(versions)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    tables = load_tables(args.tables, args.rows)
-    # the first optimizer built in a process imports torch's compiler (seconds): build one
-    # now, so that no timed fit (pyro-vae's first, whose time is TVAE's budget) pays it
-    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, (frame, target) in tables.items():
-            for seed in range(args.seeds):
-                print(f"{name} seed {seed} ...", flush=True)
-                rows.append(run_table(name, frame, target, args, seed, Path(tmp)))
+def write(args: argparse.Namespace, argv: Sequence[str] | None, result: dict[str, Any]) -> None:
+    """The record of the rows so far (and the speed) as JSON at ``args.out`` and markdown."""
     result = {
         "command": "python -m benchmarks.tabular "
         + shlex.join(sys.argv[1:] if argv is None else argv),
@@ -351,16 +346,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
         "epochs": args.epochs,
         "seeds": args.seeds,
-        "rows": rows,
-        "summary": summarize(rows),
+        **result,
+        "summary": summarize(result["rows"]),
     }
-    if args.speed:
-        with tempfile.TemporaryDirectory() as tmp:
-            result["speed"] = speed(Path(tmp), not args.no_tvae)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, default=float) + "\n")
     args.out.with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    tables = load_tables(args.tables, args.rows)
+    # the first optimizer built in a process imports torch's compiler (seconds): build one
+    # now, so that no timed fit (pyro-vae's first, whose time is TVAE's budget) pays it
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
+    result: dict[str, Any] = {"partial": True, "rows": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, (frame, target) in tables.items():
+            for seed in range(args.seeds):
+                print(f"{name} seed {seed} ...", flush=True)
+                result["rows"].append(run_table(name, frame, target, args, seed, Path(tmp)))
+                write(args, argv, result)  # a record so far, should the run be cut short
+    if args.speed:
+        with tempfile.TemporaryDirectory() as tmp:
+            result["speed"] = speed(Path(tmp), not args.no_tvae)
+    del result["partial"]
+    write(args, argv, result)
+    print(args.out.with_suffix(".md").read_text())
     return 0
 
 
