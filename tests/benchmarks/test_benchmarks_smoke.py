@@ -19,8 +19,8 @@ needs_data = pytest.mark.skipif(
 
 BENCHMARKS = sorted(p.stem for p in (ROOT / "benchmarks").glob("*.py") if p.stem != "__init__")
 # modules the benchmarks import, with no command line of their own: the hand-written VAE,
-# and the tables and scores of benchmarks.tabular
-LIBRARIES = {"reference", "tabular_parts"}
+# and the tables, scores and other synthesizers of benchmarks.tabular
+LIBRARIES = {"reference", "tabular_parts", "tabular_rivals"}
 
 
 @pytest.mark.parametrize("name", BENCHMARKS)
