@@ -171,14 +171,11 @@ class Loop:
         return self._end_epoch(epoch, sums, bad, time.perf_counter() - start)
 
     def train_step(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """One step on the global batch ``x[idx]``; this rank trains on its share of it.
-
-        Returns ``(loss, reconstruction, KL, rows)`` summed over the rows (float64, on the
-        device), all zero for a bad step.
-        """
+        """One step on the global batch ``x[idx]`` (this rank trains on its share of it):
+        ``(loss, reconstruction, KL, rows)`` summed over the rows (float64, on the device),
+        all zero for a bad step."""
         xb, labels = self._batch(x, idx)
-        step = self.graphs or self.step  # the step captured as a CUDA graph, or not
-        return step(xb, labels, idx.shape[0])
+        return (self.graphs or self.step)(xb, labels, idx.shape[0])  # a CUDA graph, or not
 
     def step(self, xb: torch.Tensor, labels: tuple[torch.Tensor, ...], batch: int) -> torch.Tensor:
         """:meth:`Loop.train_step` on this rank's rows ``xb`` of a global batch of ``batch``."""
