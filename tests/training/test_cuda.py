@@ -17,6 +17,7 @@ import faulty
 import pyro
 import pytest
 import torch
+from cuda_helpers import steps_raise_on_host_sync
 from safetensors.torch import load_file
 
 from pyro_vae import VAE, RunConfig, TrainConfig, VAEConfig, fit
@@ -126,15 +127,7 @@ def test_a_step_makes_no_host_sync_on_cuda() -> None:
     """torch's sync debug mode raises on any synchronising call inside the steps."""
     loop = _loop("cuda")
     loop.train_epoch(1)  # records the replay
-    x, perm = loop._data()
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        with pyro.validation_enabled(False):
-            for idx in perm.split(loop.tc.batch_size):
-                loop.train_step(x, idx)
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
+    steps_raise_on_host_sync(loop)
     loop.close()
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import pyro
 import pytest
 import torch
+from cuda_helpers import steps_raise_on_host_sync
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from pyro_vae import VAE, RunConfig, TrainConfig, VAEConfig, fit
@@ -323,15 +324,7 @@ def test_a_captured_step_makes_no_host_sync_on_cuda() -> None:
     loop.train_epoch(1)  # records the replay and captures the graph
     graphs = loop.graphs
     assert graphs is not None and graphs.captured, graphs and graphs.report()
-    x, perm = loop._data()
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        with pyro.validation_enabled(False):
-            for idx in perm.split(loop.tc.batch_size):
-                loop.train_step(x, idx)
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
+    steps_raise_on_host_sync(loop)
     loop.close()
 
 
