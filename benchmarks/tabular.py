@@ -15,9 +15,12 @@ For each table and seed, four synthesizers, each with the wall time of its fit:
 
 * ``pyro-vae``: ``fit`` on the train rows (of which it trains on all but its own 10% test
   split), the ``table`` likelihood, hidden (128, 128) and a 128-dimensional latent (TVAE's
-  default widths), batch 500, Adam 1e-3, ``--epochs`` epochs.
-* ``tvae``: ``ctgan.TVAE`` with its defaults and batch 500 for the same ``--epochs``, on the
-  complete train rows (TVAE cannot read missing cells).
+  default widths), Adam 1e-3, ``--epochs`` epochs, and the batch of
+  ``tabular_rivals.batch_size``: 500 (TVAE's), or an eighth of the train rows where that
+  is smaller (34 on penguins, 16 on msleep), so that a small table gets more than one step
+  per epoch.
+* ``tvae``: ``ctgan.TVAE`` with its defaults and the same batch for the same
+  ``--epochs``, on the complete train rows (TVAE cannot read missing cells).
 * ``tvae (equal time)``: TVAE again, for as many epochs as fit in pyro-vae's measured wall
   time on that table and seed. ``TVAE.fit`` rebuilds its transformer and networks on every
   call, so one-epoch ``fit`` calls cannot continue a run, and a prediction from the
@@ -80,7 +83,13 @@ from benchmarks.tabular_parts import (
     quality_scores,
     tstr_scores,
 )
-from benchmarks.tabular_rivals import sample_copula, train_copula, train_tvae, train_tvae_for
+from benchmarks.tabular_rivals import (
+    batch_size,
+    sample_copula,
+    train_copula,
+    train_tvae,
+    train_tvae_for,
+)
 from pyro_vae import RunConfig, TableSchema, TrainConfig, VAEConfig, decode_table, fit, impute, load
 from pyro_vae.data.tables import infer_schema, read_cells
 
@@ -88,7 +97,6 @@ __all__ = ["main", "markdown", "run_table"]
 
 WIDTH = (128, 128)  # TVAE's compress_dims and decompress_dims
 LATENT = 128  # TVAE's embedding_dim
-BATCH = 500  # TVAE's batch size
 METHODS = ("pyro-vae", "tvae", "tvae (equal time)", "gaussian copula")
 SPEED_EPOCHS = 5  # per method in --speed; the median of epochs 2..5 is reported
 
@@ -142,7 +150,7 @@ def train_pyro_vae(
         train=TrainConfig(
             dataset=str(data),
             epochs=epochs,
-            batch_size=BATCH,
+            batch_size=batch_size(len(train)),
             seed=seed,
             out=str(tmp / "run"),
             schema=types,
@@ -178,6 +186,7 @@ def run_table(
     torch.manual_seed(seed)
     synth = decode_table(schema, fitted["vae"].sample(len(train), draw=True))
     row: dict[str, Any] = {"table": name, "seed": seed, "rows": len(frame)}
+    row["batch"] = batch_size(len(train))  # both VAEs' (tabular_rivals.batch_size)
     row["pyro-vae"] = scores(fitted["seconds"], synth, epochs=args.epochs)
     if not args.no_tvae:
         tvae = train_tvae(train, kinds, args.epochs, seed)
@@ -261,6 +270,14 @@ def _cell(v: dict[str, float]) -> str:
     return "n/a" if math.isnan(v["mean"]) else f"{v['mean']:.3f} ± {v['ci95']:.3f}"
 
 
+def _batches(rows: list[dict[str, Any]]) -> str:
+    """The batch of both VAEs per table, as a sentence (none for records without it)."""
+    sizes = {r["table"]: r["batch"] for r in rows if "batch" in r}
+    if not sizes:
+        return ""
+    return " Batch of both VAEs: " + ", ".join(f"{t} {b}" for t, b in sizes.items()) + "."
+
+
 def markdown(result: dict[str, Any]) -> str:
     """The tables of ``result``: synthetic quality, imputation, then speed."""
     keys = ("overall", "column_shapes", "column_pair_trends", "tstr", "trtr", "seconds")
@@ -269,6 +286,7 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"`{result['command']}` on {result['machine']}; {result['seeds']} seed(s), "
         f"{result['epochs']} epochs, mean ± 95% t interval; epochs per seed."
+        + _batches(result["rows"])
         + (
             " Partial: the tables and seeds done when the run stopped."
             if "partial" in result

@@ -38,6 +38,7 @@ import torch
 __all__ = [
     "EpochClock",
     "TvaeFit",
+    "batch_size",
     "clock_available",
     "equal_time_epochs",
     "sample_copula",
@@ -49,6 +50,18 @@ __all__ = [
 BATCH = 500  # TVAE's batch size
 DISCRETE = ("categorical", "binary")
 MAX_EPOCHS = 1_000_000  # the cap of a TVAE run that the clock stops at its budget
+
+
+def batch_size(rows: int) -> int:
+    """The batch that both VAEs train with on ``rows`` train rows: TVAE's default 500, or an
+    eighth of the rows (rounded down to even, at least 16) where that is smaller.
+
+    The decision: at 500, the 275 train rows of penguins are one step per epoch, so 50
+    epochs are 50 Adam steps, and both VAEs stop long before they fit (pyro-vae's TSTR
+    was 0.58 against 0.98 on real rows). Eight steps per epoch at the least gives either
+    method a fair number of steps; TVAE gets the same batch, so it is not left at a batch
+    larger than the table. Diamonds (4,000 train rows and more) keeps 500."""
+    return min(BATCH, max(16, rows // 16 * 2))
 
 
 @dataclass
@@ -100,9 +113,10 @@ def train_tvae(
     seed: int,
     budget: float | None = None,
 ) -> TvaeFit:
-    """``ctgan.TVAE`` with its defaults (widths 128-128, latent 128, batch 500) for ``epochs``
-    epochs on the complete train rows (TVAE cannot read missing cells), timed per epoch;
-    with a ``budget`` in seconds, ``epochs`` is a cap and the clock stops it at the budget."""
+    """``ctgan.TVAE`` with its defaults (widths 128-128, latent 128) and
+    :func:`batch_size` of the train rows for ``epochs`` epochs on the complete train rows
+    (TVAE cannot read missing cells), timed per epoch; with a ``budget`` in seconds,
+    ``epochs`` is a cap and the clock stops it at the budget."""
     from ctgan import TVAE
     from ctgan.synthesizers import tvae as module
 
@@ -110,7 +124,7 @@ def train_tvae(
     np.random.seed(seed)
     complete = train.dropna().reset_index(drop=True)
     discrete = [c for c, k in kinds.items() if k in DISCRETE]
-    model = TVAE(epochs=epochs, batch_size=BATCH)
+    model = TVAE(epochs=epochs, batch_size=batch_size(len(train)))
     clock = EpochClock(budget)
     patch = (
         mock.patch.object(module, "tqdm", clock)

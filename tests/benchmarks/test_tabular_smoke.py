@@ -43,3 +43,13 @@ def test_tabular_benchmark_smoke(tmp_path: Path) -> None:
         if "tvae (equal time)" in row:
             assert row["tvae (equal time)"]["epochs"] >= 1
     assert "| penguins | pyro-vae |" in out.with_suffix(".md").read_text()
+    assert "Batch of both VAEs: penguins 30, msleep 16." in out.with_suffix(".md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("rows", "batch"), [(66, 16), (275, 34), (3999, 498), (4000, 500), (53940, 500), (10, 16)]
+)
+def test_batch_size_is_an_eighth_of_a_small_table(rows: int, batch: int) -> None:
+    from benchmarks.tabular_rivals import batch_size
+
+    assert batch_size(rows) == batch
