@@ -11,9 +11,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["impute_scores", "load_tables", "quality_scores", "tstr_scores"]
+__all__ = ["METHODS", "impute_scores", "load_tables", "quality_scores", "summarize", "tstr_scores"]
 
 DISCRETE = ("categorical", "binary")
+METHODS = ("pyro-vae", "tvae", "tvae (equal time)", "gaussian copula")
 
 
 def load_tables(names: list[str], rows: int) -> dict[str, tuple[pd.DataFrame, str]]:
@@ -212,3 +213,34 @@ def _errors(
         "rmse": math.sqrt(squares / n_num) if n_num else math.nan,
         "accuracy": right / n_cat if n_cat else math.nan,
     }
+
+
+def _interval(values: list[float]) -> dict[str, float]:
+    """Mean and the half-width of a 95% t interval (0 for one value)."""
+    from scipy import stats
+
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], float)
+    if len(v) == 0:
+        return {"mean": math.nan, "ci95": math.nan}
+    half = (
+        0.0 if len(v) < 2 else float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / len(v) ** 0.5)
+    )
+    return {"mean": float(v.mean()), "ci95": half}
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per table and method: each figure's mean and 95% interval over the seeds."""
+    out: dict[str, Any] = {}
+    for table in dict.fromkeys(r["table"] for r in rows):
+        mine = [r for r in rows if r["table"] == table]
+        entry: dict[str, Any] = {}
+        for method in METHODS:
+            if method in mine[0]:
+                keys = mine[0][method].keys()
+                entry[method] = {k: _interval([r[method][k] for r in mine]) for k in keys}
+        imp = mine[0]["imputation"]
+        entry["imputation"] = {
+            m: {k: _interval([r["imputation"][m][k] for r in mine]) for k in imp[m]} for m in imp
+        }
+        out[table] = entry
+    return out
