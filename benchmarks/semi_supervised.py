@@ -54,7 +54,8 @@ def main() -> None:
     deadline = time.monotonic() + 60 * args.budget_minutes
     start = time.perf_counter()
     rows = []
-    settings: list[int | str] = [int(n) for n in args.labels.split(",")] + ["all"]
+    settings: list[int | str] = [int(n) for n in args.labels.split(",")]
+    settings += [] if args.no_ceiling else ["all"]
     for labelled in settings:
         for seed in range(args.seeds):
             rows.append(_run(args, data, labelled, seed, deadline))
@@ -81,6 +82,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--train-points", type=int, default=None, help="a seeded subset (all)")
     p.add_argument("--iw-samples", type=int, default=1000)
     p.add_argument("--iw-points", type=int, default=1000)
+    p.add_argument(
+        "--alpha",
+        type=float,
+        default=None,
+        help="weight of the labelled points' log q(y|x), summed over them (TrainConfig.alpha); "
+        "default Kingma et al.'s 0.1 N",
+    )
+    p.add_argument("--no-ceiling", action="store_true", help="skip the --labelled all row")
     p.add_argument("--budget-minutes", type=float, default=math.inf)
     p.add_argument("--dataset", default="mnist")
     p.add_argument("--device", default="cpu", help="cpu, cuda, ... (TrainConfig.device)")
@@ -124,6 +133,7 @@ def _config(args: argparse.Namespace, labelled: int | str, seed: int, out: Path)
             out=str(out),
             eval_num_samples=args.iw_samples,
             eval_num_points=args.iw_points,
+            alpha=None if labelled == "all" else args.alpha,
         ),
     )
 
@@ -132,8 +142,10 @@ def _run(
     args: argparse.Namespace, data: Dataset, labelled: int | str, seed: int, deadline: float
 ) -> dict[str, Any]:
     """Train (or continue, or read back) one run; its row of the table."""
-    out = args.out / f"labelled-{labelled}" / f"seed-{seed}"
+    alpha = "" if args.alpha is None or labelled == "all" else f"-alpha-{args.alpha:g}"
+    out = args.out / f"labelled-{labelled}{alpha}" / f"seed-{seed}"
     row: dict[str, Any] = {"labelled": labelled, "seed": seed, "run_dir": str(out)}
+    row["alpha"] = "-" if labelled == "all" else "0.1 N" if args.alpha is None else args.alpha
     if (out / "summary.json").exists():
         return {**row, **_scores(args, data, out, labelled), "status": "complete"}
     if time.monotonic() >= deadline:
@@ -205,7 +217,11 @@ def _ceiling(args: argparse.Namespace, data: Dataset, out: Path) -> dict[str, An
 
 def _summary(args: argparse.Namespace, rows: list[dict[str, Any]], wall: float) -> dict:
     given = {k: v for k, v in vars(args).items() if k not in ("out", "results", "smoke")}
-    flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in given.items())
+    flags = " ".join(
+        f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
+        for k, v in given.items()
+        if v is not None and v is not False
+    )
     return {
         "command": "PYRO_VAE_DATA=/work/shared/data python -m benchmarks.semi_supervised "
         + flags
@@ -234,15 +250,16 @@ def _markdown(summary: dict[str, Any]) -> str:
         f"({machine['cpu_count']} cores, load {machine['load_average_at_end'][0]:.1f}); "
         f"this invocation ran {summary['budget']['wall_seconds']:.0f} s.",
         "",
-        "| labels | seed | epochs | test error % | paper M2 error % | IW NLL | status |",
-        "|---|---|---|---|---|---|---|",
+        "| labels | alpha | seed | epochs | test error % | paper M2 error % | IW NLL | status |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in summary["rows"]:
         paper = PAPER_ERROR.get(r["labelled"], "-") if r["labelled"] != "all" else "ceiling"
         err = f"{r['test_error_pct']:.2f}" if "test_error_pct" in r else "-"
         nll = f"{r['test_nll']:.2f}" if "test_nll" in r else "-"
         lines.append(
-            f"| {r['labelled']} | {r['seed']} | {r.get('epochs_done', 0)} | {err} | {paper} "
+            f"| {r['labelled']} | {r.get('alpha', '0.1 N')} | {r['seed']} "
+            f"| {r.get('epochs_done', 0)} | {err} | {paper} "
             f"| {nll} | {r['status']} |"
         )
     return "\n".join(lines) + "\n"

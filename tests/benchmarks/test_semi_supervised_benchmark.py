@@ -23,8 +23,21 @@ def test_semi_supervised_benchmark_smoke(tmp_path: Path) -> None:
     for row in summary["rows"]:
         assert 0 <= row["test_error_pct"] <= 100 and row["test_nll"] > 0
     assert "python -m benchmarks.semi_supervised" in summary["command"]
-    assert "| 20 | 0 | 1 |" in results.with_suffix(".md").read_text()
+    assert "| 20 | 0.1 N | 0 | 1 |" in results.with_suffix(".md").read_text()
     # run again: the finished runs are read back, not trained again
     subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, timeout=600)
     again = json.loads(results.with_suffix(".json").read_text())
     assert [r["test_nll"] for r in again["rows"]] == [r["test_nll"] for r in summary["rows"]]
+
+
+def test_alpha_gets_its_own_run_and_no_ceiling_skips_the_ceiling(tmp_path: Path) -> None:
+    results = tmp_path / "res"
+    cmd = [sys.executable, "-m", "benchmarks.semi_supervised", "--smoke", "--alpha", "460"]
+    cmd += ["--no-ceiling", "--out", str(tmp_path / "runs"), "--results", str(results)]
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, timeout=600)
+    summary = json.loads(results.with_suffix(".json").read_text())
+    assert [(r["labelled"], r["alpha"]) for r in summary["rows"]] == [(20, 460.0)]
+    assert summary["rows"][0]["run_dir"].endswith("labelled-20-alpha-460/seed-0")
+    assert "--alpha 460.0 --no-ceiling" in summary["command"]
+    config = json.loads((tmp_path / "runs/labelled-20-alpha-460/seed-0/config.json").read_text())
+    assert config["train"]["alpha"] == 460.0
