@@ -323,7 +323,11 @@ def run_row(name: str, args: argparse.Namespace, runs_dir: Path) -> dict[str, An
         pyro.set_rng_seed(EVAL_SEED)
         terms = mean_terms(vae, test_x)
         ll = log_likelihood(
-            vae.model, vae.guide, test_x[idx], num_samples=args.eval_samples, progress=False
+            vae.model,
+            vae.guide,
+            test_x[idx],
+            num_samples=args.eval_samples,
+            progress=not args.smoke,
         ).double()  # (n,)
         counts, variances = layer_active_units(vae, test_x, draws=args.au_draws)
     eval_seconds = time.perf_counter() - start
