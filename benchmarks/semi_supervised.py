@@ -133,19 +133,26 @@ def _config(args: argparse.Namespace, labelled: int | str, seed: int, out: Path)
             out=str(out),
             eval_num_samples=args.iw_samples,
             eval_num_points=args.iw_points,
-            alpha=None if labelled == "all" else args.alpha,
+            alpha=_alpha(args, labelled),
         ),
     )
+
+
+def _alpha(args: argparse.Namespace, labelled: int | str) -> float | None:
+    """``--alpha`` for an M2 run; None (the paper's 0.1 N) when not given, and for the
+    ceiling, which has no classifier."""
+    return None if labelled == "all" else args.alpha
 
 
 def _run(
     args: argparse.Namespace, data: Dataset, labelled: int | str, seed: int, deadline: float
 ) -> dict[str, Any]:
     """Train (or continue, or read back) one run; its row of the table."""
-    alpha = "" if args.alpha is None or labelled == "all" else f"-alpha-{args.alpha:g}"
-    out = args.out / f"labelled-{labelled}{alpha}" / f"seed-{seed}"
+    alpha = _alpha(args, labelled)
+    tag = "" if alpha is None else f"-alpha-{alpha:g}"
+    out = args.out / f"labelled-{labelled}{tag}" / f"seed-{seed}"
     row: dict[str, Any] = {"labelled": labelled, "seed": seed, "run_dir": str(out)}
-    row["alpha"] = "-" if labelled == "all" else "0.1 N" if args.alpha is None else args.alpha
+    row["alpha"] = "-" if labelled == "all" else "0.1 N" if alpha is None else alpha
     if (out / "summary.json").exists():
         return {**row, **_scores(args, data, out, labelled), "status": "complete"}
     if time.monotonic() >= deadline:
