@@ -49,45 +49,63 @@ class TraceELBO(Objective, pyro.infer.Trace_ELBO):
         self.last_terms: Terms = {}
 
     def differentiable_loss(self, model: Fn, guide: Fn, *args: Any, **kwargs: Any) -> torch.Tensor:
-        loss = surrogate = recon = 0.0
-        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
-            elbo_p, surrogate_p, recon_p = _particle(model_trace, guide_trace)
-            loss = loss - elbo_p / self.num_particles
-            surrogate = surrogate - surrogate_p / self.num_particles
-            recon = recon + recon_p / self.num_particles
-        assert isinstance(loss, torch.Tensor) and isinstance(surrogate, torch.Tensor)
-        self.last_terms = {
-            "reconstruction": as_tensor(recon).detach(),
-            "kl": (as_tensor(recon) + loss).detach(),
-        }
+        traces = self._get_traces(model, guide, args, kwargs)
+        particles = [_particle(model_trace, guide_trace) for model_trace, guide_trace in traces]
+        loss = -_mean([elbo for elbo, _, _ in particles])
+        recon = _mean([recon for _, _, recon in particles])
+        self.last_terms = {"reconstruction": recon.detach(), "kl": (recon + loss).detach()}
+        if all(surrogate is None for _, surrogate, _ in particles):
+            return loss  # every guide site reparameterized: the estimate is its own surrogate
         # value of the ELBO estimate, gradient of the surrogate (as Trace_ELBO)
+        surrogate = -_mean([elbo if s is None else s for elbo, s, _ in particles])
         return with_gradient_of(loss, surrogate)
 
 
+def _mean(values: list[Any]) -> torch.Tensor:
+    """The mean over particles, with no operation for one particle (the usual case)."""
+    total = values[0]
+    for v in values[1:]:
+        total = total + v
+    return as_tensor(total if len(values) == 1 else total / len(values))
+
+
 def _particle(model_trace: Trace, guide_trace: Trace) -> tuple[Any, Any, Any]:
-    """One particle's ELBO, surrogate ELBO and reconstruction, as device tensors."""
+    """One particle's ELBO, surrogate ELBO and reconstruction, as device tensors.
+
+    The surrogate is ``None`` where it equals the ELBO, value and gradient: when no guide
+    site has a score-function term, each site's ``entropy_term`` is its ``log_prob`` (Pyro's
+    ``ScoreParts`` convention for reparameterized sites), so the two sums are the same.
+    """
     elbo: Any = 0.0
-    surrogate: Any = 0.0
     recon: Any = 0.0
+    surrogate_guide: Any = 0.0  # the guide's part of the surrogate
+    reparameterized = True
     log_r = None
-    for site in model_trace.nodes.values():
-        if site["type"] == "sample":
-            elbo = elbo + site["log_prob_sum"]
-            surrogate = surrogate + site["log_prob_sum"]
-            if site["is_observed"]:
-                recon = recon + site["log_prob_sum"].detach()
-    for site in guide_trace.nodes.values():
-        if site["type"] == "sample":
-            _, score_function_term, entropy_term = site["score_parts"]
-            elbo = elbo - site["log_prob_sum"]
-            if not is_identically_zero(entropy_term):
-                surrogate = surrogate - entropy_term.sum()
-            if not is_identically_zero(score_function_term):
-                if log_r is None:
-                    log_r = _compute_log_r(model_trace, guide_trace)
-                weight = log_r.sum_to(site["cond_indep_stack"])
-                surrogate = surrogate + (weight * score_function_term).sum()
+    for site in _sample_sites(model_trace):
+        elbo = site["log_prob_sum"] if isinstance(elbo, float) else elbo + site["log_prob_sum"]
+        if site["is_observed"]:
+            term = site["log_prob_sum"].detach()
+            recon = term if isinstance(recon, float) else recon + term
+    model_part = elbo
+    for site in _sample_sites(guide_trace):
+        _, score_function_term, entropy_term = site["score_parts"]
+        elbo = elbo - site["log_prob_sum"]
+        if is_identically_zero(entropy_term):
+            reparameterized = False  # the site's log q enters the estimate, not the surrogate
+        else:
+            surrogate_guide = surrogate_guide - entropy_term.sum()
+        if not is_identically_zero(score_function_term):
+            reparameterized = False
+            if log_r is None:
+                log_r = _compute_log_r(model_trace, guide_trace)
+            weight = log_r.sum_to(site["cond_indep_stack"])
+            surrogate_guide = surrogate_guide + (weight * score_function_term).sum()
+    surrogate = None if reparameterized else model_part + surrogate_guide
     return elbo, surrogate, recon
+
+
+def _sample_sites(trace: Trace) -> list[Any]:
+    return [site for site in trace.nodes.values() if site["type"] == "sample"]
 
 
 @OBJECTIVES.register("elbo-analytic")

@@ -24,6 +24,11 @@ once per input shape:
   data-dependent control flow that a recording would freeze);
 - the replay's value differs from the Pyro program's on the same random draws.
 
+Two things are recorded as the per-shape constants they are, with the same numbers as the
+program: Gaussian noise as ``empty(shape).normal_()`` (:func:`_eager_standard_normal`), and a
+plate sized by an input's shape as a number (:func:`_input_sized_plates`), so Pyro does not
+multiply every log-density by a recorded tensor scale of 1.0.
+
 ``torch.jit.trace`` is deprecated in favour of ``torch.export``/``torch.compile``. It is used
 because it is the one executor that replays a graph without Python and without a compiler: on
 this workload ``torch.export`` graphs ran at 0.8-0.95x the hand-written PyTorch loop (Python
@@ -44,6 +49,7 @@ from typing import Any
 
 import pyro
 import torch
+from pyro.poutine.subsample_messenger import SubsampleMessenger
 from torch import nn
 
 __all__ = ["Replay", "replayable"]
@@ -173,7 +179,11 @@ def _key(x: torch.Tensor, labels: tuple[torch.Tensor, ...]) -> _Key:
 
 def _trace(module: nn.Module, x: torch.Tensor, labels: tuple[torch.Tensor, ...]) -> Any:
     """``torch.jit.trace(module)``, or a string saying why the recording is not trusted."""
-    with warnings.catch_warnings(record=True) as caught, _eager_standard_normal():
+    with (
+        warnings.catch_warnings(record=True) as caught,
+        _eager_standard_normal(),
+        _input_sized_plates(),
+    ):
         warnings.simplefilter("always")
         graph = torch.jit.trace(module, (x, *labels), check_trace=False)
     for w in caught:
@@ -229,3 +239,54 @@ def _eager_standard_normal() -> Iterator[None]:
     finally:
         for module in patched:
             vars(module)["_standard_normal"] = original
+
+
+@contextmanager
+def _input_sized_plates() -> Iterator[None]:
+    """Record a ``pyro.plate`` sized by an input's shape (``x.shape[0]``) with its size as a number.
+
+    Under tracing that size is a tensor, so Pyro scales every site in the plate by the tensor
+    ``size / subsample_size`` (1.0 without subsampling): four scalar operations a site, and a
+    multiplication of each log-density, with its backward, in every replayed step. A recording
+    is made per input shape, for which such a size is a constant; given as a number, Pyro
+    leaves an unscaled site unscaled. Sizes of any other origin stay as they are.
+    """
+    original = SubsampleMessenger.__dict__["_subsample"]  # a staticmethod
+
+    def subsample(name: str, size: Any = None, subsample_size: Any = None, *rest: Any) -> Any:
+        size, subsample_size = _fixed_dim(size), _fixed_dim(subsample_size)
+        size, subsample_size, indices = original.__func__(name, size, subsample_size, *rest)
+        return size, _fixed_dim(subsample_size), indices  # the length of arange(size)
+
+    SubsampleMessenger._subsample = staticmethod(subsample)  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:
+        SubsampleMessenger._subsample = original  # type: ignore[method-assign]
+
+
+def _fixed_dim(size: Any) -> Any:
+    """``size`` as an int if, traced, it is fixed by the recording's input shapes: the size
+    of an input, or of ``arange(n)`` with ``n`` a constant. Else ``size`` unchanged."""
+    get_value_trace = getattr(torch._C, "_get_value_trace", None)
+    if (
+        not isinstance(size, torch.Tensor)
+        or not torch._C._get_tracing_state()
+        or not get_value_trace
+    ):
+        return size
+    try:
+        node = get_value_trace(size).node()  # prim::NumToTensor(aten::size(tensor, dim))
+        source = node.inputsAt(0).node() if node.kind() == "prim::NumToTensor" else node
+        of = source.inputsAt(0).node() if source.kind() == "aten::size" else None
+        fixed = of is not None and (
+            of.kind() == "prim::Param"
+            or (of.kind() == "aten::arange" and of.inputsAt(0).node().kind() == "prim::Constant")
+        )
+    except (RuntimeError, AttributeError, IndexError):  # an untraced value, another tracer
+        return size
+    if not fixed:
+        return size
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # constant per recording
+        return int(size)

@@ -73,6 +73,27 @@ def test_the_speed_verdict_needs_five_pairs_and_reports_their_spread() -> None:
     assert result.returncode == 2 and "--pairs must be at least 5" in result.stderr
 
 
+def test_speed_pool_pools_the_pairs_of_several_runs(tmp_path: Path) -> None:
+    def run(name: str, pairs: list[float]) -> None:
+        row = {"architecture": "a", "batch": 8, "pair_ratios": {"pyro-vae": pairs}}
+        row["ratio_vs_reference"] = sorted(pairs)[len(pairs) // 2]
+        (tmp_path / name).write_text(json.dumps({"training": [row]}))
+
+    run("x-1.json", [0.9, 1.0, 1.1, 1.2, 1.3])
+    run("x-2.json", [0.5, 0.6, 0.7, 0.8, 0.9])
+    out = tmp_path / "pooled.json"
+    cmd = [sys.executable, "-m", "benchmarks.speed_pool", "--out", str(out)]
+    subprocess.run([*cmd, f"x={tmp_path}/x-*.json"], cwd=ROOT, check=True, capture_output=True)
+    (row,) = json.loads(out.read_text())["labels"]["x"]
+    assert len(row["pairs"]) == 10 and row["median"] == pytest.approx(0.9)
+    assert row["spread"][0] == 0.5 and row["spread"][4] == 1.3
+    assert row["share_at_least_1"] == pytest.approx(0.4)
+    assert row["median_of_runs"] == pytest.approx((1.1 + 0.7) / 2)
+    assert "**0.900**" in out.with_suffix(".md").read_text()
+    missing = subprocess.run([*cmd, "y=/nonexistent-*.json"], cwd=ROOT, capture_output=True)
+    assert missing.returncode == 2 and b"no file matches" in missing.stderr
+
+
 def test_distributed_benchmark_smoke(tmp_path: Path) -> None:
     out = tmp_path / "distributed.json"
     cmd = [sys.executable, "-m", "benchmarks.distributed", "--smoke", "--out", str(out)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +18,7 @@ from pyro_vae.data import Dataset
 from pyro_vae.infer.objectives import build_objective
 from pyro_vae.training.guard import fused_adam
 from pyro_vae.training.loop import Loop
-from pyro_vae.training.replay import Replay
+from pyro_vae.training.replay import Replay, _fixed_dim
 
 CONFIG = VAEConfig(data_shape=(1, 4, 4), latent_dim=3, hidden=(8,))
 
@@ -213,3 +214,90 @@ def test_training_a_dataset_end_to_end_uses_the_replay() -> None:
     assert [r["train_loss"] for r in a.history] == pytest.approx(
         [r["train_loss"] for r in b.history], rel=1e-5
     )
+
+
+def _scale_ops(graph: Any) -> list[str]:
+    """The recorded operations that compute or apply a plate's scale (Pyro's files)."""
+    lines = str(graph.inlined_graph).splitlines()
+    pyro_scale = ("poutine/subsample_messenger.py", "distributions/util.py")
+    return [
+        line
+        for line in lines
+        if ("aten::mul" in line or "aten::div" in line) and any(f in line for f in pyro_scale)
+    ]
+
+
+def test_a_plate_sized_by_the_input_is_recorded_without_a_scale() -> None:
+    """``pyro.plate("data", x.shape[0])``: a constant size per recording, so no tensor scale
+    of 1.0 is computed and multiplied into each site's log-density every step."""
+    vae = _vae()
+    objective = build_objective("elbo")
+    replay = Replay(objective(vae.model, vae.guide), objective)
+    with pyro.validation_enabled(False):
+        replay(_data())
+    (graph,) = replay._graphs.values()
+    assert not _scale_ops(graph)
+
+
+def _subsampled_program(batch: int) -> tuple[Callable[..., None], Callable[..., None], Any]:
+    """z ~ N(0, 1) per row of a plate over all of x's rows, subsampled to ``batch`` rows
+    drawn by randperm: Pyro scales each site by len(x) / batch."""
+    net = torch.nn.Linear(4, 2).double()
+
+    def model(x: torch.Tensor) -> None:
+        pyro.module("net", net)
+        with pyro.plate("data", x.shape[0], subsample_size=batch) as rows:
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z[:, None], 1.0).to_event(1), obs=x[rows])
+
+    def guide(x: torch.Tensor) -> None:
+        pyro.module("net", net)
+        with pyro.plate("data", x.shape[0], subsample_size=batch) as rows:
+            h = net(x[rows])
+            pyro.sample("z", dist.Normal(h[:, 0], h[:, 1].exp()))
+
+    return model, guide, net
+
+
+def test_a_subsampled_plate_replays_its_scale_and_its_draws() -> None:
+    """A plate of 50 rows subsampled to 6 (scale 50/6, rows drawn by randperm each step): the
+    replay draws the rows and the noise as the Pyro program does, step after step."""
+    model, guide, net = _subsampled_program(batch=6)
+    objective = build_objective("elbo")
+    module = objective(model, guide)
+    module.add_module("net", net)
+    replay = Replay(module, objective)
+    elbo = pyro.infer.Trace_ELBO()
+
+    def pyros(x: torch.Tensor) -> torch.Tensor:
+        return elbo.differentiable_loss(model, guide, x)
+
+    x = torch.randn(50, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    with pyro.validation_enabled(False):
+        for step in range(3):
+            ours = _loss_and_grads(replay, net, x, seed=20 + step)  # type: ignore[arg-type]
+            theirs = _loss_and_grads(pyros, net, x, seed=20 + step)  # type: ignore[arg-type]
+            torch.testing.assert_close(ours[0], theirs[0], rtol=1e-12, atol=1e-12)
+            for a, b in zip(ours[1], theirs[1], strict=True):
+                torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert replay.recorded and not replay.eager, replay.eager
+
+
+def test_only_sizes_fixed_by_the_input_shapes_become_numbers() -> None:
+    seen: dict[str, Any] = {}
+
+    def probe(x: torch.Tensor) -> torch.Tensor:
+        seen["input"] = _fixed_dim(x.shape[0])
+        seen["reshaped"] = _fixed_dim(x.reshape(-1).shape[0])
+        seen["value"] = _fixed_dim((x.sum() * 0 + 3).long())
+        seen["number"] = _fixed_dim(7)
+        return x * 2
+
+    with warnings.catch_warnings():  # torch.jit.trace's deprecation notice (see replay.py)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.trace(probe, (torch.ones(3, 2),), check_trace=False)
+    assert seen["input"] == 3 and isinstance(seen["input"], int)
+    assert isinstance(seen["reshaped"], torch.Tensor)  # left alone: not an input's size
+    assert isinstance(seen["value"], torch.Tensor)  # a value, not a size
+    assert seen["number"] == 7
+    assert _fixed_dim(torch.tensor(4)) is not None  # not tracing: unchanged
