@@ -111,8 +111,8 @@ def encode_table(schema: TableSchema, cells: pd.DataFrame) -> torch.Tensor:
 def decode_table(schema: TableSchema, x: torch.Tensor) -> pd.DataFrame:
     """Encoded rows (draws or means of p(x|z)) as a table with the original names and labels.
 
-    Real and positive columns are un-standardized (and rounded where the column held
-    integers); counts rounded; a binary column's value above 1/2 is its level 1; a
+    Real and positive columns are un-standardized, then rounded as the column's cells were
+    written (to integers, or to its ``decimals`` places); counts rounded; a binary column's value above 1/2 is its level 1; a
     categorical block gives its largest entry's level. The indicators are ignored: every
     cell is filled.
     """
@@ -142,7 +142,17 @@ def _decode_column(column: Column, block: np.ndarray) -> object:
         return np.maximum(np.round(v), 0).astype(np.int64)
     v = v * column.scale + column.shift
     v = np.exp(v) if column.type == "positive" else v
-    return np.round(v).astype(np.int64) if column.integer else v
+    if column.integer:
+        return np.round(v).astype(np.int64)
+    return v if column.decimals is None else _to_decimals(v, column)
+
+
+def _to_decimals(v: np.ndarray, column: Column) -> np.ndarray:
+    """``v`` rounded to the column's ``decimals`` places, as its cells are written; a positive
+    column keeps its smallest positive value at that precision rather than 0."""
+    d = column.decimals or 0
+    rounded = np.round(v, d)
+    return np.maximum(rounded, 10.0**-d) if column.type == "positive" else rounded
 
 
 def load_table(path: str | Path, overrides: str = "") -> Dataset:

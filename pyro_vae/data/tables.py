@@ -71,7 +71,8 @@ class Column:
     ``levels`` are the cell texts of a categorical column's levels (one-hot order), or of a
     binary column's 0 and 1. ``shift``/``scale`` standardize a real column, or the log of a
     positive one (:math:`m`, :math:`s` of the train split). ``integer`` columns are written
-    back rounded.
+    back rounded; other real and positive columns to ``decimals`` places, the most any of
+    their cells has (None: a cell in exponent notation, or a schema saved before it was kept).
     """
 
     name: str
@@ -80,6 +81,7 @@ class Column:
     shift: float = 0.0
     scale: float = 1.0
     integer: bool = False
+    decimals: int | None = None
 
     @property
     def width(self) -> int:
@@ -295,7 +297,19 @@ def _column(name: str, cells: pd.Series, kind: str | None, where: str, train: np
     sample = fitted[fitted.index.isin(train)]
     sample = sample if len(sample) else fitted
     scale = float(sample.std(ddof=0)) if len(sample) > 1 else 1.0
-    return Column(name, kind, shift=float(sample.mean()), scale=scale or 1.0, integer=integer)
+    shift, scale = float(sample.mean()), scale or 1.0
+    return Column(
+        name, kind, shift=shift, scale=scale, integer=integer, decimals=_decimals(observed)
+    )
+
+
+def _decimals(observed: pd.Series) -> int | None:
+    """The most digits after the decimal point among the cells' texts; None if a cell is in
+    exponent notation (``1e-05``), whose precision the text does not show as decimals."""
+    texts = observed.astype(str)
+    if bool(texts.str.contains("[eE]", regex=True).any()):
+        return None
+    return int(texts.str.partition(".")[2].str.len().max())
 
 
 def _check_numbers(name: str, cells: pd.Series, values: pd.Series, kind: str, where: str) -> None:

@@ -88,6 +88,39 @@ def test_encoding_round_trips_values_and_labels(tmp_path: Path) -> None:
     assert torch.equal(encode_table(schema, cells_from_frame), encode_table(schema, cells))
 
 
+def test_values_are_written_with_the_decimals_of_the_data(tmp_path: Path) -> None:
+    """Real and positive cells come back at the precision the column was written with; a
+    column with a cell in exponent notation is left unrounded; older schemas load."""
+    path = tmp_path / "d.csv"
+    path.write_text(
+        "length,mass,tiny,shift\n"
+        + "".join(
+            f"{30 + i * 1.7:.1f},{0.1 + i * 0.013:.3f},{i + 1}e-6,{i - 4.25:.2f}\n"
+            for i in range(9)
+        )
+    )
+    schema = infer_schema(read_cells(path))
+    kinds = {c.name: (c.type, c.decimals) for c in schema.columns}
+    assert kinds == {
+        "length": ("positive", 1),
+        "mass": ("positive", 3),
+        "tiny": ("positive", None),
+        "shift": ("real", 2),
+    }
+    rng = np.random.default_rng(0)
+    draws = decode_table(schema, torch.from_numpy(rng.normal(size=(50, schema.width + 4))))
+    for name, places in (("length", 1), ("mass", 3), ("shift", 2)):
+        values = draws[name].to_numpy()
+        np.testing.assert_array_equal(values, np.round(values, places))
+        assert not np.array_equal(values, np.round(values, places - 1))
+    assert (draws["mass"] > 0).all()  # positive stays positive after rounding
+    assert not np.array_equal(draws["tiny"], np.round(draws["tiny"], 8))  # not rounded
+    legacy = schema.to_dict()
+    for column in legacy["columns"]:
+        del column["decimals"]
+    assert TableSchema.from_dict(legacy).columns[0].decimals is None
+
+
 def test_true_false_columns_are_binary_and_keep_their_spelling(tmp_path: Path) -> None:
     path = tmp_path / "b.csv"
     path.write_text(
