@@ -25,8 +25,8 @@ once per input shape:
 - the replay's value differs from the Pyro program's on the same random draws.
 
 Two things are recorded as the per-shape constants they are, with the same numbers as the
-program: Gaussian noise as ``empty(shape).normal_()`` (:func:`_eager_standard_normal`), and a
-plate sized by an input's shape as a number (:func:`_input_sized_plates`), so Pyro does not
+program: Gaussian noise as ``empty(shape).normal_()`` (``_eager_standard_normal``), and a
+plate sized by an input's shape as a number (``_input_sized_plates``), so Pyro does not
 multiply every log-density by a recorded tensor scale of 1.0.
 
 ``torch.jit.trace`` is deprecated in favour of ``torch.export``/``torch.compile``. It is used
