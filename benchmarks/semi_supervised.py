@@ -187,11 +187,19 @@ def _scores(args: argparse.Namespace, data: Dataset, out: Path, labelled: int | 
     row = {"epochs_done": epochs, "train_seconds": sum(t["seconds"] for t in timing)}
     if labelled != "all":
         acc = summary["test_accuracy"]
+        row.update(_valid_curve(out))
         return {**row, "test_error_pct": 100 * (1 - acc), "test_nll": summary["test_nll"]}
     cached = out / "ceiling.json"
     if not cached.exists():
         cached.write_text(json.dumps(_ceiling(args, data, out)) + "\n")
     return {**row, **json.loads(cached.read_text())}
+
+
+def _valid_curve(out: Path) -> dict[str, Any]:
+    """The classifier's validation error (%) after each epoch, where the run logged it."""
+    records = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
+    curve = [100 * (1 - r["valid_accuracy"]) for r in records if "valid_accuracy" in r]
+    return {"valid_error_pct_by_epoch": curve} if curve else {}
 
 
 def _ceiling(args: argparse.Namespace, data: Dataset, out: Path) -> dict[str, Any]:
@@ -268,6 +276,16 @@ def _markdown(summary: dict[str, Any]) -> str:
             f"| {r['labelled']} | {r.get('alpha', '0.1 N')} | {r['seed']} "
             f"| {r.get('epochs_done', 0)} | {err} | {paper} "
             f"| {nll} | {r['status']} |"
+        )
+    curves = [r for r in summary["rows"] if r.get("valid_error_pct_by_epoch")]
+    if curves:
+        lines += ["", "Validation error (%) of q(y|x) after epochs 1, 5, 10, 20, ..., last:", ""]
+    for r in curves:
+        c = r["valid_error_pct_by_epoch"]
+        at = sorted({1, 5, *range(10, len(c), 10), len(c)} & set(range(1, len(c) + 1)))
+        points = ", ".join(f"{c[e - 1]:.2f}" for e in at)
+        lines.append(
+            f"- {r['labelled']} labels, alpha {r.get('alpha')}, seed {r['seed']}: {points}"
         )
     return "\n".join(lines) + "\n"
 

@@ -290,7 +290,8 @@ def _build_loop(
     gen = torch.Generator(device=home).manual_seed(tc.seed)  # data order and binarization
     train_x, valid_x = _placed(train_x, home), _placed(valid_x, home)
     train_y = _to(training_labels(vae, dataset, tc.train_on, tc.labelled, tc.seed), home)
-    valid_y = _to(split_labels(vae, dataset, "valid"), home)
+    m2 = vae.config.semi_supervised  # its classifier is scored on the valid labels
+    valid_y = _to(dataset.labels("valid") if m2 else split_labels(vae, dataset, "valid"), home)
     loop = Loop(vae, opt, gen, tc, train_x, progress and world.is_main, world, train_y)
     if vae.config.semi_supervised and hasattr(loop.objective, "classifier_weight"):
         loop.objective.classifier_weight = classifier_weight(tc, train_x.shape[0])

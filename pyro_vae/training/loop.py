@@ -52,7 +52,7 @@ from pyro_vae.training.replay import Replay
 from pyro_vae.training.runstate import Partial, Position, Stateful, capture, restore
 from pyro_vae.training.schedules import learning_rate
 from pyro_vae.training.stops import interrupted, nonfinite_error, stop_on_ctrl_c
-from pyro_vae.training.summary import mean_terms
+from pyro_vae.training.summary import valid_scores
 from pyro_vae.vae import VAE
 
 __all__ = ["Loop", "train"]
@@ -70,11 +70,11 @@ def train(
 ) -> EarlyStop:
     """Train from the loop's position to ``TrainConfig.epochs``, appending to ``history``.
 
-    Each epoch trains, scores the valid rows ``valid_x`` (labels ``valid_y`` for a
-    conditional VAE), logs to ``run_dir`` and checkpoints there (``None``: nothing is
-    written), then calls ``on_epoch``. With ``TrainConfig.early_stop`` it stops once the
-    validation ELBO has not improved for that many epochs
-    (:mod:`~pyro_vae.training.earlystop`); returns the run's :class:`EarlyStop` state.
+    Each epoch trains, scores the valid rows ``valid_x`` (labels ``valid_y``: a conditional
+    VAE's, or M2's, whose classifier is scored as ``valid_accuracy``), logs to ``run_dir``
+    and checkpoints there (``None``: nothing is written), then calls ``on_epoch``. With
+    ``TrainConfig.early_stop`` it stops once the validation ELBO has not improved for that
+    many epochs (:mod:`~pyro_vae.training.earlystop`); returns its :class:`EarlyStop` state.
     """
     log = EpochLog(loop, run_dir, history)  # metrics, checkpoints, early stopping
     loop.show_position()
@@ -88,7 +88,7 @@ def train(
                 if result is None:  # Ctrl-C during the epoch
                     raise interrupted(loop, run_dir)
                 record, timing = result
-                scores = mean_terms(loop.vae, valid_x, world=loop.world, y=valid_y)
+                scores = valid_scores(loop.vae, valid_x, loop.world, valid_y)
                 record.update({f"valid_{k}": v for k, v in scores.items()})
                 log.add(record, timing)
                 if on_epoch is not None and loop.world.is_main:

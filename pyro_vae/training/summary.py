@@ -27,7 +27,7 @@ from pyro_vae.infer.importance import PointEstimateError, log_likelihood
 from pyro_vae.training.distributed import World, all_reduce_sum
 from pyro_vae.vae import VAE
 
-__all__ = ["accuracy", "mean_terms", "summarize"]
+__all__ = ["accuracy", "mean_terms", "summarize", "valid_scores"]
 
 
 def mean_terms(
@@ -71,6 +71,28 @@ def accuracy(
             [vae.guide.class_logits(xb.to(device)).argmax(-1).cpu() for xb in x.split(batch_size)]
         )
     return float((guess == y.cpu()).double().mean()), guess
+
+
+def valid_scores(
+    vae: VAE, x: torch.Tensor, world: World | None = None, y: torch.Tensor | None = None
+) -> dict[str, float]:
+    """An epoch's validation scores: :func:`mean_terms`, and for M2 its ``accuracy``.
+
+    ``y`` holds the split's labels: a conditional VAE is scored given them; the
+    semi-supervised VAE sums y out of its ELBO and scores its classifier q(y|x) on them
+    (the correct guesses added across ranks, each rank scoring its share).
+    """
+    world = world or World()
+    if not (vae.config.semi_supervised and y is not None):
+        return mean_terms(vae, x, world=world, y=y)
+    scores = mean_terms(vae, x, world=world)
+    rate, _ = accuracy(vae, world.share(x), world.share(y))
+    n = world.share(y).shape[0]
+    device = next(vae.parameters()).device
+    right = torch.tensor([rate * n, n], dtype=torch.float64, device=device)
+    correct, total = all_reduce_sum(right, world).tolist()
+    scores["accuracy"] = correct / total if total else float("nan")
+    return scores
 
 
 def summarize(

@@ -58,6 +58,20 @@ def test_labelled_alone_builds_m2_with_the_enumerated_objective(trained) -> None
     assert 0.0 <= result.summary["test_accuracy"] <= 1.0
 
 
+def test_each_epoch_logs_the_classifiers_validation_accuracy(trained) -> None:
+    """``valid_accuracy``: argmax_y q(y|x) on the valid rows against their labels, the same
+    as :func:`accuracy` on the final weights."""
+    from pyro_vae.data import evaluation_split
+    from pyro_vae.training.summary import accuracy
+
+    result, data = trained
+    binarize = result.config.train.binarize  # as the run scored its valid rows
+    valid_x, valid_y = evaluation_split(data, "valid", binarize), data.labels("valid")
+    assert valid_y is not None
+    expected, _ = accuracy(result.vae, valid_x, valid_y)
+    assert result.history[-1]["valid_accuracy"] == pytest.approx(expected, abs=1e-12)
+
+
 def test_enumerated_objective_is_the_sum_over_classes_by_hand(trained) -> None:
     result, data = trained
     vae = result.vae.double()
