@@ -112,9 +112,9 @@ def decode_table(schema: TableSchema, x: torch.Tensor) -> pd.DataFrame:
     """Encoded rows (draws or means of p(x|z)) as a table with the original names and labels.
 
     Real and positive columns are un-standardized, then rounded as the column's cells were
-    written (to integers, or to its ``decimals`` places); counts rounded; a binary column's value above 1/2 is its level 1; a
-    categorical block gives its largest entry's level. The indicators are ignored: every
-    cell is filled.
+    written (to integers, or to its ``decimals`` places); counts rounded; a binary column's
+    value above 1/2 is its level 1; a categorical block gives its largest entry's level. The
+    indicators are ignored: every cell is filled.
     """
     values = x.detach().cpu().double().numpy()
     out: dict[str, object] = {}
