@@ -57,6 +57,7 @@ _POINT_PANELS = (  # a Delta guide: log q = 0 at the point z*, so the terms read
     ("reconstruction", r"reconstruction $\log p(x|z^*)$"),
     ("kl", r"$-\log p(z^*)$ at the guide's point"),
 )
+_ACCURACY_PANEL = ("accuracy", r"accuracy of the classifier $q(y|x)$")  # M2 only
 # split, marker, line style, x offset in epochs, legend label. The train figures of an epoch
 # are a running mean over its minibatches while the weights change: they describe the model
 # at mid-epoch on average, so they are drawn there; the valid figures are the weights at the
@@ -150,7 +151,8 @@ def _history_entry(i: int, entry: object) -> tuple[float, dict[str, float]]:
     epoch = as_number(entry["epoch"], f"history[{i}]['epoch']")
     if not math.isfinite(epoch):
         raise ValueError(f"history[{i}]['epoch'] must be finite, got {epoch!r}")
-    names = [f"{split[0]}_{key}" for split in _SPLITS for key, _ in _CURVE_PANELS]
+    keys = [key for key, _ in (*_CURVE_PANELS, _ACCURACY_PANEL)]
+    names = [f"{split[0]}_{key}" for split in _SPLITS for key in keys]
     metrics = {
         name: as_number(entry[name], f"history[{i}][{name!r}]")
         for name in names
@@ -195,26 +197,35 @@ def _curve_panel(
     ax: Axes, key: str, title: str, series: Mapping[str, tuple[np.ndarray, np.ndarray]]
 ) -> None:
     """One panel of :func:`curves`: the train and valid lines of ``key``, or a note."""
-    for split, marker, style, offset, label in _SPLITS:
+    for color, (split, marker, style, offset, label) in enumerate(_SPLITS):
         if f"{split}_{key}" in series:
             x, y = series[f"{split}_{key}"]
             every = max(1, len(x) // 30)  # markers on at most ~30 points
-            ax.plot(
-                x + offset, y, linestyle=style, marker=marker, ms=4, markevery=every, label=label
+            ax.plot(  # each split has its colour in every panel
+                x + offset,
+                y,
+                linestyle=style,
+                marker=marker,
+                ms=4,
+                markevery=every,
+                label=label,
+                color=f"C{color}",
             )
     if ax.lines:
         ax.legend(fontsize=8)
     else:
         ax.text(0.5, 0.5, "not recorded", transform=ax.transAxes, ha="center", color="0.5")
         ax.set_yticks([])
-    ax.set(title=title, xlabel="epoch", ylabel="nats per data point")
+    unit = "fraction of the points" if key == "accuracy" else "nats per data point"
+    ax.set(title=title, xlabel="epoch", ylabel=unit)
     ax.grid(alpha=0.3)
 
 
 def curves(
     history: Sequence[Mapping[str, float]], path: str | Path, *, point_estimate: bool = False
 ) -> Path:
-    """Write training curves to the PNG ``path``: ELBO, reconstruction and KL side by side.
+    """Write training curves to the PNG ``path``: ELBO, reconstruction and KL side by side,
+    and the semi-supervised VAE's classifier accuracy (``valid_accuracy``) where recorded.
 
     With ``point_estimate`` (a Delta guide) the panels are titled by what the same numbers
     are there: log p(x|z*) + log p(z*), log p(x|z*) and -log p(z*).
@@ -233,10 +244,12 @@ def curves(
     offsets = {split: offset for split, _, _, offset, _ in _SPLITS}
     drawn = [x + offsets[name.split("_", 1)[0]] for name, (x, _) in series.items()]
     xlim, integer = _epoch_axis(epochs, np.concatenate([epochs, *drawn]))
-    with figure(1300, 400, constrained=True) as fig:
+    panels = [*(_POINT_PANELS if point_estimate else _CURVE_PANELS)]
+    if any(name.endswith("_accuracy") for name in series):
+        panels.append(_ACCURACY_PANEL)
+    with figure(1300 * len(panels) // 3, 400, constrained=True) as fig:
         fig.supxlabel(_CURVES_NOTE, fontsize=8, color="0.3")
-        panels = _POINT_PANELS if point_estimate else _CURVE_PANELS
-        for ax, (key, title) in zip(fig.subplots(1, 3), panels, strict=True):
+        for ax, (key, title) in zip(fig.subplots(1, len(panels)), panels, strict=True):
             _curve_panel(ax, key, title, series)
             ax.set_xlim(xlim)
             if integer:

@@ -328,6 +328,12 @@ def test_curves_writes_png(tmp_path: Path, epochs: int, keys: list[str]) -> None
     assert ratio(out) == pytest.approx(400 / 1300, rel=0.1)  # three panels side by side
 
 
+def test_curves_add_the_classifiers_accuracy_where_recorded(tmp_path: Path) -> None:
+    hist = [{**h, "valid_accuracy": 0.5 + 0.1 * h["epoch"]} for h in history(3)]
+    out = plots.curves(hist, tmp_path / "curves.png")
+    assert ratio(out) == pytest.approx(400 / (1300 * 4 // 3), rel=0.1)  # a fourth panel
+
+
 def test_curves_say_what_each_curve_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The train figures are a running mean over the epoch, the valid ones the weights at its
     end: the legend and a note say so, and the train points sit at mid-epoch."""
