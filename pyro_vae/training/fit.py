@@ -293,7 +293,7 @@ def _build_loop(
     m2 = vae.config.semi_supervised  # its classifier is scored on the valid labels
     valid_y = _to(dataset.labels("valid") if m2 else split_labels(vae, dataset, "valid"), home)
     loop = Loop(vae, opt, gen, tc, train_x, progress and world.is_main, world, train_y)
-    if vae.config.semi_supervised and hasattr(loop.objective, "classifier_weight"):
+    if m2 and hasattr(loop.objective, "classifier_weight"):
         loop.objective.classifier_weight = classifier_weight(tc, train_x.shape[0])
     return loop, home, (valid_x, valid_y)
 

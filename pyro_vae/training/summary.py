@@ -86,10 +86,10 @@ def valid_scores(
     if not (vae.config.semi_supervised and y is not None):
         return mean_terms(vae, x, world=world, y=y)
     scores = mean_terms(vae, x, world=world)
-    rate, _ = accuracy(vae, world.share(x), world.share(y))
-    n = world.share(y).shape[0]
+    ys = world.share(y)
+    _, guess = accuracy(vae, world.share(x), ys)
     device = next(vae.parameters()).device
-    right = torch.tensor([rate * n, n], dtype=torch.float64, device=device)
+    right = torch.tensor([(guess == ys.cpu()).sum(), len(ys)], dtype=torch.float64, device=device)
     correct, total = all_reduce_sum(right, world).tolist()
     scores["accuracy"] = correct / total if total else float("nan")
     return scores
