@@ -17,7 +17,10 @@ p(x|y)`, each :math:`p(x|y)` by importance sampling, on the same IW subset.
 writes every run directory under ``--out`` and the table ``--results``.{json,md}. It is
 resumable: a run stopped by the budget wrote a checkpoint of its exact state (as Ctrl-C
 does), and the next invocation continues it (``fit(resume_config(dir), resume=True)``);
-finished runs are read back. ``--smoke`` runs the whole path on the embedded digits.
+finished runs are read back. ``--first-seed S --seeds 1`` runs seed S alone, so that seeds
+can train side by side in separate processes (each with its own ``--results``); one more
+invocation with ``--seeds N`` then reads them all back into one table. ``--smoke`` runs
+the whole path on the embedded digits.
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ def main() -> None:
     settings: list[int | str] = [int(n) for n in args.labels.split(",")]
     settings += [] if args.no_ceiling else ["all"]
     for labelled in settings:
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             rows.append(_run(args, data, labelled, seed, deadline))
     summary = _summary(args, rows, time.perf_counter() - start)
     results = Path(args.results)
@@ -73,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--labels", default="100,3000", help="numbers of labelled points")
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--first-seed", type=int, default=0, help="seeds run: first, first+1, ... (0)")
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--hidden", default="500", help="hidden widths, e.g. 500 (the paper's)")
     p.add_argument("--latent-dim", type=int, default=50)

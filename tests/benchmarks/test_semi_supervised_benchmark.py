@@ -31,13 +31,16 @@ def test_semi_supervised_benchmark_smoke(tmp_path: Path) -> None:
 
 
 def test_alpha_gets_its_own_run_and_no_ceiling_skips_the_ceiling(tmp_path: Path) -> None:
+    """Also ``--first-seed``: seed 2 alone, as a second process beside seed 0 would run it."""
     results = tmp_path / "res"
     cmd = [sys.executable, "-m", "benchmarks.semi_supervised", "--smoke", "--alpha", "460"]
-    cmd += ["--no-ceiling", "--out", str(tmp_path / "runs"), "--results", str(results)]
+    cmd += ["--no-ceiling", "--first-seed", "2"]
+    cmd += ["--out", str(tmp_path / "runs"), "--results", str(results)]
     subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, timeout=600)
     summary = json.loads(results.with_suffix(".json").read_text())
-    assert [(r["labelled"], r["alpha"]) for r in summary["rows"]] == [(20, 460.0)]
-    assert summary["rows"][0]["run_dir"].endswith("labelled-20-alpha-460/seed-0")
+    rows = [(r["labelled"], r["alpha"], r["seed"]) for r in summary["rows"]]
+    assert rows == [(20, 460.0, 2)]
+    assert summary["rows"][0]["run_dir"].endswith("labelled-20-alpha-460/seed-2")
     assert "--alpha 460.0 --no-ceiling" in summary["command"]
-    config = json.loads((tmp_path / "runs/labelled-20-alpha-460/seed-0/config.json").read_text())
-    assert config["train"]["alpha"] == 460.0
+    config = json.loads((tmp_path / "runs/labelled-20-alpha-460/seed-2/config.json").read_text())
+    assert config["train"]["alpha"] == 460.0 and config["train"]["seed"] == 2
