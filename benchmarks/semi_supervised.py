@@ -267,19 +267,22 @@ def _markdown(summary: dict[str, Any]) -> str:
         "",
         f"Budget: {summary['budget']['minutes']} minutes on {summary['budget']['device']} "
         f"({machine['cpu_count']} cores, load {machine['load_average_at_end'][0]:.1f}); "
-        f"this invocation ran {summary['budget']['wall_seconds']:.0f} s.",
+        f"this invocation ran {summary['budget']['wall_seconds']:.0f} s (finished runs are "
+        "read back; each row's training time is its own).",
         "",
-        "| labels | alpha | seed | epochs | test error % | paper M2 error % | IW NLL | status |",
-        "|---|---|---|---|---|---|---|---|",
+        "| labels | alpha | seed | epochs | test error % | paper M2 error % | IW NLL | status "
+        "| train min |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in summary["rows"]:
         paper = PAPER_ERROR.get(r["labelled"], "-") if r["labelled"] != "all" else "ceiling"
         err = f"{r['test_error_pct']:.2f}" if "test_error_pct" in r else "-"
         nll = f"{r['test_nll']:.2f}" if "test_nll" in r else "-"
+        minutes = f"{r['train_seconds'] / 60:.1f}" if "train_seconds" in r else "-"
         lines.append(
             f"| {r['labelled']} | {r.get('alpha', '0.1 N')} | {r['seed']} "
             f"| {r.get('epochs_done', 0)} | {err} | {paper} "
-            f"| {nll} | {r['status']} |"
+            f"| {nll} | {r['status']} | {minutes} |"
         )
     curves = [r for r in summary["rows"] if r.get("valid_error_pct_by_epoch")]
     if curves:
