@@ -19,7 +19,9 @@ resumable: a run stopped by the budget wrote a checkpoint of its exact state (as
 does), and the next invocation continues it (``fit(resume_config(dir), resume=True)``);
 finished runs are read back. ``--first-seed S --seeds 1`` runs seed S alone, so that seeds
 can train side by side in separate processes (each with its own ``--results``); one more
-invocation with ``--seeds N`` then reads them all back into one table. ``--smoke`` runs
+invocation with ``--seeds N`` then reads them all back into one table. To train finished
+runs further, copy their directories to a new ``--out`` without ``summary.json`` and give a
+larger ``--epochs``: each continues from its checkpoint. ``--smoke`` runs
 the whole path on the embedded digits.
 """
 
@@ -162,7 +164,11 @@ def _run(
     if time.monotonic() >= deadline:
         return {**row, "status": "not started (budget)", **_progress(out)}
     resume = (out / "config.json").exists()
-    config = resume_config(out) if resume else _config(args, labelled, seed, out)
+    # an unfinished run continues to --epochs: a copy of a finished run without its
+    # summary.json is trained further (its metrics.jsonl keeps every epoch)
+    config = (
+        resume_config(out, epochs=args.epochs) if resume else _config(args, labelled, seed, out)
+    )
     left = deadline - time.monotonic()
     timer = threading.Timer(min(left, 1e7), os.kill, (os.getpid(), signal.SIGINT))
     if math.isfinite(left):
