@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -44,3 +45,24 @@ def test_alpha_gets_its_own_run_and_no_ceiling_skips_the_ceiling(tmp_path: Path)
     assert "--alpha 460.0 --no-ceiling" in summary["command"]
     config = json.loads((tmp_path / "runs/labelled-20-alpha-460/seed-2/config.json").read_text())
     assert config["train"]["alpha"] == 460.0 and config["train"]["seed"] == 2
+
+
+def test_a_copied_finished_run_trains_on_to_more_epochs(tmp_path: Path) -> None:
+    """A finished run copied without its summary.json continues from its checkpoint to the
+    larger ``--epochs`` (every epoch kept in metrics.jsonl), not back to its saved ones."""
+    base = [sys.executable, "-m", "benchmarks.semi_supervised", "--smoke", "--no-ceiling"]
+    first = tmp_path / "runs"
+    subprocess.run(
+        [*base, "--out", str(first), "--results", str(tmp_path / "a")],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    on = tmp_path / "on"
+    shutil.copytree(first, on)
+    (on / "labelled-20/seed-0/summary.json").unlink()
+    cmd = [*base, "--epochs", "2", "--out", str(on), "--results", str(tmp_path / "b")]
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, timeout=600)
+    row = json.loads((tmp_path / "b.json").read_text())["rows"][0]
+    assert (row["status"], row["epochs_done"]) == ("complete", 2)
